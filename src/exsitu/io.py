@@ -1,0 +1,101 @@
+"""Shared plumbing for the stage modules: atomic writes, clear input errors, settings.
+
+Every stage writes through :func:`atomic_output` so that an interrupted or failing stage
+never leaves a half-written file that Snakemake (or a user) could mistake for a result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("exsitu")
+
+
+class InputError(Exception):
+    """Bad input a user can fix: the message names the file or key and what is wrong."""
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only on success.
+
+    With ``directory=True`` the temporary path is a fresh directory (for directory
+    outputs such as the mock universe). On any exception the temporary is removed.
+    """
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if directory:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if directory and final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        if tmp.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
+        raise
+
+
+def parse_settings(text: str) -> dict[str, Any]:
+    """Parse the ``--settings`` JSON object a rule passes (a config subset)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"--settings is not valid JSON ({err}): {text!r}") from err
+    if not isinstance(value, dict):
+        raise InputError(f"--settings must be a JSON object, got {text!r}")
+    return value
+
+
+def require(settings: dict[str, Any], key: str, section: str = "settings") -> Any:
+    """Return ``settings[key]`` or fail naming the missing config key."""
+    if key not in settings:
+        raise InputError(f"config key '{section}.{key}' is missing")
+    return settings[key]
+
+
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """An argparse parser with the options every stage shares (``--settings``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--settings",
+        type=parse_settings,
+        default={},
+        help="JSON object with the stage's config section (as Snakemake passes it)",
+    )
+    return parser
+
+
+def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
+    """Run a stage's main with logging set up; turn an InputError into one clear line.
+
+    The exit status is 1 for bad input (message on stderr, prefixed ``error:``), so a
+    Snakemake rule fails with the message in its log instead of a traceback.
+    """
+    logging.basicConfig(
+        level=os.environ.get("EXSITU_LOGLEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        main(argv)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

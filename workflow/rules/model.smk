@@ -1,0 +1,126 @@
+# The model half: cVAE, the conditional flow on its latent space, the deterministic
+# baseline and the calibrated evaluation on the test set.
+
+
+DATASET = dict(
+    maps=shard_files("results/maps/shard_{shard}.h5"),
+    split="results/dataset/split.csv",
+    stats="results/dataset/normalisation.json",
+)
+TRAIN_RESOURCES = dict(
+    gpu=resource("train", "gpus", 1),
+    cpus_per_task=resource("train", "cpus", 4),
+    mem_mb=resource("train", "mem_mb", 16000),
+    runtime=resource("train", "runtime", 720),
+)
+
+
+rule train_cvae:
+    input:
+        **DATASET,
+    output:
+        model="results/models/cvae.pt",
+        history="results/models/cvae_history.csv",
+    params:
+        cvae=settings("cvae"),
+        device=config["device"],
+        checkpoint="results/checkpoints/cvae.pt",
+    threads: 2
+    resources:
+        **TRAIN_RESOURCES,
+    log:
+        "results/logs/train_cvae.log",
+    benchmark:
+        "results/benchmarks/train_cvae.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    shell:
+        "python -m exsitu.train_cvae --maps {input.maps} --split {input.split}"
+        " --stats {input.stats} --settings {params.cvae:q} --device {params.device}"
+        " --checkpoint {params.checkpoint} --out {output.model}"
+        " --history {output.history} > {log} 2>&1"
+
+
+rule train_flow:
+    input:
+        **DATASET,
+        cvae="results/models/cvae.pt",
+    output:
+        model="results/models/flow.pt",
+        history="results/models/flow_history.csv",
+    params:
+        flow=settings("flow"),
+        device=config["device"],
+        checkpoint="results/checkpoints/flow.pt",
+    threads: 2
+    resources:
+        **TRAIN_RESOURCES,
+    log:
+        "results/logs/train_flow.log",
+    benchmark:
+        "results/benchmarks/train_flow.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    shell:
+        "python -m exsitu.train_flow --maps {input.maps} --split {input.split}"
+        " --stats {input.stats} --cvae {input.cvae} --settings {params.flow:q}"
+        " --device {params.device} --checkpoint {params.checkpoint}"
+        " --out {output.model} --history {output.history} > {log} 2>&1"
+
+
+rule train_baseline:
+    input:
+        **DATASET,
+    output:
+        model="results/models/baseline.pt",
+        history="results/models/baseline_history.csv",
+    params:
+        # The deterministic baseline shares the cVAE's condition encoder and decoder.
+        baseline=settings("cvae", "baseline"),
+        device=config["device"],
+        checkpoint="results/checkpoints/baseline.pt",
+    threads: 2
+    resources:
+        **TRAIN_RESOURCES,
+    log:
+        "results/logs/train_baseline.log",
+    benchmark:
+        "results/benchmarks/train_baseline.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    shell:
+        "python -m exsitu.train_baseline --maps {input.maps} --split {input.split}"
+        " --stats {input.stats} --settings {params.baseline:q} --device {params.device}"
+        " --checkpoint {params.checkpoint} --out {output.model}"
+        " --history {output.history} > {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        **DATASET,
+        cvae="results/models/cvae.pt",
+        flow="results/models/flow.pt",
+        baseline="results/models/baseline.pt",
+    output:
+        metrics=report(
+            "results/evaluation/metrics.json",
+            caption="../report/metrics.rst",
+            category="Evaluation",
+        ),
+        summaries="results/evaluation/summaries.h5",
+    params:
+        evaluate=settings("evaluate"),
+        device=config["device"],
+    threads: 2
+    log:
+        "results/logs/evaluate.log",
+    benchmark:
+        "results/benchmarks/evaluate.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    shell:
+        "python -m exsitu.evaluate --maps {input.maps} --split {input.split}"
+        " --stats {input.stats} --cvae {input.cvae} --flow {input.flow}"
+        " --baseline {input.baseline} --settings {params.evaluate:q}"
+        " --device {params.device} --out-metrics {output.metrics}"
+        " --out-summaries {output.summaries} > {log} 2>&1"
