@@ -1,0 +1,118 @@
+"""Posterior sampling of ex-situ maps from the trained cVAE, in the paper's three modes.
+
+- ``reconstruction``: z ~ q(z | true ex-situ map, conditions), the lower bound on the error;
+- ``prior``: z ~ N(0, 1);
+- ``flow``: z ~ p_flow(z | condition summary), the realistic inference mode.
+
+Each z is decoded to a per-pixel censored Gaussian and one map is drawn from it, so a sample is
+a draw from the full predictive p(eps | z, theta) and the spread of the samples is the posterior
+uncertainty (latent and per-pixel). The condition encoder runs once per map; its features are
+broadcast over the K samples. Work is batched over (map, sample) pairs on the model's device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from exsitu.cvae import CVAE, censored_gaussian_sample, galaxy_mask
+from exsitu.flow import LatentFlow
+from exsitu.io import InputError
+
+MODES = ("reconstruction", "prior", "flow")
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def encode(
+    cvae: CVAE, conditions: torch.Tensor, exsitu: torch.Tensor, batch_size: int = 256
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q(z | eps, theta) of every map: (mu, std, summary) on the CPU, float32.
+
+    mu, std: (N, latent_dim) in latent units; summary: (N, summary_dim), the condition encoder's
+    summary vector that the flow is conditioned on.
+    """
+    cvae.eval()
+    device = _device(cvae)
+    mus, stds, summaries = [], [], []
+    for start in range(0, conditions.shape[0], batch_size):
+        cond = conditions[start : start + batch_size].to(device)
+        features, summary = cvae.condition_encoder(cond)
+        mu, logvar = cvae.encoder(exsitu[start : start + batch_size].to(device), features, summary)
+        mus.append(mu.float().cpu())
+        stds.append(torch.exp(0.5 * logvar).float().cpu())
+        summaries.append(summary.float().cpu())
+    return torch.cat(mus), torch.cat(stds), torch.cat(summaries)
+
+
+def _latents(
+    cvae: CVAE, mode: str, n_samples: int, features: list[torch.Tensor], summary: torch.Tensor,
+    exsitu: torch.Tensor | None, flow: LatentFlow | None, generator: torch.Generator | None,
+) -> torch.Tensor:
+    """(maps, K, latent_dim) latent draws for one chunk of maps."""
+    maps, dim = summary.shape[0], cvae.cfg.latent_dim
+    noise_shape = (maps, n_samples, dim)
+    if mode == "flow":
+        return flow.sample(n_samples, summary, generator=generator)
+    noise = torch.randn(noise_shape, generator=generator, device=summary.device)
+    if mode == "prior":
+        return noise
+    mu, logvar = cvae.encoder(exsitu, features, summary)
+    return mu[:, None] + noise * torch.exp(0.5 * logvar)[:, None]
+
+
+@torch.no_grad()
+def posterior_samples(
+    cvae: CVAE,
+    conditions: torch.Tensor,
+    n_samples: int,
+    mode: str,
+    *,
+    exsitu: torch.Tensor | None = None,
+    flow: LatentFlow | None = None,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """K posterior samples of the ex-situ fraction map for each of N maps.
+
+    conditions: (N, 5, P, P) normalised as ``exsitu.dataset.load_subset`` returns them.
+    mode: "reconstruction" (needs ``exsitu``, (N, 1, P, P) true maps), "prior", or "flow"
+        (needs ``flow``, the model of ``train_flow``).
+    batch_size: (map, sample) pairs decoded per forward pass.
+    generator: a torch.Generator on the model's device, for reproducible draws.
+    Returns (N, K, P, P) float32 in [0, 1] on the CPU; pixels outside the galaxy are 0.
+    """
+    if mode not in MODES:
+        raise InputError(f"sampling mode must be one of {MODES}, got {mode!r}")
+    if mode == "reconstruction" and exsitu is None:
+        raise InputError("sampling mode 'reconstruction' needs the true ex-situ maps (exsitu=...)")
+    if mode == "flow" and flow is None:
+        raise InputError("sampling mode 'flow' needs the trained flow (flow=...)")
+    if n_samples < 1 or batch_size < 1:
+        raise InputError(f"n_samples and batch_size must be >= 1, got {n_samples}, {batch_size}")
+    cvae.eval()
+    if flow is not None:
+        flow.eval()
+    device = _device(cvae)
+    n, p = conditions.shape[0], conditions.shape[-1]
+    out = torch.empty(n, n_samples, p, p, dtype=torch.float32)
+    maps_per_chunk = max(1, batch_size // n_samples)
+    for start in range(0, n, maps_per_chunk):
+        stop = min(n, start + maps_per_chunk)
+        cond = conditions[start:stop].to(device)
+        features, summary = cvae.condition_encoder(cond)
+        truth = exsitu[start:stop].to(device) if exsitu is not None else None
+        z = _latents(cvae, mode, n_samples, features, summary, truth, flow, generator).flatten(0, 1)
+        owner = torch.arange(stop - start, device=device).repeat_interleave(n_samples)
+        mask = galaxy_mask(cond)
+        for first in range(0, owner.numel(), batch_size):
+            which = owner[first : first + batch_size]
+            loc, log_scale = cvae.decoder(
+                z[first : first + batch_size], [f.index_select(0, which) for f in features], summary.index_select(0, which)
+            )
+            draw = censored_gaussian_sample(loc.float(), log_scale.float(), generator) * mask.index_select(0, which)
+            flat = out[start:stop].view(-1, p, p)
+            flat[first : first + batch_size] = draw.squeeze(1).cpu()
+    return out

@@ -1,0 +1,46 @@
+"""Stage ``train_baseline``: train the deterministic regressor (the cVAE's condition encoder and
+decoder, no latent) on the same split, for the baseline comparison of the evaluation.
+
+Settings are the cvae: section merged with baseline: (so baseline.epochs overrides cvae.epochs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from exsitu.baseline import Baseline, baseline_loss
+from exsitu.checkpoint import save_model
+from exsitu.cvae import CVAEConfig
+from exsitu.dataset import load_subset
+from exsitu.device import resolve_device
+from exsitu.io import run_stage, stage_parser
+from exsitu.training import TrainSettings, add_stage_arguments, data_checksum, fit, write_history
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = add_stage_arguments(stage_parser(__doc__.splitlines()[0]))
+    args = parser.parse_args(argv)
+    settings = args.settings
+    device = resolve_device(args.device)
+    train = load_subset(args.maps, args.split, args.stats, "train")
+    val = load_subset(args.maps, args.split, args.stats, "val")
+    cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]), section="baseline")
+    model = Baseline(cfg)
+    train_data = (train.conditions, train.exsitu, train.mask)
+    result = fit(
+        model,
+        baseline_loss,
+        train_data,
+        (val.conditions, val.exsitu, val.mask),
+        TrainSettings.from_config(settings, "baseline"),
+        device,
+        args.checkpoint,
+        {"kind": "baseline", "hparams": cfg.to_dict(), "data": data_checksum(train_data)},
+        desc="baseline",
+    )
+    save_model(args.out, model, {"settings": settings, "best_epoch": result.best_epoch, "best_val": result.best_val})
+    write_history(args.history, result.history)
+
+
+if __name__ == "__main__":
+    run_stage(main)
