@@ -1,8 +1,8 @@
 """The deterministic baseline: the cVAE's condition encoder and decoder without a latent vector.
 
-It is trained on the same censored-Gaussian likelihood as the cVAE (``exsitu.cvae``), and its
-prediction is that likelihood's mean, E[ex-situ fraction | conditions] per pixel, in [0, 1]:
-the regression counterpart of the cVAE's posterior mean.
+It is trained on the same censored-Gaussian likelihood as the cVAE (``exsitu.cvae``); its
+prediction (``exsitu.sample.predict_baseline``) is that likelihood's mean, E[ex-situ fraction |
+conditions] per pixel in [0, 1]: the regression counterpart of the cVAE's posterior mean.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from exsitu.cvae import CVAEConfig, ConditionEncoder, Decoder, censored_gaussian_mean, censored_gaussian_nll
+from exsitu.cvae import CVAEConfig, ConditionEncoder, Decoder, censored_gaussian_nll
 
 
 class Baseline(nn.Module):
@@ -41,19 +41,3 @@ def baseline_loss(
     loss = censored_gaussian_nll(exsitu, loc, log_scale, mask).mean()
     return loss, {"recon": loss.detach()}
 
-
-@torch.no_grad()
-def predict_baseline(baseline: Baseline, conditions: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU.
-
-    ``conditions`` are normalised (N, 5, P, P) maps as ``exsitu.dataset.load_subset`` returns
-    them; they are moved batch by batch to the model's device.
-    """
-    baseline.eval()
-    device = next(baseline.parameters()).device
-    out = []
-    for start in range(0, conditions.shape[0], batch_size):
-        cond = conditions[start : start + batch_size].to(device)
-        loc, log_scale = baseline(cond)
-        out.append(censored_gaussian_mean(loc, log_scale).squeeze(1).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, *conditions.shape[-2:])

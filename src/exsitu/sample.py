@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from exsitu.cvae import CVAE, censored_gaussian_sample, galaxy_mask
+from exsitu.baseline import Baseline
+from exsitu.cvae import CVAE, censored_gaussian_mean, censored_gaussian_sample, galaxy_mask
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError
 
@@ -116,3 +117,20 @@ def posterior_samples(
             flat = out[start:stop].view(-1, p, p)
             flat[first : first + batch_size] = draw.squeeze(1).cpu()
     return out
+
+
+@torch.no_grad()
+def predict_baseline(baseline: Baseline, conditions: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU.
+
+    ``conditions`` are normalised (N, 5, P, P) maps as ``exsitu.dataset.load_subset`` returns
+    them; they are moved batch by batch to the model's device.
+    """
+    baseline.eval()
+    device = _device(baseline)
+    out = []
+    for start in range(0, conditions.shape[0], batch_size):
+        cond = conditions[start : start + batch_size].to(device)
+        loc, log_scale = baseline(cond)
+        out.append(censored_gaussian_mean(loc, log_scale).squeeze(1).float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, *conditions.shape[-2:])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from exsitu.baseline import Baseline, baseline_loss
 from exsitu.checkpoint import save_model
 from exsitu.cvae import CVAEConfig
@@ -25,6 +27,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     train = load_subset(args.maps, args.split, args.stats, "train")
     val = load_subset(args.maps, args.split, args.stats, "val")
     cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]), section="baseline")
+    train_settings = TrainSettings.from_config(settings, "baseline")
+    torch.manual_seed(train_settings.seed)  # the initial weights are part of a seeded run
     model = Baseline(cfg)
     train_data = (train.conditions, train.exsitu, train.mask)
     result = fit(
@@ -32,7 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         baseline_loss,
         train_data,
         (val.conditions, val.exsitu, val.mask),
-        TrainSettings.from_config(settings, "baseline"),
+        train_settings,
         device,
         args.checkpoint,
         {"kind": "baseline", "hparams": cfg.to_dict(), "data": data_checksum(train_data)},

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import partial
 
+import torch
+
 from exsitu.checkpoint import save_model
 from exsitu.cvae import CVAE, CVAEConfig, elbo_loss
 from exsitu.dataset import load_subset
@@ -37,6 +39,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     free_bits = float(settings.get("free_bits", 0.0))
     if beta < 0 or free_bits < 0:
         raise InputError(f"config keys 'cvae.beta' and 'cvae.free_bits' must be >= 0, got {beta}, {free_bits}")
+    train_settings = TrainSettings.from_config(settings, "cvae")
+    torch.manual_seed(train_settings.seed)  # the initial weights are part of a seeded run
     model = CVAE(cfg)
     train_data = (train.conditions, train.exsitu, train.mask)
     result = fit(
@@ -44,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         partial(elbo_loss, beta=beta, free_bits=free_bits),
         train_data,
         (val.conditions, val.exsitu, val.mask),
-        TrainSettings.from_config(settings, "cvae"),
+        train_settings,
         device,
         args.checkpoint,
         {"kind": "cvae", "hparams": cfg.to_dict(), "beta": beta, "free_bits": free_bits, "data": data_checksum(train_data)},

@@ -44,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     # Validation scores one fixed draw per map, so its loss is comparable from epoch to epoch.
     draws = torch.Generator().manual_seed(train_settings.seed)
     val_z = val_mu + val_std * torch.randn(val_mu.shape, generator=draws)
+    torch.manual_seed(train_settings.seed)  # the initial weights are part of a seeded run
     flow = LatentFlow(cfg)
     flow.set_standardisation(train_data[0] + train_data[1] * torch.randn(train_data[0].shape, generator=draws), train_data[2])
     result = fit(
