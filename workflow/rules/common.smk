@@ -3,6 +3,16 @@
 # setting reruns only the stages that read it).
 import json
 
+from snakemake.exceptions import WorkflowError
+
+if config["simulation"]["source"] == "tng" and not config["simulation"].get("basepath"):
+    # Fail before any job: without it every data stage would fail later with a worse message.
+    raise WorkflowError(
+        "config key 'simulation.basepath' is not set: with simulation.source 'tng' it must be "
+        "the TNG 'output' directory (the one holding snapdir_099/ and groups_099/); set it in "
+        "your config file or with --config 'simulation={source: tng, basepath: <dir>}'"
+    )
+
 MOCK_ROOT = "results/mock/TNGmock"
 SHARDS = list(range(config["maps"]["n_shards"]))
 

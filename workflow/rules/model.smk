@@ -21,19 +21,19 @@ rule train_cvae:
     output:
         model="results/models/cvae.pt",
         history="results/models/cvae_history.csv",
-    params:
-        cvae=settings("cvae"),
-        device=config["device"],
-        checkpoint="results/checkpoints/cvae.pt",
-    threads: 2
-    resources:
-        **TRAIN_RESOURCES,
     log:
         "results/logs/train_cvae.log",
     benchmark:
         "results/benchmarks/train_cvae.tsv"
     conda:
         "../../envs/exsitu.yaml"
+    threads: 2
+    resources:
+        **TRAIN_RESOURCES,
+    params:
+        cvae=settings("cvae"),
+        device=config["device"],
+        checkpoint="results/checkpoints/cvae.pt",
     shell:
         "python -m exsitu.train_cvae --maps {input.maps} --split {input.split}"
         " --stats {input.stats} --settings {params.cvae:q} --device {params.device}"
@@ -48,19 +48,19 @@ rule train_flow:
     output:
         model="results/models/flow.pt",
         history="results/models/flow_history.csv",
-    params:
-        flow=settings("flow"),
-        device=config["device"],
-        checkpoint="results/checkpoints/flow.pt",
-    threads: 2
-    resources:
-        **TRAIN_RESOURCES,
     log:
         "results/logs/train_flow.log",
     benchmark:
         "results/benchmarks/train_flow.tsv"
     conda:
         "../../envs/exsitu.yaml"
+    threads: 2
+    resources:
+        **TRAIN_RESOURCES,
+    params:
+        flow=settings("flow"),
+        device=config["device"],
+        checkpoint="results/checkpoints/flow.pt",
     shell:
         "python -m exsitu.train_flow --maps {input.maps} --split {input.split}"
         " --stats {input.stats} --cvae {input.cvae} --settings {params.flow:q}"
@@ -74,20 +74,20 @@ rule train_baseline:
     output:
         model="results/models/baseline.pt",
         history="results/models/baseline_history.csv",
-    params:
-        # The deterministic baseline shares the cVAE's condition encoder and decoder.
-        baseline=settings("cvae", "baseline"),
-        device=config["device"],
-        checkpoint="results/checkpoints/baseline.pt",
-    threads: 2
-    resources:
-        **TRAIN_RESOURCES,
     log:
         "results/logs/train_baseline.log",
     benchmark:
         "results/benchmarks/train_baseline.tsv"
     conda:
         "../../envs/exsitu.yaml"
+    threads: 2
+    resources:
+        **TRAIN_RESOURCES,
+    params:
+        # The deterministic baseline shares the cVAE's condition encoder and decoder.
+        baseline=settings("cvae", "baseline"),
+        device=config["device"],
+        checkpoint="results/checkpoints/baseline.pt",
     shell:
         "python -m exsitu.train_baseline --maps {input.maps} --split {input.split}"
         " --stats {input.stats} --settings {params.baseline:q} --device {params.device}"
@@ -108,16 +108,16 @@ rule evaluate:
             category="Evaluation",
         ),
         summaries="results/evaluation/summaries.h5",
-    params:
-        evaluate=settings("evaluate"),
-        device=config["device"],
-    threads: 2
     log:
         "results/logs/evaluate.log",
     benchmark:
         "results/benchmarks/evaluate.tsv"
     conda:
         "../../envs/exsitu.yaml"
+    threads: 2
+    params:
+        evaluate=settings("evaluate"),
+        device=config["device"],
     shell:
         "python -m exsitu.evaluate --maps {input.maps} --split {input.split}"
         " --stats {input.stats} --cvae {input.cvae} --flow {input.flow}"

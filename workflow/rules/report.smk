@@ -17,15 +17,15 @@ rule report:
             caption="../report/report.rst",
             category="Report",
         ),
-    params:
-        run_config=json.dumps(config, sort_keys=True, default=str),
-        benchmarks="results/benchmarks",
     log:
         "results/logs/report.log",
     benchmark:
         "results/benchmarks/report.tsv"
     conda:
         "../../envs/exsitu.yaml"
+    params:
+        run_config=json.dumps(config, sort_keys=True, default=str),
+        benchmarks="results/benchmarks",
     shell:
         "python -m exsitu.report --catalog {input.catalog} --plan {input.plan}"
         " --split {input.split} --histories {input.histories}"
