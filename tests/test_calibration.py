@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from exsitu.calibration import COVERAGE_LEVELS, central_coverage, crps, expected_coverage_curve, randomized_pit, tarp
+from exsitu.calibration import COVERAGE_LEVELS, central_coverage, crps, expected_coverage_curve, randomized_pit, tarp_curve, tarp_ranks
 
 
 def zero_inflated(rng: np.random.Generator, shape: tuple[int, ...], p_zero: np.ndarray) -> np.ndarray:
@@ -59,7 +59,7 @@ def test_tarp_atc_sign(scale: float, sign: int) -> None:
     centre = rng.uniform(0.3, 0.7, size=(n, 1, d))
     truth = (centre + 0.05 * rng.normal(size=(n, 1, d)))[:, 0]
     samples = centre + 0.05 * scale * rng.normal(size=(n, s, d))
-    alpha, ecp, atc = tarp(samples, truth, rng)
+    alpha, ecp, atc = tarp_curve(tarp_ranks(samples, truth, rng))
     assert alpha.shape == ecp.shape and ecp[0] == 0 and ecp[-1] == 1
     if sign == 0:
         assert abs(atc) < 0.05

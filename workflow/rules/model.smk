@@ -116,7 +116,8 @@ rule evaluate:
         "../../envs/exsitu.yaml"
     threads: 2
     params:
-        evaluate=settings("evaluate"),
+        # fov_rhalf converts pixel radius to r / rhalf for the radial-profile baseline.
+        evaluate=settings("evaluate", fov_rhalf=config["maps"]["fov_rhalf"]),
         device=config["device"],
     shell:
         "python -m exsitu.evaluate --maps {input.maps} --split {input.split}"
