@@ -157,7 +157,7 @@ class Decoder(nn.Module):
         self.blocks = nn.ModuleList()
         c_prev = self.c_bottom
         for level in reversed(range(n)):
-            self.blocks.append(conv_block(c_prev + cfg.channels(level), cfg.channels(level)))
+            self.blocks.append(conv_block(c_prev + cfg.channels(level) + latent_dim, cfg.channels(level)))
             c_prev = cfg.channels(level)
         self.out = nn.Conv2d(c_prev, 2, 1)
 
@@ -168,7 +168,9 @@ class Decoder(nn.Module):
         for i, (block, skip) in enumerate(zip(self.blocks, reversed(features))):
             if i:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
-            h = block(torch.cat([h, skip], dim=1))
+            # z enters every level too, so the skips do not drown it out (posterior collapse).
+            z_map = z[:, :, None, None].expand(-1, -1, *h.shape[-2:])
+            h = block(torch.cat([h, skip, z_map], dim=1))
         loc, log_scale = self.out(h).chunk(2, dim=1)
         return loc, log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
 
