@@ -29,3 +29,12 @@ def test_snakefiles_are_snakefmt_formatted():
         timeout=300,
     )
     assert proc.returncode == 0, f"run `snakefmt {' '.join(SNAKEFILES)}`:\n{proc.stdout}{proc.stderr}"
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (REPO / "README.md").read_text()
+    commands = [line for line in readme.split("```")[1].splitlines() if line.strip() and not line.startswith("#")]
+    assert len(commands) == 2, f"the README must start with exactly two commands, found {commands}"
+    assert commands[0].rstrip().endswith("snakemake --cores 2"), commands[0]
+    ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
+    assert commands[1] in ci_lines, f".ci/run does not run the README's test command {commands[1]!r}"

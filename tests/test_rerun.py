@@ -1,0 +1,79 @@
+"""Rerunning single stages: after a real tiny run, changing one setting reruns exactly
+the stages that read it (each rule gets its config through params:) and what depends
+on their outputs, never the expensive data stages upstream."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY, snakemake
+
+MODEL_AND_AFTER = {"train_flow", "evaluate", "report", "all"}
+PROJECT_AND_AFTER = {"project", "split", "train_cvae", "train_flow", "train_baseline", "evaluate", "report", "all"}
+
+
+@pytest.fixture
+def finished_copy(tiny_run: Path, tmp_path: Path) -> Path:
+    """A copy of the finished tiny run, with Snakemake's metadata and file times."""
+    dest = tmp_path / "wf"
+    shutil.copytree(tiny_run, dest, symlinks=True)
+    return dest
+
+
+def _with_overlay(workdir: Path, change: dict, *args: str):
+    """Run with the tiny overlay plus ``change`` (one --configfile: the last flag wins)."""
+    config = yaml.safe_load(TINY.read_text())
+    for section, values in change.items():
+        config.setdefault(section, {}).update(values)
+    overlay = workdir / "change.yaml"
+    overlay.write_text(yaml.safe_dump(config))
+    return snakemake(workdir, "--configfile", str(overlay), *args)
+
+
+def _planned_rules(dry_run_output: str) -> set[str]:
+    if "Nothing to be done" in dry_run_output:
+        return set()
+    table = dry_run_output[dry_run_output.index("Job stats:") :].split("total")[0]
+    return set(re.findall(r"^(\w+)\s+\d+\s*$", table, flags=re.M)) - {"job"}
+
+
+def test_unchanged_config_has_nothing_to_do(finished_copy):
+    proc = snakemake(finished_copy, "--dry-run")
+    assert _planned_rules(proc.stdout + proc.stderr) == set(), proc.stdout
+
+
+def test_flow_hyperparameter_reruns_only_flow_evaluate_report(finished_copy):
+    change = {"flow": {"num_layers": 3}}
+    proc = _with_overlay(finished_copy, change, "--dry-run")
+    assert _planned_rules(proc.stdout + proc.stderr) == MODEL_AND_AFTER, proc.stdout
+
+    changed = _with_overlay(finished_copy, change, "--list-changes", "params").stdout.split()
+    assert set(changed) == {
+        "results/models/flow.pt",
+        "results/models/flow_history.csv",
+        "results/report.html",
+    }, changed
+
+    # Run it for real: upstream files stay untouched, the rerun completes cleanly.
+    upstream = ["results/catalog/subhalos.csv", "results/dataset/split.csv", "results/models/cvae.pt"]
+    before = {rel: (finished_copy / rel).stat().st_mtime_ns for rel in upstream}
+    _with_overlay(finished_copy, change, "--cores", "2")
+    assert {rel: (finished_copy / rel).stat().st_mtime_ns for rel in upstream} == before
+    assert _planned_rules(_with_overlay(finished_copy, change, "--dry-run").stdout) == set()
+
+
+def test_npix_reruns_projection_and_after_but_never_the_data_stages(finished_copy):
+    proc = _with_overlay(finished_copy, {"maps": {"npix": 24}}, "--dry-run")
+    planned = _planned_rules(proc.stdout + proc.stderr)
+    assert planned == PROJECT_AND_AFTER, proc.stdout
+    assert not planned & {"simulate_mock", "select", "tag", "plan"}
+
+
+def test_forcerun_one_stage(finished_copy):
+    proc = snakemake(finished_copy, "--dry-run", "--forcerun", "train_flow")
+    assert _planned_rules(proc.stdout + proc.stderr) == MODEL_AND_AFTER, proc.stdout
