@@ -1,0 +1,139 @@
+"""The report's figures as matplotlib Figures: data summary, training curves, the paper's
+Fig. 2 (example posteriors) and Fig. 3 (residuals), calibration curves.
+
+Fractions are dimensionless ex-situ mass fractions in [0, 1]; radii in units of rhalf.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+CONDITION_LABELS = (
+    r"$\log_{10}\Sigma_*$ [M$_\odot$ kpc$^{-2}$]",
+    r"$v_{\rm los}$ [km s$^{-1}$]",
+    r"$\sigma_{\rm los}$ [km s$^{-1}$]",
+    "age [Gyr]",
+    r"$\log_{10} Z/Z_\odot$",
+)
+CONDITION_CMAPS = ("viridis", "RdBu_r", "magma", "cividis", "plasma")
+
+
+def exsitu_distribution(per_galaxy: np.ndarray, per_projection: np.ndarray) -> Figure:
+    """Histogram of the total ex-situ fraction before (one per galaxy) and after balancing."""
+    fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
+    bins = np.linspace(0, 1, 21)
+    ax.hist(per_galaxy, bins, histtype="step", lw=2, label=f"galaxies (N={len(per_galaxy)})", density=True)
+    ax.hist(per_projection, bins, histtype="step", lw=2, label=f"maps after balancing (N={len(per_projection)})", density=True)
+    ax.set(xlabel="total ex-situ fraction", ylabel="density")
+    ax.legend()
+    return fig
+
+
+def training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+    """Train and validation loss against epoch, one panel per model."""
+    fig, axes = plt.subplots(1, len(histories), figsize=(4 * len(histories), 3.2), layout="constrained", squeeze=False)
+    for ax, (name, history) in zip(axes[0], histories.items()):
+        ax.plot(history["epoch"], history["train_loss"], "o-", label="train")
+        ax.plot(history["epoch"], history["val_loss"], "s-", label="validation")
+        ax.set(title=name, xlabel="epoch", ylabel="loss")
+        ax.legend()
+    return fig
+
+
+def _show(ax: Any, image: np.ndarray, mask: np.ndarray, title: str, cmap: str, vmin: float | None = None, vmax: float | None = None) -> None:
+    shown = ax.imshow(np.ma.masked_where(~mask, image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    plt.colorbar(shown, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)
+
+
+def example_posteriors(
+    conditions: np.ndarray, truth: np.ndarray, means: Mapping[str, np.ndarray], std: np.ndarray, mask: np.ndarray, labels: Sequence[str]
+) -> Figure:
+    """The paper's Fig. 2: per row one test map: 5 condition maps, truth, posterior means, std.
+
+    conditions (E, 5, P, P) physical units; truth, std, mask and each of ``means`` (E, P, P).
+    """
+    n_cols = 5 + 1 + len(means) + 1
+    fig, axes = plt.subplots(len(truth), n_cols, figsize=(1.9 * n_cols, 1.9 * len(truth) + 0.4), layout="constrained", squeeze=False)
+    for row, axrow in enumerate(axes):
+        m = mask[row]
+        for c in range(5):
+            values = conditions[row, c][m]
+            if c == 1:  # symmetric velocity scale so that rotation reads as red/blue
+                lim = float(np.abs(values).max()) if values.size else 1.0
+                _show(axrow[c], conditions[row, c], m, CONDITION_LABELS[c], CONDITION_CMAPS[c], -lim, lim)
+            else:
+                _show(axrow[c], conditions[row, c], m, CONDITION_LABELS[c], CONDITION_CMAPS[c])
+        _show(axrow[5], truth[row], m, f"truth\n{labels[row]}", "inferno", 0, 1)
+        for k, (mode, mean) in enumerate(means.items()):
+            _show(axrow[6 + k], mean[row], m, f"mean ({mode})", "inferno", 0, 1)
+        _show(axrow[-1], std[row], m, "std (flow)", "Greys", 0, None)
+    return fig
+
+
+def residual_figures(blocks: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Fig. 3a (residual distribution) and 3b (residual vs true fraction) from metrics blocks."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+    for name, block in blocks.items():
+        res = block["residuals"]
+        edges, counts = np.asarray(res["hist_edges"]), np.asarray(res["hist_counts"], dtype=float)
+        left.stairs(counts / max(counts.sum(), 1) / np.diff(edges), edges, label=f"{name} (MAE {block['mae']:.3f})")
+        binned = block["residual_vs_truth"]
+        centres = 0.5 * (np.asarray(binned["edges"][1:]) + np.asarray(binned["edges"][:-1]))
+        median = np.array([np.nan if v is None else v for v in binned["median"]])
+        lo = np.array([np.nan if v is None else v for v in binned["p16"]])
+        hi = np.array([np.nan if v is None else v for v in binned["p84"]])
+        line = right.plot(centres, median, "o-", label=name)[0]
+        right.fill_between(centres, lo, hi, color=line.get_color(), alpha=0.15)
+    left.set(xlabel="predicted - true ex-situ fraction (galaxy pixels)", ylabel="density", title="(a) residual distribution")
+    left.axvline(0, color="k", lw=0.5)
+    left.legend(fontsize=7)
+    right.axhline(0, color="k", lw=0.5)
+    right.set(xlabel="true ex-situ fraction", ylabel="residual: median, 16-84%", title="(b) residual vs true fraction")
+    right.legend(fontsize=7)
+    return fig
+
+
+def integrated_scatter(true: np.ndarray, predicted: Mapping[str, np.ndarray]) -> Figure:
+    """Galaxy-integrated (mass-weighted) ex-situ fraction, predicted against true, per map."""
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), layout="constrained")
+    for name, values in predicted.items():
+        scatter = float(np.std(values - true))
+        ax.plot(true, values, ".", alpha=0.6, label=f"{name} (scatter {scatter:.3f})")
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set(xlabel="true integrated ex-situ fraction", ylabel="predicted", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=7)
+    return fig
+
+
+def calibration_curves(modes: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Per-pixel expected-coverage curves and TARP whole-map curves, one line per mode."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.3), layout="constrained")
+    for name, block in modes.items():
+        curve = block["coverage_curve"]
+        left.plot(curve["nominal"], curve["observed"], label=f"{name} (68%: {block['coverage']['0.68']:.2f})")
+        right.plot(block["tarp"]["alpha"], block["tarp"]["ecp"], label=f"{name} (ATC {block['tarp_atc']:+.2f})")
+    for ax, title, xlabel in ((left, "per-pixel coverage (randomized PIT)", "credibility level"), (right, "TARP (whole maps)", r"credibility level $\alpha$")):
+        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+        ax.set(xlabel=xlabel, ylabel="expected coverage", title=title, xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=8)
+    return fig
+
+
+def radial_profile(radius: np.ndarray, exsitu: np.ndarray) -> Figure:
+    """The radial-profile baseline: training-set mean ex-situ fraction vs r / rhalf."""
+    fig, ax = plt.subplots(figsize=(4.5, 3.2), layout="constrained")
+    ax.plot(radius, exsitu, "o-")
+    ax.set(xlabel=r"$r / r_{1/2}$", ylabel="mean ex-situ fraction", ylim=(0, 1))
+    return fig
