@@ -1,0 +1,1 @@
+"""The mock universe: galaxy models and a writer of the IllustrisTNG on-disk layout."""

@@ -1,0 +1,125 @@
+"""Stage ``select``: the subhalo catalogue of galaxies to map, from the group catalogues.
+
+Keeps SubhaloFlag == 1 subhalos whose stellar mass (``selection.mass_field``, PartType4
+column) exceeds ``selection.min_stellar_mass`` [Msun] at every configured snapshot.
+``galaxy_id`` is the SubLink RootDescendantID, so a z=0 galaxy and its progenitors share
+it; without trees each subhalo is its own galaxy (with a warning).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import h5py
+import illustris_python as il
+import numpy as np
+import pandas as pd
+
+from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
+from exsitu.units import length_to_physical_kpc, mass_to_msun
+
+STARS = 4
+COLUMNS = ["snapshot", "subhalo_id", "galaxy_id", "stellar_mass", "rhalf_kpc", "is_central", "group_id"]
+# Without a tree, galaxy ids must still be unique across snapshots.
+NO_TREE_ID_BASE = 10**12
+
+
+def check_basepath(basepath: str, snapshot: int) -> None:
+    """Fail clearly when the TNG output tree for ``snapshot`` is not where it should be."""
+    base = Path(basepath)
+    if not base.is_dir():
+        raise InputError(f"simulation basepath {basepath} does not exist (config 'simulation.basepath')")
+    group0 = Path(il.groupcat.gcPath(basepath, snapshot, 0))
+    if not group0.exists():
+        raise InputError(f"snapshot {snapshot}: group catalogue {group0} not found under basepath {basepath}")
+    snap0 = Path(il.snapshot.snapPath(basepath, snapshot, 0))
+    if not snap0.exists():
+        raise InputError(f"snapshot {snapshot}: particle file {snap0} not found under basepath {basepath}")
+
+
+def read_header(basepath: str, snapshot: int) -> dict:
+    """The snapshot Header (Time, HubbleParam, Omega0, OmegaLambda, BoxSize, NumPart_Total, ...)."""
+    check_basepath(basepath, snapshot)
+    with h5py.File(il.snapshot.snapPath(basepath, snapshot, 0), "r") as f:
+        return dict(f["Header"].attrs.items())
+
+
+def _galaxy_ids(basepath: str, snapshot: int, subhalo_ids: np.ndarray) -> np.ndarray | None:
+    """SubLink RootDescendantID of each subhalo (its own tree ID if not in the tree); None without trees."""
+    try:
+        il.sublink.treePath(basepath, "SubLink", 0)
+    except ValueError:
+        return None
+    offsets = il.groupcat.offsetPath(basepath, snapshot)
+    if not Path(offsets).exists():
+        raise InputError(f"offsets file {offsets} not found: it links subhalos of snapshot {snapshot} to the SubLink tree")
+    ids = np.empty(subhalo_ids.size, np.int64)
+    for i, sid in enumerate(subhalo_ids):
+        tree = il.sublink.loadTree(basepath, snapshot, int(sid), fields=["RootDescendantID"], onlyMPB=True)
+        ids[i] = NO_TREE_ID_BASE * (snapshot + 1) + sid if tree is None else int(tree[0])
+    return ids
+
+
+def select_snapshot(basepath: str, snapshot: int, min_mass: float, mass_field: str) -> pd.DataFrame:
+    """Catalogue rows of one snapshot (physical units, see COLUMNS)."""
+    header = read_header(basepath, snapshot)
+    a, h = float(header["Time"]), float(header["HubbleParam"])
+    fields = [mass_field, "SubhaloFlag", "SubhaloHalfmassRadType", "SubhaloGrNr"]
+    try:
+        subs = il.groupcat.loadSubhalos(basepath, snapshot, fields=fields)
+        first_sub = il.groupcat.loadHalos(basepath, snapshot, fields=["GroupFirstSub"])
+    except KeyError as err:
+        raise InputError(f"snapshot {snapshot}: group catalogue under {basepath} lacks field {err}") from None
+    except Exception as err:  # illustris_python raises bare Exception for a missing field
+        raise InputError(f"snapshot {snapshot}: cannot read group catalogue under {basepath}: {err}") from None
+    if isinstance(subs, dict) and subs.get("count", 1) == 0:
+        return pd.DataFrame(columns=COLUMNS)
+    mass = mass_to_msun(subs[mass_field][:, STARS], h)
+    keep = np.flatnonzero((subs["SubhaloFlag"] == 1) & (mass > min_mass))
+    grnr = subs["SubhaloGrNr"][keep]
+    table = pd.DataFrame(
+        {
+            "snapshot": snapshot,
+            "subhalo_id": keep.astype(np.int64),
+            "stellar_mass": mass[keep],
+            "rhalf_kpc": length_to_physical_kpc(subs["SubhaloHalfmassRadType"][keep, STARS], a, h),
+            "is_central": first_sub[grnr] == keep,
+            "group_id": grnr.astype(np.int64),
+        }
+    )
+    bad = table[~np.isfinite(table["rhalf_kpc"]) | (table["rhalf_kpc"] <= 0)]
+    if len(bad):
+        log.warning("snapshot %d: skipping %d subhalos with no valid stellar half-mass radius", snapshot, len(bad))
+        table = table.drop(bad.index)
+    galaxy = _galaxy_ids(basepath, snapshot, table["subhalo_id"].to_numpy())
+    if galaxy is None:
+        log.warning("no SubLink tree found beside %s: each subhalo of snapshot %d is its own galaxy", basepath, snapshot)
+        galaxy = NO_TREE_ID_BASE * (snapshot + 1) + table["subhalo_id"].to_numpy()
+    table.insert(2, "galaxy_id", galaxy)
+    return table[COLUMNS]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--basepath", required=True, help="TNG 'output' directory")
+    parser.add_argument("--snapshots", type=int, nargs="+", required=True)
+    parser.add_argument("--out", required=True, help="catalogue CSV")
+    args = parser.parse_args(argv)
+    min_mass = float(require(args.settings, "min_stellar_mass", "selection"))
+    mass_field = str(require(args.settings, "mass_field", "selection"))
+    tables = [select_snapshot(args.basepath, s, min_mass, mass_field) for s in args.snapshots]
+    for s, t in zip(args.snapshots, tables):
+        log.info("snapshot %d: %d subhalos selected", s, len(t))
+    catalog = pd.concat(tables, ignore_index=True)
+    if catalog.empty:
+        raise InputError(
+            f"empty selection: no subhalo with SubhaloFlag==1 and {mass_field} > {min_mass:g} Msun "
+            f"at snapshots {args.snapshots} under {args.basepath}"
+        )
+    with atomic_output(args.out) as tmp:
+        catalog.to_csv(tmp, index=False)
+
+
+if __name__ == "__main__":
+    run_stage(main)

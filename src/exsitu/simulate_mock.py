@@ -1,0 +1,140 @@
+"""Stage ``simulate_mock``: write a mock universe in the exact IllustrisTNG on-disk layout.
+
+The latest snapshot holds ``n_galaxies`` galaxies above 1e10 Msun (centrals and
+satellites), plus subhalos the selection must reject (SubhaloFlag=0, below the mass cut);
+each earlier snapshot holds their main progenitors, linked by a SubLink tree. Cosmology
+and box are TNG100's. Deterministic for ``seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
+from exsitu.mock.galaxies import GalaxyModel, draw_galaxy, draw_population, progenitor
+from exsitu.mock.tng_layout import write_snapshot, write_tree
+from exsitu.mock.universe import Member, build_snapshot
+from exsitu.units import cosmology
+
+H, OMEGA0, OMEGA_LAMBDA, BOX = 0.6774, 0.3089, 0.6911, 75000.0  # TNG100 (Planck 2015), box in ckpc/h
+REDSHIFT = {99: 0.0, 91: 0.1, 84: 0.2, 78: 0.3, 72: 0.4, 67: 0.5}  # TNG snapshot -> redshift
+SATELLITE_SHARE = 0.25
+EDGE_SHARE = 0.05  # groups placed on the box boundary, so readers must wrap periodically
+
+
+def _members(rng: np.random.Generator, mains: list[GalaxyModel]) -> tuple[list[Member], int]:
+    """Group membership of the main galaxies and of the extras the selection must reject."""
+    n = len(mains)
+    order = np.argsort([-m.log_mstar for m in mains])
+    members: list[Member] = []
+    centrals: list[tuple[int, float]] = []  # (group, log mass)
+
+    def satellite(model: GalaxyModel, host: int, flag: int, galaxy: int) -> Member:
+        offset = rng.normal(size=3)
+        offset *= rng.uniform(100.0, 300.0) / np.linalg.norm(offset)
+        return Member(model, host, False, flag, galaxy, tuple(offset), tuple(rng.normal(0.0, 200.0, 3)))
+
+    for i in order:
+        hosts = [g for g, lm in centrals if lm > mains[i].log_mstar + 0.3]
+        if hosts and rng.uniform() < SATELLITE_SHARE:
+            members.append(satellite(mains[i], int(rng.choice(hosts)), 1, int(i)))
+        else:
+            centrals.append((len(centrals), mains[i].log_mstar))
+            members.append(Member(mains[i], len(centrals) - 1, True, 1, int(i)))
+    groups = [g for g, _ in centrals]
+    for _ in range(max(1, n // 10)):  # non-cosmological clumps: above the cut but SubhaloFlag=0
+        members.append(satellite(draw_galaxy(rng, rng.uniform(10.0, 10.6)), int(rng.choice(groups)), 0, -1))
+    for _ in range(max(2, n // 5)):  # dwarfs below the mass cut
+        members.append(satellite(draw_galaxy(rng, rng.uniform(8.7, 9.9)), int(rng.choice(groups)), 1, -1))
+    return members, len(centrals)
+
+
+def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int) -> None:
+    """Write the mock universe under ``root`` (``root/output`` is the TNG basepath)."""
+    unknown = [s for s in snapshots if s not in REDSHIFT]
+    if unknown:
+        raise InputError(f"--snapshots {unknown}: the mock knows snapshots {sorted(REDSHIFT)} only")
+    snaps = sorted(set(snapshots), reverse=True)
+    rng = np.random.default_rng(seed)
+    mains = draw_population(rng, n_galaxies)
+    members, n_groups = _members(rng, mains)
+    centres = rng.uniform(0.0, BOX / H, (n_groups, 3))  # comoving kpc
+    edge = rng.uniform(size=n_groups) < EDGE_SHARE
+    centres[edge, 0] = rng.uniform(-2.0, 2.0, edge.sum()) % (BOX / H)
+    group_vel = rng.normal(0.0, 150.0, (n_groups, 3))
+    cosmo = cosmology({"HubbleParam": H, "Omega0": OMEGA0, "OmegaLambda": OMEGA_LAMBDA})
+    t0 = float(cosmo.age(0.0).to_value("Gyr"))
+
+    # Tree rows: per main galaxy, its nodes from the latest snapshot backwards (main branch).
+    n_snaps = len(snaps)
+    tree_subfind = np.full((n_galaxies, n_snaps), -1, np.int64)
+    n_subhalos: list[int] = []
+    for k, num in enumerate(snaps):
+        z = REDSHIFT[num]
+        a = 1.0 / (1.0 + z)
+        t_now = float(cosmo.age(z).to_value("Gyr"))
+        snap = build_snapshot(
+            members, centres * a, group_vel, a, H, BOX, t_now, t0 - t_now, seed * 1000 + num, OMEGA0, OMEGA_LAMBDA
+        )
+        gal = snap.galaxy_of_subhalo
+        tree_subfind[gal[gal >= 0], k] = np.flatnonzero(gal >= 0)
+        rows = np.full(gal.size, -1, np.int64)
+        rows[gal >= 0] = gal[gal >= 0] * n_snaps + k
+        write_snapshot(root, num, snap, OMEGA0, OMEGA_LAMBDA, rows)
+        n_subhalos.append(gal.size)
+        log.info("snapshot %d (z=%.2f): %d subhalos, %d PartType4 entries", num, z, gal.size, snap.insitu.size)
+        # The next (earlier) snapshot holds the progenitors; extras are redrawn as-is.
+        members = [
+            Member(progenitor(m.model, rng), m.group, m.central, m.flag, m.galaxy, m.offset_kpc, m.vel_kms)
+            if m.galaxy >= 0
+            else m
+            for m in members
+        ]
+    _write_tree(root, snaps, tree_subfind, n_subhalos)
+
+
+def _write_tree(root: Path, snaps: list[int], subfind: np.ndarray, n_subhalos: list[int]) -> None:
+    """One main branch per z=0 galaxy; the tree ID of a node is its row number."""
+    n_gal, n_snaps = subfind.shape
+    row = np.arange(n_gal * n_snaps).reshape(n_gal, n_snaps)
+    root_row = row[:, :1].repeat(n_snaps, axis=1)
+    leaf = row[:, -1:].repeat(n_snaps, axis=1)
+    first_prog = np.where(np.arange(n_snaps) < n_snaps - 1, row + 1, -1)
+    descendant = np.where(np.arange(n_snaps) > 0, row - 1, -1)
+    tree = {
+        "SubhaloID": row.ravel(),
+        "SubfindID": subfind.ravel(),
+        "SnapNum": np.tile(np.asarray(snaps, np.int16), n_gal),
+        "DescendantID": descendant.ravel(),
+        "FirstProgenitorID": first_prog.ravel(),
+        "NextProgenitorID": np.full(row.size, -1, np.int64),
+        "MainLeafProgenitorID": leaf.ravel(),
+        "LastProgenitorID": leaf.ravel(),
+        "RootDescendantID": root_row.ravel(),
+    }
+    last = {}
+    for k, num in enumerate(snaps):
+        values = np.full(n_subhalos[k], -1, np.int64)
+        values[subfind[:, k]] = leaf[:, k]
+        last[num] = values
+    write_tree(root, tree, last)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--out", required=True, help="directory to create (its output/ is the TNG basepath)")
+    parser.add_argument("--snapshots", type=int, nargs="+", required=True, help="snapshot numbers, e.g. 99 91")
+    args = parser.parse_args(argv)
+    n_galaxies = int(require(args.settings, "n_galaxies", "mock"))
+    seed = int(require(args.settings, "seed", "mock"))
+    if n_galaxies < 1:
+        raise InputError(f"config key 'mock.n_galaxies' must be >= 1, got {n_galaxies}")
+    with atomic_output(args.out, directory=True) as tmp:
+        simulate(tmp, args.snapshots, n_galaxies, seed)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,110 @@
+"""Stage ``split``: train/val/test split of the maps, grouped by galaxy, and the
+per-channel normalisation statistics of the training set.
+
+Galaxies (``galaxy_id``: all projections, both snapshots) are shuffled with
+``split.seed`` and filled into train, val, test in turn until each holds its share of the
+maps, so no galaxy is in two subsets. The statistics are the mean and standard deviation
+of each condition channel over galaxy pixels (mask) of the training maps only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
+from exsitu.projection import CHANNELS
+
+SUBSETS = ("train", "val", "test")
+
+
+def read_map_index(paths: Sequence[str]) -> pd.DataFrame:
+    """One row per map of the shard files: shard, row, subhalo_id, snapshot, galaxy_id, exsitu_total, fov_kpc."""
+    tables = []
+    for path in paths:
+        try:
+            with h5py.File(path, "r") as f:
+                shard = int(f.attrs["shard"])
+                cols = {k: f[k][()] for k in ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc")}
+        except (OSError, KeyError) as err:
+            raise InputError(f"{path}: not a map shard of the project stage ({err})") from None
+        n = cols["subhalo_id"].shape[0]
+        tables.append(pd.DataFrame({"shard": shard, "row": np.arange(n), **cols}))
+    table = pd.concat(tables, ignore_index=True)
+    if table.empty:
+        raise InputError(f"the map shards {list(paths)} hold no maps")
+    return table
+
+
+def assign_subsets(galaxy_id: np.ndarray, fractions: dict[str, float], seed: int) -> np.ndarray:
+    """Subset name per map, grouped by ``galaxy_id``, map shares close to ``fractions``."""
+    ids, counts = np.unique(galaxy_id, return_counts=True)
+    order = np.random.default_rng(seed).permutation(ids.size)
+    # A galaxy goes where the middle of its maps falls on the cumulative share axis.
+    centre = (np.cumsum(counts[order]) - 0.5 * counts[order]) / counts.sum()
+    edges = np.cumsum([fractions[s] for s in SUBSETS])
+    which = np.minimum(np.searchsorted(edges, centre, side="right"), len(SUBSETS) - 1)
+    subset_of = dict(zip(ids[order], np.asarray(SUBSETS)[which]))
+    return np.array([subset_of[g] for g in galaxy_id])
+
+
+def channel_stats(paths: Sequence[str], table: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Mean and std of each condition channel over mask pixels of the maps in ``table``."""
+    total = np.zeros(5)
+    total_sq = np.zeros(5)
+    n_pix = 0
+    shard_file = {}
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            shard_file[int(f.attrs["shard"])] = path
+    for shard, rows in table.groupby("shard"):
+        with h5py.File(shard_file[int(shard)], "r") as f:
+            take = np.sort(rows["row"].to_numpy())
+            cond = f["conditions"][take].astype(np.float64)
+            mask = f["mask"][take][:, 0]
+        pix = cond.transpose(1, 0, 2, 3)[:, mask]  # (5, galaxy pixels)
+        total += pix.sum(axis=1)
+        total_sq += (pix**2).sum(axis=1)
+        n_pix += pix.shape[1]
+    if n_pix == 0:
+        raise InputError("the training maps hold no galaxy pixel (mask is empty everywhere)")
+    mean = total / n_pix
+    std = np.sqrt(np.maximum(total_sq / n_pix - mean**2, 0.0))
+    if not (np.all(np.isfinite(mean)) and np.all(std > 0)):
+        raise InputError(f"training maps give non-finite means or zero spread per channel: mean {mean}, std {std}")
+    return mean.tolist(), std.tolist()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = stage_parser(__doc__.splitlines()[0])
+    parser.add_argument("--maps", nargs="+", required=True, help="the project stage's shard files")
+    parser.add_argument("--out-table", required=True, help="split CSV")
+    parser.add_argument("--out-stats", required=True, help="normalisation JSON")
+    args = parser.parse_args(argv)
+    fractions = {s: float(require(args.settings, s, "split")) for s in SUBSETS}
+    seed = int(require(args.settings, "seed", "split"))
+    if any(v < 0 for v in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise InputError(f"config keys split.train/val/test must be >= 0 and sum to 1, got {fractions}")
+    table = read_map_index(args.maps)
+    table["subset"] = assign_subsets(table["galaxy_id"].to_numpy(), fractions, seed)
+    n_maps = {s: int((table["subset"] == s).sum()) for s in SUBSETS}
+    for s in SUBSETS:
+        if n_maps[s] == 0:
+            raise InputError(
+                f"split: the '{s}' subset is empty ({table['galaxy_id'].nunique()} galaxies, {len(table)} maps, "
+                f"shares {fractions}); use more galaxies (mock.n_galaxies) or change split.{s}"
+            )
+    mean, std = channel_stats(args.maps, table[table["subset"] == "train"])
+    log.info("maps per subset %s; galaxies %d", n_maps, table["galaxy_id"].nunique())
+    stats = {"channels": list(CHANNELS), "mean": mean, "std": std, "n_maps": n_maps}
+    with atomic_output(args.out_table) as tmp_table, atomic_output(args.out_stats) as tmp_stats:
+        table.to_csv(tmp_table, index=False)
+        tmp_stats.write_text(json.dumps(stats, indent=2))
+
+
+if __name__ == "__main__":
+    run_stage(main)
