@@ -1,0 +1,116 @@
+"""The evaluate stage: real models trained by the real stages on synthetic maps, then the
+stage's CLI; and the schema of metrics.json from the tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from test_dataset import write_synthetic_dataset
+
+from exsitu import evaluate, train_baseline, train_cvae, train_flow
+from exsitu.calibration import COVERAGE_LEVELS
+from exsitu.io import InputError
+from exsitu.radial import fit_radial_profile, pixel_radius
+
+MODES = ("reconstruction", "prior", "flow")
+
+
+def check_schema(metrics: dict) -> None:
+    """The documented keys of metrics.json, with values in their valid ranges."""
+    assert metrics["n_maps"] >= 1 and metrics["n_pixels"] >= metrics["n_maps"]
+    for mode in MODES:
+        block = metrics["modes"][mode]
+        assert 0 <= block["mae"] <= 1 and 0 < block["crps"] <= 1
+        assert set(block["coverage"]) == {f"{level:g}" for level in COVERAGE_LEVELS}
+        assert {"0.1", "0.5", "0.68", "0.9", "0.95"} <= set(block["coverage"])
+        values = [block["coverage"][f"{level:g}"] for level in COVERAGE_LEVELS]
+        assert all(0 <= v <= 1 for v in values) and values == sorted(values)
+        assert -1 <= block["tarp_atc"] <= 1
+        assert len(block["tarp"]["alpha"]) == len(block["tarp"]["ecp"])
+        assert block["coverage_curve"]["observed"][-1] == pytest.approx(1.0)
+    for name in ("deterministic", "radial"):
+        block = metrics["baselines"][name]
+        assert 0 <= block["mae"] <= 1
+    for block in [*metrics["modes"].values(), *metrics["baselines"].values()]:
+        assert sum(block["residuals"]["hist_counts"]) == metrics["n_pixels"]
+        assert sum(block["residual_vs_truth"]["count"]) == metrics["n_pixels"]
+        assert block["integrated"]["scatter"] >= 0
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("evaluate")
+    data = write_synthetic_dataset(root / "data", n_maps=60, npix=16)
+    cvae = {"latent_dim": 4, "beta": 7e-5, "epochs": 2, "batch_size": 16, "lr": 2e-3, "base_channels": 8, "patience": 5, "seed": 0}
+    flow = {"num_layers": 2, "hidden_features": 16, "epochs": 2, "batch_size": 64, "lr": 2e-3, "patience": 5, "seed": 0}
+    common = ["--maps", *data["maps"], "--split", data["split"], "--stats", data["stats"], "--device", "cpu"]
+    for stage, name, settings, extra in ((train_cvae, "cvae", cvae, []), (train_flow, "flow", flow, ["--cvae", str(root / "cvae.pt")]),
+                                         (train_baseline, "baseline", cvae, [])):
+        stage.main([*common, "--settings", json.dumps(settings), "--checkpoint", str(root / "ck" / f"{name}.pt"),
+                    "--out", str(root / f"{name}.pt"), "--history", str(root / f"{name}.csv"), *extra])
+    args = [*common, "--cvae", str(root / "cvae.pt"), "--flow", str(root / "flow.pt"), "--baseline", str(root / "baseline.pt"),
+            "--out-metrics", str(root / "out" / "metrics.json"), "--out-summaries", str(root / "out" / "summaries.h5")]
+    return root, {"args": args}
+
+
+def run_evaluate(args: list[str], settings: dict) -> None:
+    evaluate.main([*args, "--settings", json.dumps(settings)])
+
+
+def test_metrics_and_summaries(evaluated) -> None:
+    root, ctx = evaluated
+    run_evaluate(ctx["args"], {"n_samples": 12, "seed": 0, "fov_rhalf": 4})
+    metrics = json.loads((root / "out" / "metrics.json").read_text())
+    check_schema(metrics)
+    with h5py.File(root / "out" / "summaries.h5") as h5:
+        n = metrics["n_maps"]
+        assert h5["truth"].shape[0] == n and h5["mask"].dtype == bool and h5["mask"][()].sum() == metrics["n_pixels"]
+        for mode in MODES:
+            assert h5[f"mean/{mode}"].dtype == np.float16 and h5[f"std/{mode}"].shape == h5["truth"].shape
+            mean = h5[f"mean/{mode}"][()].astype(np.float64)
+            mae = np.abs(mean - h5["truth"][()])[h5["mask"][()]].mean()
+            assert mae == pytest.approx(metrics["modes"][mode]["mae"], abs=2e-3)  # float16 storage
+            assert h5[f"examples/samples/{mode}"].shape[0] == h5["examples/index"].shape[0]
+        assert h5["examples/conditions"].shape[1] == 5
+        # Physical units: log10 surface density of a galaxy, not a standardised value near 0.
+        conditions = h5["examples/conditions"][()]
+        example_mask = h5["mask"][()][h5["examples/index"][()]]
+        assert conditions[:, 0][example_mask].min() > 3
+        assert len(h5["subhalo_id"]) == n
+
+
+def test_same_seed_same_metrics_and_bad_settings(evaluated) -> None:
+    root, ctx = evaluated
+    run_evaluate(ctx["args"], {"n_samples": 4, "seed": 3, "fov_rhalf": 4})
+    first = (root / "out" / "metrics.json").read_text()
+    run_evaluate(ctx["args"], {"n_samples": 4, "seed": 3, "fov_rhalf": 4})
+    assert (root / "out" / "metrics.json").read_text() == first
+    before = (root / "out" / "metrics.json").stat().st_mtime_ns
+    with pytest.raises(InputError, match="evaluate.n_samples"):
+        run_evaluate(ctx["args"], {"seed": 0, "fov_rhalf": 4})
+    with pytest.raises(InputError, match="maps.fov_rhalf"):
+        run_evaluate(ctx["args"], {"n_samples": 4, "seed": 0})
+    assert (root / "out" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_radial_profile_recovers_a_known_profile() -> None:
+    rng = np.random.default_rng(0)
+    radius = pixel_radius(16, 4.0)
+    assert radius.min() == pytest.approx(np.hypot(0.125, 0.125))  # pixel centres, rhalf units
+    mask = np.broadcast_to(radius < 2.0, (30, 16, 16)) & (rng.random((30, 16, 16)) < 0.9)
+    truth = np.where(mask, np.clip(radius / 2.0, 0, 1) + rng.normal(0, 0.05, (30, 16, 16)), 0.0)
+    profile = fit_radial_profile(truth, mask, 4.0)
+    predicted = profile.predict(mask)
+    assert np.all(predicted[~mask] == 0)
+    np.testing.assert_allclose(predicted[mask], np.clip(radius / 2.0, 0, 1)[None].repeat(30, 0)[mask], atol=0.05)
+
+
+def test_tiny_run_metrics_schema(tiny_run: Path) -> None:
+    metrics = json.loads((tiny_run / "results" / "evaluation" / "metrics.json").read_text())
+    check_schema(metrics)
+    assert metrics["n_samples"] == 10  # tests/config/tiny.yaml
+    assert (tiny_run / "results" / "evaluation" / "summaries.h5").stat().st_size > 0
