@@ -39,7 +39,7 @@ class GalaxyModel:
 
 def particle_count(log_mstar: float) -> int:
     """Star particles for a galaxy: sub-linear in mass keeps massive galaxies affordable."""
-    return int(np.clip(1500.0 * 10 ** (0.4 * (log_mstar - 10.0)), 200, 12000))
+    return int(np.clip(4000.0 * 10 ** (0.4 * (log_mstar - 10.0)), 300, 25000))
 
 
 def draw_population(rng: np.random.Generator, n: int) -> list[GalaxyModel]:
