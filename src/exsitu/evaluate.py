@@ -160,8 +160,10 @@ def evaluate(args: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     truth = test.exsitu[:, 0].numpy()
     mask = test.mask[:, 0].numpy()
     # Pixels have equal area within a map, so surface densities are the mass weights.
-    log_sigma = physical_conditions(test, args.stats, np.arange(len(test)))[:, CHANNELS.index("mass")]
-    weights = np.where(mask, 10.0 ** log_sigma.astype(np.float64), 0.0)
+    centre, scale = read_stats(args.stats)
+    mass = CHANNELS.index("mass")
+    log_sigma = test.conditions[:, mass].numpy().astype(np.float64) * scale[mass] + centre[mass]
+    weights = np.where(mask, 10.0**log_sigma, 0.0)
     examples = example_indices(test.table["exsitu_total"].to_numpy())
 
     rng = np.random.default_rng(seed)
