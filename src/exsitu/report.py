@@ -79,9 +79,13 @@ def table(frame: pd.DataFrame, float_format: str = "{:.4f}") -> str:
 
 
 def stage_times(benchmarks: str) -> pd.DataFrame:
-    """Wall time per stage [s] from Snakemake's benchmark TSVs (column ``s``), sharded stages summed."""
+    """Wall time per stage [s] from Snakemake's benchmark TSVs (column ``s``), sharded stages summed.
+
+    Returns one row per stage (jobs, total, longest job) and a last row ``all stages``.
+    """
     rows = []
-    for tsv in sorted(Path(benchmarks).glob("**/*.tsv")):
+    # Oldest first: stages then appear in the order the run finished them.
+    for tsv in sorted(Path(benchmarks).glob("**/*.tsv"), key=lambda path: path.stat().st_mtime):
         frame = pd.read_csv(tsv, sep="\t")
         if "s" not in frame.columns or frame.empty:
             continue
@@ -179,6 +183,8 @@ def build_report(args: Any) -> str:
         "<h2>6. Comparison with the baselines</h2>", table(comparison_table(metrics)),
         "<p>The radial baseline is the training-set mean ex-situ fraction against radius:</p>", embed(radial, "radial profile"),
         "<h2>7. What the run cost</h2>",
+        "<p>Wall time of each job from Snakemake's benchmark files, summed per stage; jobs that ran in "
+        "parallel overlap, so the elapsed time of the run is shorter than the sum.</p>",
         table(times, "{:.1f}") if len(times) else "<p>No benchmark files found.</p>",
         "<h2>8. Configuration</h2>", f"<pre>{html.escape(json.dumps(run_config, indent=2, sort_keys=True))}</pre>",
     ]
