@@ -66,7 +66,8 @@ def tarp_ranks(samples: np.ndarray, truth: np.ndarray, rng: np.random.Generator)
     the posterior is calibrated jointly over all pixels. Batches of maps can be ranked
     separately and concatenated.
     """
-    reference = rng.random((truth.shape[0], truth.shape[-1]))
+    # In the samples' dtype: a float64 reference would double the (N, S, D) temporary.
+    reference = rng.random((truth.shape[0], truth.shape[-1])).astype(samples.dtype)
     d_samples = np.linalg.norm(samples - reference[:, None, :], axis=-1)
     d_truth = np.linalg.norm(truth - reference, axis=-1)
     return randomized_pit(d_samples, d_truth, rng)
