@@ -4,7 +4,6 @@ on models trained by the real stages on synthetic maps."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
