@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from conftest import snakemake
+from exsitu.simulate_mock import simulate
 
 CHANNELS = ["mass", "velocity", "dispersion", "age", "metallicity"]
 
@@ -70,3 +71,17 @@ def test_bad_basepath_fails_the_rule_with_one_clear_message(workflow_copy: Path)
     assert "error: simulation basepath /nonexistent/output does not exist" in log
     assert "Traceback" not in log
     assert not (workflow_copy / "results" / "catalog" / "subhalos.csv").exists()
+
+
+def test_tng_source_reads_a_tng_layout_from_the_basepath(workflow_copy: Path, tmp_path: Path) -> None:
+    simulate(tmp_path / "TNG100-1", [99, 91], 6, seed=2)
+    overlay = workflow_copy / "tng.yaml"
+    overlay.write_text(f"simulation: {{source: tng, basepath: {tmp_path / 'TNG100-1' / 'output'}, snapshots: [99, 91]}}\n")
+    tiny = workflow_copy / "tests" / "config" / "tiny.yaml"
+    snakemake(workflow_copy, "--cores", "2", "--until", "plan", "--configfile", str(tiny), str(overlay))
+    res = workflow_copy / "results"
+    assert not (res / "mock").exists()  # nothing simulated: the data came from the basepath
+    assert (pd.read_csv(res / "catalog" / "subhalos.csv")["snapshot"] == 99).sum() == 6
+    with h5py.File(res / "particles" / "shard_0.h5") as f:
+        assert f.attrs["simulation"] == "TNG100-1"
+    assert len(pd.read_csv(res / "catalog" / "projections.csv")) > 0

@@ -10,6 +10,7 @@ import illustris_python as il
 import numpy as np
 import pytest
 
+from exsitu.io import InputError
 from exsitu.simulate_mock import main as simulate_main
 from exsitu.simulate_mock import simulate
 
@@ -116,8 +117,6 @@ def test_same_seed_same_universe(tmp_path: Path) -> None:
 
 
 def test_unknown_snapshot_is_an_input_error(tmp_path: Path) -> None:
-    from exsitu.io import InputError
-
     with pytest.raises(InputError, match="snapshots"):
         simulate_main(["--out", str(tmp_path / "m"), "--snapshots", "98", "--settings", '{"n_galaxies": 2, "seed": 1}'])
     assert not (tmp_path / "m").exists() and not list(tmp_path.iterdir())
