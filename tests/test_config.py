@@ -83,6 +83,16 @@ def test_readme_documents_every_config_key():
     missing = [key for key in _schema_keys(SCHEMA) if f"`{key}`" not in reference]
     assert not missing, f"README's configuration reference lacks: {missing}"
 
+    documented = dict(re.findall(r"^\| `([\w.]+)` \| `([^`]*)` \|", reference, flags=re.M))
+    stale = {}
+    for key in _schema_keys(SCHEMA):
+        node = SCHEMA
+        for part in key.split("."):
+            node = node["properties"][part]
+        if "default" in node and key in documented and yaml.safe_load(documented[key]) != node["default"]:
+            stale[key] = (documented[key], node["default"])
+    assert not stale, f"README defaults differ from the schema's (README, schema): {stale}"
+
 
 def test_default_config_is_complete_under_the_schema():
     # Every leaf of the schema has a value in config.yaml: users read it as the reference.
