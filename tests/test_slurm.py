@@ -9,10 +9,12 @@ except the target rule `all` must be an sbatch job, and the run must match a loc
 * data products are deterministic, so they must be identical: the catalogue, the
   projection plan, the split table and normalisation statistics byte for byte, and every
   dataset of every map shard array-equal;
-* trained models and evaluation go through float reductions whose order may depend on
-  thread scheduling, so "match" there means the same artefacts with the same structure:
-  the same state-dict tensor names and shapes, the same training epochs in the histories,
-  the same metric keys, and a report.
+* training is seeded and runs with the same thread count in both (the test overlay gives
+  the training jobs the 2 CPUs that `threads: 2` uses locally), so the trained weights
+  must be identical too, tensor for tensor, with the same epochs in the histories;
+* evaluation is compared in structure (the same metric keys) and a report must exist:
+  its numbers are sample averages, and we do not want this test to fail on a change of
+  sampling batch size between runs.
 
 Without root, the Debian packages or a working cluster the test skips and says why;
 under CI (CI=true) it must run, so a cluster that does not start fails the test.
@@ -147,13 +149,13 @@ def test_data_products_are_identical_to_a_local_run(slurm_run, tiny_run):
             np.testing.assert_array_equal(remote[name], array, err_msg=f"{shard.name}:{name}")
 
 
-def _tensor_shapes(path: Path) -> dict[str, tuple]:
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
-    flat: dict[str, tuple] = {}
+    flat: dict[str, torch.Tensor] = {}
 
     def walk(value, prefix):
         if isinstance(value, torch.Tensor):
-            flat[prefix] = tuple(value.shape)
+            flat[prefix] = value
         elif isinstance(value, dict):
             for key, sub in value.items():
                 walk(sub, f"{prefix}.{key}" if prefix else str(key))
@@ -168,11 +170,14 @@ def _key_paths(value, prefix=""):
     return {prefix}
 
 
-def test_models_and_evaluation_match_a_local_run_in_structure(slurm_run, tiny_run):
+def test_models_are_identical_and_evaluation_matches_in_structure(slurm_run, tiny_run):
     workdir, _ = slurm_run
     for model in ("cvae", "flow", "baseline"):
-        remote = _tensor_shapes(workdir / f"results/models/{model}.pt")
-        assert remote and remote == _tensor_shapes(tiny_run / f"results/models/{model}.pt"), model
+        remote = _tensors(workdir / f"results/models/{model}.pt")
+        local = _tensors(tiny_run / f"results/models/{model}.pt")
+        assert remote and remote.keys() == local.keys(), model
+        for name, tensor in local.items():
+            assert torch.equal(remote[name], tensor), f"{model}: {name} differs from the local run"
         history = pd.read_csv(workdir / f"results/models/{model}_history.csv")
         local_history = pd.read_csv(tiny_run / f"results/models/{model}_history.csv")
         assert list(history.columns) == list(local_history.columns) and len(history) == len(local_history), model
