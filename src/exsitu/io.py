@@ -40,6 +40,10 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
         fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=final.suffix, dir=final.parent)
         os.close(fd)
         tmp = Path(name)
+        # mkstemp creates 0600; results on a shared cluster must be readable like any file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
         if directory and final.exists():
