@@ -11,12 +11,10 @@ from collections.abc import Sequence
 import torch
 
 from exsitu.baseline import Baseline, baseline_loss
-from exsitu.checkpoint import save_model
 from exsitu.cvae import CVAEConfig
-from exsitu.dataset import load_subset
 from exsitu.device import resolve_device
 from exsitu.io import run_stage, stage_parser
-from exsitu.training import TrainSettings, add_stage_arguments, data_checksum, fit, write_history
+from exsitu.training import TrainSettings, add_stage_arguments, data_checksum, fit, load_train_val, save_outputs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -24,8 +22,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = args.settings
     device = resolve_device(args.device)
-    train = load_subset(args.maps, args.split, args.stats, "train")
-    val = load_subset(args.maps, args.split, args.stats, "val")
+    train, val = load_train_val(args)
     cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]), section="baseline")
     train_settings = TrainSettings.from_config(settings, "baseline")
     torch.manual_seed(train_settings.seed)  # the initial weights are part of a seeded run
@@ -42,8 +39,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         {"kind": "baseline", "hparams": cfg.to_dict(), "data": data_checksum(train_data)},
         desc="baseline",
     )
-    save_model(args.out, model, {"settings": settings, "best_epoch": result.best_epoch, "best_val": result.best_val})
-    write_history(args.history, result.history)
+    save_outputs(args, model, result)
 
 
 if __name__ == "__main__":

@@ -11,12 +11,10 @@ from functools import partial
 
 import torch
 
-from exsitu.checkpoint import save_model
 from exsitu.cvae import CVAE, CVAEConfig, elbo_loss
-from exsitu.dataset import load_subset
 from exsitu.device import resolve_device
 from exsitu.io import InputError, require, run_stage, stage_parser
-from exsitu.training import TrainSettings, add_stage_arguments, data_checksum, fit, write_history
+from exsitu.training import TrainSettings, add_stage_arguments, data_checksum, fit, load_train_val, save_outputs
 
 ACTIVE_KL = 0.01  # nats: a latent dimension with less validation KL than this carries nothing
 
@@ -32,8 +30,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = args.settings
     device = resolve_device(args.device)
-    train = load_subset(args.maps, args.split, args.stats, "train")
-    val = load_subset(args.maps, args.split, args.stats, "val")
+    train, val = load_train_val(args)
     cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]))
     beta = float(require(settings, "beta", "cvae"))
     free_bits = float(settings.get("free_bits", 0.0))
@@ -55,8 +52,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         epoch_metrics=active_units,
         desc="cvae",
     )
-    save_model(args.out, model, {"settings": settings, "best_epoch": result.best_epoch, "best_val": result.best_val})
-    write_history(args.history, result.history)
+    save_outputs(args, model, result)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ from collections.abc import Sequence
 
 import torch
 
-from exsitu.checkpoint import load_model, save_model
+from exsitu.checkpoint import load_model
 from exsitu.cvae import CVAE
-from exsitu.dataset import load_subset
 from exsitu.device import resolve_device
 from exsitu.flow import FlowConfig, LatentFlow, flow_loss
 from exsitu.io import InputError, require, run_stage, stage_parser
 from exsitu.sample import encode
-from exsitu.training import TrainSettings, add_stage_arguments, data_checksum, fit, write_history
+from exsitu.training import TrainSettings, add_stage_arguments, data_checksum, fit, load_train_val, save_outputs
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -37,8 +36,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         num_layers=int(require(settings, "num_layers", "flow")),
         hidden_features=int(require(settings, "hidden_features", "flow")),
     )
-    train = load_subset(args.maps, args.split, args.stats, "train")
-    val = load_subset(args.maps, args.split, args.stats, "val")
+    train, val = load_train_val(args)
     train_data = encode(cvae, train.conditions, train.exsitu)
     val_mu, val_std, val_summary = encode(cvae, val.conditions, val.exsitu)
     # Validation scores one fixed draw per map, so its loss is comparable from epoch to epoch.
@@ -59,8 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         amp=False,
         desc="flow",
     )
-    save_model(args.out, flow, {"settings": settings, "best_epoch": result.best_epoch, "best_val": result.best_val})
-    write_history(args.history, result.history)
+    save_outputs(args, flow, result)
 
 
 if __name__ == "__main__":

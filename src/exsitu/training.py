@@ -28,7 +28,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from exsitu.checkpoint import read_file
+from exsitu.checkpoint import read_file, save_model
+from exsitu.dataset import MapSet, load_subset
 from exsitu.device import DEVICE_CHOICES
 from exsitu.io import InputError, atomic_output, require
 
@@ -80,6 +81,19 @@ def add_stage_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     parser.add_argument("--out", required=True, help="model file (best epoch)")
     parser.add_argument("--history", required=True, help="per-epoch history CSV")
     return parser
+
+
+def load_train_val(args: argparse.Namespace) -> tuple[MapSet, MapSet]:
+    """The training and validation subsets named by a training stage's flags (normalised maps)."""
+    return (load_subset(args.maps, args.split, args.stats, "train"),
+            load_subset(args.maps, args.split, args.stats, "val"))
+
+
+def save_outputs(args: argparse.Namespace, model: nn.Module, result: TrainResult) -> None:
+    """Write a training stage's outputs: the best-epoch model (``--out``) and its history CSV."""
+    meta = {"settings": args.settings, "best_epoch": result.best_epoch, "best_val": result.best_val}
+    save_model(args.out, model, meta)
+    write_history(args.history, result.history)
 
 
 def data_checksum(tensors: Sequence[torch.Tensor]) -> list[float]:
