@@ -7,17 +7,15 @@ held in memory: the models train on it without a DataLoader.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pandas as pd
 import torch
 
-from exsitu.io import InputError
+from exsitu.io import InputError, read_json
 
 CHANNELS = ("mass", "velocity", "dispersion", "age", "metallicity")
 SPLIT_COLUMNS = ("shard", "row", "subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc", "subset")
@@ -46,15 +44,7 @@ class MapSet:
 
 def read_stats(stats_json: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel (mean, std) of the conditions over training galaxy pixels, physical units."""
-    try:
-        stats = json.loads(Path(stats_json).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{stats_json}: normalisation file not found") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{stats_json}: not valid JSON ({err})") from None
-    for key in ("channels", "mean", "std"):
-        if key not in stats:
-            raise InputError(f"{stats_json}: key '{key}' is missing")
+    stats = read_json(stats_json, ("channels", "mean", "std"), "normalisation file")
     if tuple(stats["channels"]) != CHANNELS:
         raise InputError(f"{stats_json}: 'channels' must be {list(CHANNELS)}, got {stats['channels']}")
     mean = np.asarray(stats["mean"], dtype=np.float32)

@@ -68,6 +68,23 @@ def parse_settings(text: str) -> dict[str, Any]:
     return value
 
 
+def read_json(path: str | os.PathLike, keys: Sequence[str], what: str = "file") -> dict[str, Any]:
+    """Read a JSON object written by an earlier stage; fail naming the file if it is absent,
+    unparsable or lacks one of ``keys``."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    for key in keys:
+        if key not in value:
+            raise InputError(f"{path}: key '{key}' is missing")
+    return value
+
+
 def require(settings: dict[str, Any], key: str, section: str = "settings") -> Any:
     """Return ``settings[key]`` or fail naming the missing config key."""
     if key not in settings:

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from exsitu import figures
-from exsitu.io import InputError, atomic_output, run_stage, stage_parser
+from exsitu.io import InputError, atomic_output, read_json, run_stage, stage_parser
 
 log = logging.getLogger("exsitu.report")
 
@@ -52,16 +52,7 @@ def read_csv(path: str, columns: Sequence[str]) -> pd.DataFrame:
 
 def read_metrics(path: str) -> dict[str, Any]:
     """metrics.json from the evaluate stage, checked for the keys the report reads."""
-    try:
-        metrics = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except json.JSONDecodeError as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
-    for key in ("n_maps", "n_pixels", "modes", "baselines"):
-        if key not in metrics:
-            raise InputError(f"{path}: key '{key}' is missing")
-    return metrics
+    return read_json(path, ("n_maps", "n_pixels", "modes", "baselines"), "metrics file")
 
 
 def embed(fig: Figure, alt: str) -> str:
