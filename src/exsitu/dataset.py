@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from exsitu.io import InputError, read_json
+from exsitu.io import InputError, read_json, read_table
 
 CHANNELS = ("mass", "velocity", "dispersion", "age", "metallicity")
 SPLIT_COLUMNS = ("shard", "row", "subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc", "subset")
@@ -60,15 +60,7 @@ def read_split(split_csv: str, subset: str) -> pd.DataFrame:
     """The rows of ``split_csv`` that belong to ``subset``; an empty subset is an error."""
     if subset not in SUBSETS:
         raise InputError(f"subset must be one of {SUBSETS}, got {subset!r}")
-    try:
-        table = pd.read_csv(split_csv)
-    except FileNotFoundError:
-        raise InputError(f"{split_csv}: split file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{split_csv}: not a readable CSV ({err})") from None
-    missing = [c for c in SPLIT_COLUMNS if c not in table.columns]
-    if missing:
-        raise InputError(f"{split_csv}: columns {missing} are missing")
+    table = read_table(split_csv, SPLIT_COLUMNS, "split file")
     rows = table[table["subset"] == subset].reset_index(drop=True)
     if rows.empty:
         raise InputError(f"{split_csv}: the '{subset}' subset is empty (no rows with subset == {subset!r})")

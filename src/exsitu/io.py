@@ -18,6 +18,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 log = logging.getLogger("exsitu")
 
 
@@ -83,6 +85,21 @@ def read_json(path: str | os.PathLike, keys: Sequence[str], what: str = "file") 
         if key not in value:
             raise InputError(f"{path}: key '{key}' is missing")
     return value
+
+
+def read_table(path: str | os.PathLike, columns: Sequence[str], what: str = "file") -> pd.DataFrame:
+    """Read a CSV table written by an earlier stage; fail naming the file if it is absent,
+    unparsable or lacks one of ``columns``."""
+    try:
+        table = pd.read_csv(path)
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a readable CSV ({err})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: columns {missing} are missing")
+    return table
 
 
 def require(settings: dict[str, Any], key: str, section: str = "settings") -> Any:

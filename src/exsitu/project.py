@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
+from exsitu.io import InputError, atomic_output, log, read_table, require, run_stage, stage_parser
 from exsitu.plan import ROTATION_COLUMNS
 from exsitu.projection import CHANNELS, UNITS, project
 
@@ -30,15 +30,7 @@ def config_hash(settings: dict) -> str:
 
 def read_plan(path: str, shard: int) -> pd.DataFrame:
     """The plan rows of ``shard``, in plan order."""
-    try:
-        plan = pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: projection plan not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{path}: not a readable CSV ({err})") from None
-    missing = [c for c in PLAN_COLUMNS if c not in plan.columns]
-    if missing:
-        raise InputError(f"{path}: columns {missing} are missing")
+    plan = read_table(path, PLAN_COLUMNS, "projection plan")
     return plan[plan["shard"] == shard].reset_index(drop=True)
 
 

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from exsitu import figures
-from exsitu.io import InputError, atomic_output, read_json, run_stage, stage_parser
+from exsitu.io import InputError, atomic_output, read_json, read_table, run_stage, stage_parser
 
 log = logging.getLogger("exsitu.report")
 
@@ -34,20 +34,6 @@ th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 """
-
-
-def read_csv(path: str, columns: Sequence[str]) -> pd.DataFrame:
-    """Read a CSV, failing with one clear message if it is missing or lacks ``columns``."""
-    try:
-        frame = pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a readable CSV ({err})") from None
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise InputError(f"{path}: missing column(s) {missing}")
-    return frame
 
 
 def read_metrics(path: str) -> dict[str, Any]:
@@ -110,10 +96,10 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
 def build_report(args: Any) -> str:
     """Assemble the HTML text of the report from the stage inputs."""
     run_config = json.loads(args.run_config) if args.run_config else {}
-    catalog = read_csv(args.catalog, ["snapshot", "subhalo_id", "galaxy_id"])
-    plan = read_csv(args.plan, ["snapshot", "subhalo_id", "galaxy_id", "exsitu_total"])
-    split = read_csv(args.split, ["subset", "galaxy_id"])
-    histories = {Path(p).stem.removesuffix("_history"): read_csv(p, ["epoch", "train_loss", "val_loss"]) for p in args.histories}
+    catalog = read_table(args.catalog, ["snapshot", "subhalo_id", "galaxy_id"])
+    plan = read_table(args.plan, ["snapshot", "subhalo_id", "galaxy_id", "exsitu_total"])
+    split = read_table(args.split, ["subset", "galaxy_id"])
+    histories = {Path(p).stem.removesuffix("_history"): read_table(p, ["epoch", "train_loss", "val_loss"]) for p in args.histories}
     metrics = read_metrics(args.metrics)
     try:
         summaries = h5py.File(args.summaries, "r")

@@ -23,7 +23,7 @@ import illustris_python as il
 import numpy as np
 import pandas as pd
 
-from exsitu.io import InputError, atomic_output, log, run_stage, stage_parser
+from exsitu.io import InputError, atomic_output, log, read_table, run_stage, stage_parser
 from exsitu.select import read_header
 from exsitu.units import (
     COSMOLOGY_KEYS,
@@ -135,15 +135,7 @@ class SnapshotReader:
 
 def read_catalog(path: str) -> pd.DataFrame:
     """The select stage's catalogue; fails naming the file and the missing columns."""
-    try:
-        table = pd.read_csv(path)
-    except FileNotFoundError:
-        raise InputError(f"{path}: catalogue not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{path}: not a readable CSV ({err})") from None
-    missing = [c for c in CATALOG_COLUMNS if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: columns {missing} are missing")
+    table = read_table(path, CATALOG_COLUMNS, "catalogue")
     if table.empty:
         raise InputError(f"{path}: the catalogue is empty")
     return table
