@@ -49,7 +49,7 @@ def test_bad_catalog_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None
     catalog.write_text("snapshot,subhalo_id\n99,1\n")
     out = tmp_path / "report.html"
     missing = str(tmp_path / "missing")
-    with pytest.raises(InputError, match=r"subhalos.csv: missing column\(s\) \['galaxy_id'\]"):
+    with pytest.raises(InputError, match=r"subhalos.csv: columns \['galaxy_id'\] are missing"):
         report.main(["--catalog", str(catalog), "--plan", missing, "--split", missing, "--histories", missing,
                      "--metrics", missing, "--summaries", missing, "--benchmarks", str(tmp_path), "--out", str(out)])
     assert not out.exists() and list(tmp_path.iterdir()) == [catalog]
