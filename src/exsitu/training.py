@@ -125,22 +125,22 @@ def _run_epoch(
     amp: bool, optimizer: torch.optim.Optimizer | None, scaler: torch.amp.GradScaler | None,
     generator: torch.Generator | None, epoch: int, checkpoint: Path,
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    """One pass over ``data`` (training when ``optimizer`` is given); mean loss and extras."""
+    """One pass over ``data`` (training when ``optimizer`` is given); mean loss and extras.
+
+    The loss is summed on the device and checked once per epoch: a per-batch ``float(loss)``
+    would stall a GPU on every batch. A NaN epoch is never checkpointed, so the checkpoint
+    still holds the last good one.
+    """
     n = data[0].shape[0]
     order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    total, sums = 0.0, {}
+    total = torch.zeros((), device=device)
+    sums: dict[str, torch.Tensor] = {}
     model.train(optimizer is not None)
     for start in range(0, n, batch_size):
         idx = order[start : start + batch_size].to(device)
         batch = [t.index_select(0, idx) for t in data]
         with torch.set_grad_enabled(optimizer is not None), _autocast(device, amp):
             loss, extras = loss_fn(model, *batch)
-        if not torch.isfinite(loss):
-            phase = "training" if optimizer is not None else "validation"
-            raise InputError(
-                f"training diverged: the {phase} loss is {float(loss)} at epoch {epoch}; "
-                f"{checkpoint} keeps the last good epoch ({epoch - 1}); try a smaller lr"
-            )
         if optimizer is not None:
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -149,10 +149,17 @@ def _run_epoch(
             scaler.step(optimizer)
             scaler.update()
         weight = idx.numel()
-        total += float(loss.detach()) * weight
+        total += loss.detach().float() * weight
         for name, value in extras.items():
             sums[name] = sums.get(name, 0) + value.detach().float() * weight
-    return total / n, {name: value / n for name, value in sums.items()}
+    mean_loss = float(total) / n
+    if not math.isfinite(mean_loss):
+        phase = "training" if optimizer is not None else "validation"
+        raise InputError(
+            f"training diverged: the {phase} loss is {mean_loss} at epoch {epoch}; "
+            f"{checkpoint} keeps the last good epoch ({epoch - 1}); try a smaller lr"
+        )
+    return mean_loss, {name: value / n for name, value in sums.items()}
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
