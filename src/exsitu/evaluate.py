@@ -131,9 +131,10 @@ class ModeAccumulator:
         }
 
 
-def physical_conditions(test: MapSet, stats_json: str, index: np.ndarray) -> np.ndarray:
-    """Condition maps (len(index), 5, P, P) back in physical units, 0 outside the galaxy."""
-    mean, std = read_stats(stats_json)
+def physical_conditions(test: MapSet, mean: np.ndarray, std: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Condition maps (len(index), 5, P, P) back in physical units, 0 outside the galaxy.
+
+    ``mean``, ``std``: the per-channel normalisation statistics (5,) of ``read_stats``."""
     cond = test.conditions[index].numpy()
     mask = test.mask[index].numpy()
     return np.where(mask, cond * std[None, :, None, None] + mean[None, :, None, None], 0.0).astype(np.float32)
@@ -204,7 +205,7 @@ def evaluate(args: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         "integrated/deterministic": integrated_fraction(deterministic, weights),
         "integrated/radial": integrated_fraction(radial, weights),
         "radial/radius": profile.radius, "radial/exsitu": profile.exsitu,
-        "examples/index": examples, "examples/conditions": physical_conditions(test, args.stats, examples),
+        "examples/index": examples, "examples/conditions": physical_conditions(test, centre, scale, examples),
     }
     for column in ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total"):
         arrays[column] = test.table[column].to_numpy()
