@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from exsitu.cvae import CVAEConfig, ConditionEncoder, Decoder, censored_gaussian_nll
+from exsitu.cvae import ConditionEncoder, CVAEConfig, Decoder, censored_gaussian_nll
 
 
 class Baseline(nn.Module):
@@ -32,12 +32,10 @@ class Baseline(nn.Module):
         no_latent = summary.new_zeros(summary.shape[0], 0)
         return self.decoder(no_latent, features, summary)
 
-
-def baseline_loss(
-    model: Baseline, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Masked censored-Gaussian NLL (nats per galaxy pixel), batch mean."""
-    loc, log_scale = model(conditions)
-    loss = censored_gaussian_nll(exsitu, loc, log_scale, mask).mean()
-    return loss, {"recon": loss.detach()}
-
+    def loss(
+        self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Masked censored-Gaussian NLL (nats per galaxy pixel), batch mean."""
+        loc, log_scale = self(conditions)
+        loss = censored_gaussian_nll(exsitu, loc, log_scale, mask).mean()
+        return loss, {"recon": loss.detach()}

@@ -42,7 +42,7 @@ def read_file(path: str | os.PathLike, what: str = "model") -> dict[str, Any]:
         raise InputError(f"{path}: {what} file not found")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises pickle, zip and runtime errors for damaged files
+    except Exception as err:  # noqa: BLE001 - torch raises pickle, zip and runtime errors for damaged files
         raise InputError(f"{path}: not a readable {what} file (corrupt or truncated?): {err}") from None
     if not isinstance(content, dict):
         raise InputError(f"{path}: not an exsitu {what} file (holds {type(content).__name__})")
@@ -70,12 +70,16 @@ def load_model(path: str, device: torch.device) -> torch.nn.Module:
     """
     content = read_file(path)
     if content.get("format") != FORMAT or content.get("kind") not in MODELS:
-        raise InputError(f"{path}: not an exsitu model file (format {content.get('format')!r}, kind {content.get('kind')!r})")
+        raise InputError(
+            f"{path}: not an exsitu model file (format {content.get('format')!r}, kind {content.get('kind')!r})"
+        )
     try:
         model = build_model(content["kind"], content["hparams"])
         model.load_state_dict(content["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
-        raise InputError(f"{path}: the {content['kind']} weights do not match its hyperparameters {content.get('hparams')}: {err}") from None
+        raise InputError(
+            f"{path}: the {content['kind']} weights do not match its hyperparameters {content.get('hparams')}: {err}"
+        ) from None
     return model.to(device).eval()
 
 

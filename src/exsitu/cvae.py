@@ -23,9 +23,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from exsitu.io import InputError, require
+from exsitu.contracts import N_CHANNELS
+from exsitu.io import InputError
+from exsitu.settings import CVAESettings
 
-N_CONDITIONS = 5
+ACTIVE_KL = 0.01  # nats: a latent dimension with less validation KL than this carries nothing
 LOG_SCALE_MIN = math.log(1e-3)  # a pixel's spread below 0.1% ex-situ fraction is not resolvable
 LOG_SCALE_MAX = math.log(1.0)
 
@@ -41,19 +43,11 @@ class CVAEConfig:
     max_levels: int = 5
 
     @classmethod
-    def from_settings(cls, settings: dict, npix: int, section: str = "cvae") -> CVAEConfig:
-        """The network shape from a config section and the maps' side ``npix``."""
+    def from_settings(cls, settings: CVAESettings, npix: int) -> CVAEConfig:
+        """The network shape from the cvae settings and the maps' side ``npix``."""
         if npix < 8 or npix & (npix - 1):
             raise InputError(f"the maps are {npix} pixels wide; the cVAE needs a power of two >= 8 (config maps.npix)")
-        values = {
-            "latent_dim": require(settings, "latent_dim", section),
-            "base_channels": settings.get("base_channels", cls.base_channels),
-            "summary_dim": settings.get("summary_dim", cls.summary_dim),
-        }
-        for key, value in values.items():
-            if not isinstance(value, int) or value < 1:
-                raise InputError(f"config key '{section}.{key}' must be an integer >= 1, got {value!r}")
-        return cls(npix=npix, **values)
+        return cls(npix=npix, latent_dim=settings.latent_dim, base_channels=settings.base_channels)
 
     def levels(self) -> int:
         """Resolution levels: halve P down to 4 pixels, at most ``max_levels``."""
@@ -97,12 +91,14 @@ class ConditionEncoder(nn.Module):
         super().__init__()
         n = cfg.levels()
         self.blocks = nn.ModuleList()
-        c_prev = N_CONDITIONS + 1
+        c_prev = N_CHANNELS + 1
         for level in range(n):
             self.blocks.append(conv_block(c_prev, cfg.channels(level)))
             c_prev = cfg.channels(level)
         self.summary = nn.Sequential(
-            nn.Flatten(), nn.Linear(c_prev * cfg.bottom() ** 2, cfg.summary_dim), nn.SiLU(),
+            nn.Flatten(),
+            nn.Linear(c_prev * cfg.bottom() ** 2, cfg.summary_dim),
+            nn.SiLU(),
             nn.Linear(cfg.summary_dim, cfg.summary_dim),
         )
 
@@ -197,6 +193,24 @@ class CVAE(nn.Module):
         loc, log_scale = self.decoder(z, features, summary)
         return {"mu": mu, "logvar": logvar, "loc": loc, "log_scale": log_scale}
 
+    def loss(
+        self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor, *, beta: float, free_bits: float = 0.0
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Equation (1) of the paper, per map: masked reconstruction NLL + beta * KL.
+
+        The reconstruction term is the per-pixel mean over galaxy pixels (nats/pixel) so that beta
+        has the scale of the paper's 7e-5; KL is summed over latent dimensions. ``free_bits`` (nats
+        per dimension, batch-averaged) keeps the optimiser from pushing a dimension's KL below it,
+        which counters posterior collapse through the skips. Returns the loss and diagnostics
+        (``recon``, ``kl`` and ``kl_dim`` per dimension, all batch means).
+        """
+        out = self(conditions, exsitu)
+        recon = censored_gaussian_nll(exsitu, out["loc"], out["log_scale"], mask).mean()
+        kl_dims = kl_per_dim(out["mu"], out["logvar"]).mean(0)
+        kl_term = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl_dims.sum()
+        loss = recon + beta * kl_term
+        return loss, {"recon": recon.detach(), "kl": kl_dims.sum().detach(), "kl_dim": kl_dims.detach()}
+
 
 def censored_gaussian_nll(
     target: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, mask: torch.Tensor
@@ -245,21 +259,10 @@ def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar)
 
 
-def elbo_loss(
-    model: CVAE, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor,
-    beta: float, free_bits: float = 0.0,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Equation (1) of the paper, per map: masked reconstruction NLL + beta * KL.
+def active_units(row: dict[str, float]) -> dict[str, float]:
+    """Number of latent dimensions whose validation KL exceeds ``ACTIVE_KL`` (collapse watch).
 
-    The reconstruction term is the per-pixel mean over galaxy pixels (nats/pixel) so that beta
-    has the scale of the paper's 7e-5; KL is summed over latent dimensions. ``free_bits`` (nats
-    per dimension, batch-averaged) keeps the optimiser from pushing a dimension's KL below it,
-    which counters posterior collapse through the skips. Returns the loss and diagnostics
-    (``recon``, ``kl`` and ``kl_dim`` per dimension, all batch means).
+    ``row`` is one epoch of the training history, with columns ``val_kl_dim_<i>`` [nats].
     """
-    out = model(conditions, exsitu)
-    recon = censored_gaussian_nll(exsitu, out["loc"], out["log_scale"], mask).mean()
-    kl_dims = kl_per_dim(out["mu"], out["logvar"]).mean(0)
-    kl_term = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl_dims.sum()
-    loss = recon + beta * kl_term
-    return loss, {"recon": recon.detach(), "kl": kl_dims.sum().detach(), "kl_dim": kl_dims.detach()}
+    kls = [v for k, v in row.items() if k.startswith("val_kl_dim_")]
+    return {"active_units": float(sum(kl > ACTIVE_KL for kl in kls))}

@@ -32,7 +32,14 @@ def exsitu_distribution(per_galaxy: np.ndarray, per_projection: np.ndarray) -> F
     fig, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")
     bins = np.linspace(0, 1, 21)
     ax.hist(per_galaxy, bins, histtype="step", lw=2, label=f"galaxies (N={len(per_galaxy)})", density=True)
-    ax.hist(per_projection, bins, histtype="step", lw=2, label=f"maps after balancing (N={len(per_projection)})", density=True)
+    ax.hist(
+        per_projection,
+        bins,
+        histtype="step",
+        lw=2,
+        label=f"maps after balancing (N={len(per_projection)})",
+        density=True,
+    )
     ax.set(xlabel="total ex-situ fraction", ylabel="density")
     ax.legend()
     return fig
@@ -49,7 +56,16 @@ def training_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     return fig
 
 
-def _show(ax: Any, image: np.ndarray, mask: np.ndarray, title: str, cmap: str, vmin: float | None = None, vmax: float | None = None) -> None:
+def _show(
+    ax: Any,
+    image: np.ndarray,
+    mask: np.ndarray,
+    title: str,
+    cmap: str,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> None:
     shown = ax.imshow(np.ma.masked_where(~mask, image), origin="lower", cmap=cmap, vmin=vmin, vmax=vmax)
     ax.set_title(title, fontsize=8)
     ax.set_xticks([])
@@ -58,27 +74,34 @@ def _show(ax: Any, image: np.ndarray, mask: np.ndarray, title: str, cmap: str, v
 
 
 def example_posteriors(
-    conditions: np.ndarray, truth: np.ndarray, means: Mapping[str, np.ndarray], std: np.ndarray, mask: np.ndarray, labels: Sequence[str]
+    conditions: np.ndarray,
+    truth: np.ndarray,
+    means: Mapping[str, np.ndarray],
+    std: np.ndarray,
+    mask: np.ndarray,
+    labels: Sequence[str],
 ) -> Figure:
     """The paper's Fig. 2: per row one test map: 5 condition maps, truth, posterior means, std.
 
-    conditions (E, 5, P, P) physical units; truth, std, mask and each of ``means`` (E, P, P).
+    conditions (E, C, P, P) physical units (C = len(CHANNELS)); truth, std, mask and each of ``means`` (E, P, P).
     """
-    n_cols = 5 + 1 + len(means) + 1
-    fig, axes = plt.subplots(len(truth), n_cols, figsize=(1.9 * n_cols, 1.9 * len(truth) + 0.4), layout="constrained", squeeze=False)
+    n_cols = len(CONDITION_LABELS) + 1 + len(means) + 1
+    fig, axes = plt.subplots(
+        len(truth), n_cols, figsize=(1.9 * n_cols, 1.9 * len(truth) + 0.4), layout="constrained", squeeze=False
+    )
     for row, axrow in enumerate(axes):
         m = mask[row]
-        for c in range(5):
+        for c in range(len(CONDITION_LABELS)):
             values = conditions[row, c][m]
             if c == 1:  # symmetric velocity scale so that rotation reads as red/blue
                 lim = float(np.abs(values).max()) if values.size else 1.0
-                _show(axrow[c], conditions[row, c], m, CONDITION_LABELS[c], CONDITION_CMAPS[c], -lim, lim)
+                _show(axrow[c], conditions[row, c], m, CONDITION_LABELS[c], CONDITION_CMAPS[c], vmin=-lim, vmax=lim)
             else:
                 _show(axrow[c], conditions[row, c], m, CONDITION_LABELS[c], CONDITION_CMAPS[c])
-        _show(axrow[5], truth[row], m, f"truth\n{labels[row]}", "inferno", 0, 1)
+        _show(axrow[len(CONDITION_LABELS)], truth[row], m, f"truth\n{labels[row]}", "inferno", vmin=0, vmax=1)
         for k, (mode, mean) in enumerate(means.items()):
-            _show(axrow[6 + k], mean[row], m, f"mean ({mode})", "inferno", 0, 1)
-        _show(axrow[-1], std[row], m, "std (flow)", "Greys", 0, None)
+            _show(axrow[len(CONDITION_LABELS) + 1 + k], mean[row], m, f"mean ({mode})", "inferno", vmin=0, vmax=1)
+        _show(axrow[-1], std[row], m, "std (flow)", "Greys", vmin=0)
     return fig
 
 
@@ -96,7 +119,9 @@ def residual_figures(blocks: Mapping[str, Mapping[str, Any]]) -> Figure:
         hi = np.array([np.nan if v is None else v for v in binned["p84"]])
         line = right.plot(centres, median, "o-", label=name)[0]
         right.fill_between(centres, lo, hi, color=line.get_color(), alpha=0.15)
-    left.set(xlabel="predicted - true ex-situ fraction (galaxy pixels)", ylabel="density", title="(a) residual distribution")
+    left.set(
+        xlabel="predicted - true ex-situ fraction (galaxy pixels)", ylabel="density", title="(a) residual distribution"
+    )
     left.axvline(0, color="k", lw=0.5)
     left.legend(fontsize=7)
     right.axhline(0, color="k", lw=0.5)
@@ -124,7 +149,10 @@ def calibration_curves(modes: Mapping[str, Mapping[str, Any]]) -> Figure:
         curve = block["coverage_curve"]
         left.plot(curve["nominal"], curve["observed"], label=f"{name} (68%: {block['coverage']['0.68']:.2f})")
         right.plot(block["tarp"]["alpha"], block["tarp"]["ecp"], label=f"{name} (ATC {block['tarp_atc']:+.2f})")
-    for ax, title, xlabel in ((left, "per-pixel coverage (randomized PIT)", "credibility level"), (right, "TARP (whole maps)", r"credibility level $\alpha$")):
+    for ax, title, xlabel in (
+        (left, "per-pixel coverage (randomized PIT)", "credibility level"),
+        (right, "TARP (whole maps)", r"credibility level $\alpha$"),
+    ):
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
         ax.set(xlabel=xlabel, ylabel="expected coverage", title=title, xlim=(0, 1), ylim=(0, 1))
         ax.legend(fontsize=8)

@@ -80,14 +80,12 @@ class LatentFlow(nn.Module):
         z, _ = self.transform.inverse(u, context=ctx)
         return (z * self.z_std + self.z_mean).view(rows, n, -1)
 
+    def loss(
+        self, mu: torch.Tensor, std: torch.Tensor, context: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Mean negative log-likelihood (nats) of z ~ q(z | eps, theta) = N(mu, std), drawn afresh.
 
-def flow_loss(
-    model: LatentFlow, mu: torch.Tensor, std: torch.Tensor, context: torch.Tensor
-) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Mean negative log-likelihood (nats) of z ~ q(z | eps, theta) = N(mu, std), drawn afresh.
-
-    Training on draws, not on the means, keeps the flow's posterior as wide as the encoder's.
-    """
-    z = mu + std * torch.randn_like(mu)
-    loss = -model.log_prob(z, context).mean()
-    return loss, {}
+        Training on draws, not on the means, keeps the flow's posterior as wide as the encoder's.
+        """
+        z = mu + std * torch.randn_like(mu)
+        return -self.log_prob(z, context).mean(), {}

@@ -1,4 +1,4 @@
-"""Shared plumbing for the stage modules: atomic writes, clear input errors, settings.
+"""File plumbing shared by the library and the stages: atomic writes, clear input errors, checked readers.
 
 Every stage writes through :func:`atomic_output` so that an interrupted or failing stage
 never leaves a half-written file that Snakemake (or a user) could mistake for a result.
@@ -6,21 +6,16 @@ never leaves a half-written file that Snakemake (or a user) could mistake for a 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
-import logging
 import os
 import shutil
-import sys
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-
-log = logging.getLogger("exsitu")
 
 
 class InputError(Exception):
@@ -59,17 +54,6 @@ def atomic_output(path: str | os.PathLike, directory: bool = False) -> Iterator[
         raise
 
 
-def parse_settings(text: str) -> dict[str, Any]:
-    """Parse the ``--settings`` JSON object a rule passes (a config subset)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise InputError(f"--settings is not valid JSON ({err}): {text!r}") from err
-    if not isinstance(value, dict):
-        raise InputError(f"--settings must be a JSON object, got {text!r}")
-    return value
-
-
 def read_json(path: str | os.PathLike, keys: Sequence[str], what: str = "file") -> dict[str, Any]:
     """Read a JSON object written by an earlier stage; fail naming the file if it is absent,
     unparsable or lacks one of ``keys``."""
@@ -100,40 +84,3 @@ def read_table(path: str | os.PathLike, columns: Sequence[str], what: str = "fil
     if missing:
         raise InputError(f"{path}: columns {missing} are missing")
     return table
-
-
-def require(settings: dict[str, Any], key: str, section: str = "settings") -> Any:
-    """Return ``settings[key]`` or fail naming the missing config key."""
-    if key not in settings:
-        raise InputError(f"config key '{section}.{key}' is missing")
-    return settings[key]
-
-
-def stage_parser(description: str) -> argparse.ArgumentParser:
-    """An argparse parser with the options every stage shares (``--settings``)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument(
-        "--settings",
-        type=parse_settings,
-        default={},
-        help="JSON object with the stage's config section (as Snakemake passes it)",
-    )
-    return parser
-
-
-def run_stage(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> None:
-    """Run a stage's main with logging set up; turn an InputError into one clear line.
-
-    The exit status is 1 for bad input (message on stderr, prefixed ``error:``), so a
-    Snakemake rule fails with the message in its log instead of a traceback.
-    """
-    logging.basicConfig(
-        level=os.environ.get("EXSITU_LOGLEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    try:
-        main(argv)
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None

@@ -49,8 +49,15 @@ def encode(
 
 
 def _latents(
-    cvae: CVAE, mode: str, n_samples: int, features: list[torch.Tensor], summary: torch.Tensor,
-    exsitu: torch.Tensor | None, flow: LatentFlow | None, generator: torch.Generator | None,
+    cvae: CVAE,
+    mode: str,
+    n_samples: int,
+    features: list[torch.Tensor],
+    summary: torch.Tensor,
+    *,
+    exsitu: torch.Tensor | None,
+    flow: LatentFlow | None,
+    generator: torch.Generator | None,
 ) -> torch.Tensor:
     """(maps, K, latent_dim) latent draws for one chunk of maps."""
     maps, dim = summary.shape[0], cvae.cfg.latent_dim
@@ -78,7 +85,7 @@ def posterior_samples(
 ) -> torch.Tensor:
     """K posterior samples of the ex-situ fraction map for each of N maps.
 
-    conditions: (N, 5, P, P) normalised as ``exsitu.dataset.load_subset`` returns them.
+    conditions: (N, C, P, P) normalised as ``exsitu.dataset.load_subset`` returns them.
     mode: "reconstruction" (needs ``exsitu``, (N, 1, P, P) true maps), "prior", or "flow"
         (needs ``flow``, the model of ``train_flow``).
     batch_size: (map, sample) pairs decoded per forward pass.
@@ -105,13 +112,17 @@ def posterior_samples(
         cond = conditions[start:stop].to(device)
         features, summary = cvae.condition_encoder(cond)
         truth = exsitu[start:stop].to(device) if exsitu is not None else None
-        z = _latents(cvae, mode, n_samples, features, summary, truth, flow, generator).flatten(0, 1)
+        z = _latents(cvae, mode, n_samples, features, summary, exsitu=truth, flow=flow, generator=generator).flatten(
+            0, 1
+        )
         owner = torch.arange(stop - start, device=device).repeat_interleave(n_samples)
         mask = galaxy_mask(cond)
         for first in range(0, owner.numel(), batch_size):
             which = owner[first : first + batch_size]
             loc, log_scale = cvae.decoder(
-                z[first : first + batch_size], [f.index_select(0, which) for f in features], summary.index_select(0, which)
+                z[first : first + batch_size],
+                [f.index_select(0, which) for f in features],
+                summary.index_select(0, which),
             )
             draw = censored_gaussian_sample(loc.float(), log_scale.float(), generator) * mask.index_select(0, which)
             flat = out[start:stop].view(-1, p, p)

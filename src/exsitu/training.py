@@ -12,7 +12,6 @@ fingerprint, or an unreadable one, is ignored with a logged warning and training
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import logging
@@ -29,37 +28,13 @@ from torch import nn
 from tqdm import tqdm
 
 from exsitu.checkpoint import read_file, save_model
-from exsitu.dataset import MapSet, load_subset
-from exsitu.device import DEVICE_CHOICES
-from exsitu.io import InputError, atomic_output, require
+from exsitu.io import InputError, atomic_output
+from exsitu.settings import TrainSettings
 
 log = logging.getLogger(__name__)
 
-LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 WEIGHT_DECAY = 1e-4
 GRAD_CLIP = 5.0  # max gradient norm: one bad batch must not throw the weights far
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """Optimisation settings read from a config section (cvae:, flow: or cvae+baseline:)."""
-
-    epochs: int
-    batch_size: int
-    lr: float
-    patience: int
-    seed: int
-
-    @classmethod
-    def from_config(cls, settings: dict[str, Any], section: str) -> TrainSettings:
-        values = {key: require(settings, key, section) for key in ("epochs", "batch_size", "lr", "patience")}
-        ok = all(isinstance(values[k], int) and values[k] >= 1 for k in ("epochs", "batch_size", "patience"))
-        if not ok or not values["lr"] > 0:
-            raise InputError(f"config keys '{section}.epochs/batch_size/patience' must be integers >= 1 and lr > 0, got {values}")
-        return cls(
-            epochs=values["epochs"], batch_size=values["batch_size"], lr=float(values["lr"]),
-            patience=values["patience"], seed=int(settings.get("seed", 0)),
-        )
 
 
 @dataclass
@@ -71,29 +46,12 @@ class TrainResult:
     best_val: float
 
 
-def add_stage_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """The flags every training stage takes (see workflow/rules/model.smk)."""
-    parser.add_argument("--maps", nargs="+", required=True, help="map shards results/maps/shard_K.h5")
-    parser.add_argument("--split", required=True, help="results/dataset/split.csv")
-    parser.add_argument("--stats", required=True, help="results/dataset/normalisation.json")
-    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: CUDA when present")
-    parser.add_argument("--checkpoint", required=True, help="per-epoch checkpoint, resumed when the stage reruns")
-    parser.add_argument("--out", required=True, help="model file (best epoch)")
-    parser.add_argument("--history", required=True, help="per-epoch history CSV")
-    return parser
-
-
-def load_train_val(args: argparse.Namespace) -> tuple[MapSet, MapSet]:
-    """The training and validation subsets named by a training stage's flags (normalised maps)."""
-    return (load_subset(args.maps, args.split, args.stats, "train"),
-            load_subset(args.maps, args.split, args.stats, "val"))
-
-
-def save_outputs(args: argparse.Namespace, model: nn.Module, result: TrainResult) -> None:
-    """Write a training stage's outputs: the best-epoch model (``--out``) and its history CSV."""
-    meta = {"settings": args.settings, "best_epoch": result.best_epoch, "best_val": result.best_val}
-    save_model(args.out, model, meta)
-    write_history(args.history, result.history)
+def save_outputs(
+    out: str | os.PathLike, history_csv: str | os.PathLike, model: nn.Module, result: TrainResult, meta: dict[str, Any]
+) -> None:
+    """Write a training stage's outputs: the best-epoch model file and its per-epoch history CSV."""
+    save_model(out, model, {**meta, "best_epoch": result.best_epoch, "best_val": result.best_val})
+    write_history(history_csv, result.history)
 
 
 def data_checksum(tensors: Sequence[torch.Tensor]) -> list[float]:
@@ -120,44 +78,56 @@ def _flatten(prefix: str, extras: dict[str, torch.Tensor]) -> dict[str, float]:
     return row
 
 
+@dataclass
+class _Run:
+    """What every epoch of one ``fit`` call shares: the model, where it runs and how it steps."""
+
+    model: nn.Module
+    device: torch.device
+    amp: bool
+    checkpoint: Path
+    loss_options: dict[str, Any]
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    generator: torch.Generator
+
+
 def _run_epoch(
-    model: nn.Module, loss_fn: LossFn, data: Sequence[torch.Tensor], batch_size: int, device: torch.device,
-    amp: bool, optimizer: torch.optim.Optimizer | None, scaler: torch.amp.GradScaler | None,
-    generator: torch.Generator | None, epoch: int, checkpoint: Path,
+    run: _Run, data: Sequence[torch.Tensor], batch_size: int, epoch: int, train: bool
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    """One pass over ``data`` (training when ``optimizer`` is given); mean loss and extras.
+    """One pass over ``data`` (a training step per batch when ``train``); mean loss and extras.
 
     The loss is summed on the device and checked once per epoch: a per-batch ``float(loss)``
     would stall a GPU on every batch. A NaN epoch is never checkpointed, so the checkpoint
     still holds the last good one.
     """
     n = data[0].shape[0]
-    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
-    total = torch.zeros((), device=device)
+    order = torch.randperm(n, generator=run.generator) if train else torch.arange(n)
+    total = torch.zeros((), device=run.device)
     sums: dict[str, torch.Tensor] = {}
-    model.train(optimizer is not None)
+    run.model.train(train)
     for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size].to(device)
+        idx = order[start : start + batch_size].to(run.device)
         batch = [t.index_select(0, idx) for t in data]
-        with torch.set_grad_enabled(optimizer is not None), _autocast(device, amp):
-            loss, extras = loss_fn(model, *batch)
-        if optimizer is not None:
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
-            scaler.step(optimizer)
-            scaler.update()
+        with torch.set_grad_enabled(train), _autocast(run.device, run.amp):
+            loss, extras = run.model.loss(*batch, **run.loss_options)
+        if train:
+            run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+            run.scaler.unscale_(run.optimizer)
+            nn.utils.clip_grad_norm_(run.model.parameters(), GRAD_CLIP)
+            run.scaler.step(run.optimizer)
+            run.scaler.update()
         weight = idx.numel()
         total += loss.detach().float() * weight
         for name, value in extras.items():
             sums[name] = sums.get(name, 0) + value.detach().float() * weight
     mean_loss = float(total) / n
     if not math.isfinite(mean_loss):
-        phase = "training" if optimizer is not None else "validation"
+        phase = "training" if train else "validation"
         raise InputError(
             f"training diverged: the {phase} loss is {mean_loss} at epoch {epoch}; "
-            f"{checkpoint} keeps the last good epoch ({epoch - 1}); try a smaller lr"
+            f"{run.checkpoint} keeps the last good epoch ({epoch - 1}); try a smaller lr"
         )
     return mean_loss, {name: value / n for name, value in sums.items()}
 
@@ -179,43 +149,53 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] 
         log.warning("ignoring the checkpoint: %s", err)
         return None
     if state.get("fingerprint") != fingerprint:
-        log.warning("ignoring the checkpoint %s: it was written for other settings or data; training from scratch", path)
+        log.warning(
+            "ignoring the checkpoint %s: it was written for other settings or data; training from scratch", path
+        )
         return None
     return state
 
 
 def fit(
     model: nn.Module,
-    loss_fn: LossFn,
     train: Sequence[torch.Tensor],
     val: Sequence[torch.Tensor],
     settings: TrainSettings,
     device: torch.device,
     checkpoint: str | os.PathLike,
-    fingerprint: dict[str, Any],
     *,
+    loss_options: dict[str, Any] | None = None,
     amp: bool = True,
     epoch_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None,
-    desc: str = "train",
 ) -> TrainResult:
-    """Train ``model`` with ``loss_fn(model, *batch) -> (loss, extras)``; leave the best weights in it.
+    """Train ``model`` on ``model.loss(*batch, **loss_options) -> (loss, extras)``; leave the best weights in it.
 
     ``train`` and ``val`` are tensors with the maps (or latents) along dim 0; they are moved to
-    ``device`` once. ``fingerprint`` identifies the run for resuming (see the module doc).
+    ``device`` once. The checkpoint's fingerprint (see the module doc) is built here from the
+    model's ``kind`` and ``hparams()``, ``loss_options``, ``settings`` and the training data.
     ``epoch_metrics`` derives extra history columns from an epoch's row (e.g. active units).
     Raises ``InputError`` when a loss turns NaN/inf, naming the epoch; the checkpoint then still
     holds the last good epoch.
     """
+    loss_options = dict(loss_options or {})
+    fingerprint = {
+        "kind": model.kind, "hparams": model.hparams(), **loss_options,
+        "data": data_checksum(train), "settings": asdict(settings),
+    }  # fmt: skip
+    desc = model.kind
     checkpoint = Path(checkpoint)
-    fingerprint = {**fingerprint, "settings": asdict(settings)}
     torch.manual_seed(settings.seed)
     model.to(device)
     train = [t.to(device) for t in train]
     val = [t.to(device) for t in val]
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=settings.lr / 50)
-    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and amp and not torch.cuda.is_bf16_supported())
-    generator = torch.Generator().manual_seed(settings.seed)
+    scaler = torch.amp.GradScaler(
+        device.type, enabled=device.type == "cuda" and amp and not torch.cuda.is_bf16_supported()
+    )
+    run = _Run(
+        model, device, amp, checkpoint, loss_options, optimizer, scaler, torch.Generator().manual_seed(settings.seed)
+    )
     history: list[dict[str, float]] = []
     best_val, best_epoch, bad_epochs, start_epoch, stopped = math.inf, 0, 0, 0, False
     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -226,26 +206,29 @@ def fit(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        generator.set_state(state["generator"])
+        run.generator.set_state(state["generator"])
         torch.set_rng_state(state["rng"]["cpu"])
         if "cuda" in state["rng"] and device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
         best_state, best_val, best_epoch = state["best_model"], state["best_val"], state["best_epoch"]
-        bad_epochs, start_epoch, stopped, history = state["bad_epochs"], state["epoch"], state["stopped"], state["history"]
+        bad_epochs, start_epoch, stopped, history = (
+            state["bad_epochs"],
+            state["epoch"],
+            state["stopped"],
+            state["history"],
+        )
         log.info("resuming %s from %s at epoch %d of %d", desc, checkpoint, start_epoch + 1, settings.epochs)
 
-    bar = tqdm(range(start_epoch, settings.epochs), initial=start_epoch, total=settings.epochs, desc=desc, disable=stopped)
+    bar = tqdm(
+        range(start_epoch, settings.epochs), initial=start_epoch, total=settings.epochs, desc=desc, disable=stopped
+    )
     for epoch in bar:
         if stopped:
             break
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_extras = _run_epoch(
-            model, loss_fn, train, settings.batch_size, device, amp, optimizer, scaler, generator, epoch + 1, checkpoint
-        )
-        val_loss, val_extras = _run_epoch(
-            model, loss_fn, val, settings.batch_size, device, amp, None, None, None, epoch + 1, checkpoint
-        )
+        train_loss, train_extras = _run_epoch(run, train, settings.batch_size, epoch + 1, train=True)
+        val_loss, val_extras = _run_epoch(run, val, settings.batch_size, epoch + 1, train=False)
         scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
         row.update(_flatten("", train_extras))
@@ -261,20 +244,39 @@ def fit(
         row.update({"lr": lr, "seconds": time.perf_counter() - started, "best_epoch": best_epoch})
         history.append(row)
         bar.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=best_epoch)
-        log.info("%s epoch %d: train %.5g, val %.5g, lr %.3g, %.1fs", desc, epoch + 1, train_loss, val_loss, lr, row["seconds"])
+        log.info(
+            "%s epoch %d: train %.5g, val %.5g, lr %.3g, %.1fs",
+            desc,
+            epoch + 1,
+            train_loss,
+            val_loss,
+            lr,
+            row["seconds"],
+        )
         with atomic_output(checkpoint) as tmp:
             torch.save(
                 {
-                    "fingerprint": fingerprint, "epoch": epoch + 1, "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(), "generator": generator.get_state(), "rng": _rng_state(device),
-                    "best_model": best_state, "best_val": best_val, "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs, "stopped": stopped, "history": history,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "generator": run.generator.get_state(),
+                    "rng": _rng_state(device),
+                    "best_model": best_state,
+                    "best_val": best_val,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "stopped": stopped,
+                    "history": history,
                 },
                 tmp,
             )
         if stopped:
-            log.info("%s: early stop after epoch %d (no val improvement for %d epochs)", desc, epoch + 1, settings.patience)
+            log.info(
+                "%s: early stop after epoch %d (no val improvement for %d epochs)", desc, epoch + 1, settings.patience
+            )
     bar.close()
     model.load_state_dict(best_state)
     return TrainResult(history=history, best_epoch=best_epoch, best_val=best_val)

@@ -1,4 +1,4 @@
-"""Stage ``select``: the subhalo catalogue of galaxies to map, from the group catalogues.
+"""The subhalo catalogue of galaxies to map, read from the TNG group catalogues (stage ``select``).
 
 Keeps SubhaloFlag == 1 subhalos whose stellar mass (``selection.mass_field``, PartType4
 column) exceeds ``selection.min_stellar_mass`` [Msun] at every configured snapshot.
@@ -8,6 +8,7 @@ it; without trees each subhalo is its own galaxy (with a warning).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +17,11 @@ import illustris_python as il
 import numpy as np
 import pandas as pd
 
-from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
+from exsitu.io import InputError
+from exsitu.settings import SelectionSettings
 from exsitu.units import length_to_physical_kpc, mass_to_msun
+
+log = logging.getLogger(__name__)
 
 STARS = 4
 COLUMNS = ["snapshot", "subhalo_id", "galaxy_id", "stellar_mass", "rhalf_kpc", "is_central", "group_id"]
@@ -57,7 +61,9 @@ def _galaxy_ids(basepath: str, snapshot: int, subhalo_ids: np.ndarray) -> np.nda
         return None
     offsets = il.groupcat.offsetPath(basepath, snapshot)
     if not Path(offsets).exists():
-        raise InputError(f"offsets file {offsets} not found: it links subhalos of snapshot {snapshot} to the SubLink tree")
+        raise InputError(
+            f"offsets file {offsets} not found: it links subhalos of snapshot {snapshot} to the SubLink tree"
+        )
     with h5py.File(offsets, "r") as f:
         rows = f["Subhalo/SubLink/RowNum"][:][subhalo_ids]
     ids = NO_TREE_ID_BASE * (snapshot + 1) + subhalo_ids.astype(np.int64)
@@ -83,7 +89,7 @@ def select_snapshot(basepath: str, snapshot: int, min_mass: float, mass_field: s
         first_sub = il.groupcat.loadHalos(basepath, snapshot, fields=["GroupFirstSub"])
     except KeyError as err:
         raise InputError(f"snapshot {snapshot}: group catalogue under {basepath} lacks field {err}") from None
-    except Exception as err:  # illustris_python raises bare Exception for a missing field
+    except Exception as err:  # noqa: BLE001 - illustris_python raises bare Exception for a missing field
         raise InputError(f"snapshot {snapshot}: cannot read group catalogue under {basepath}: {err}") from None
     if isinstance(subs, dict) and subs.get("count", 1) == 0:
         return pd.DataFrame(columns=COLUMNS)
@@ -106,32 +112,23 @@ def select_snapshot(basepath: str, snapshot: int, min_mass: float, mass_field: s
         table = table.drop(bad.index)
     galaxy = _galaxy_ids(basepath, snapshot, table["subhalo_id"].to_numpy())
     if galaxy is None:
-        log.warning("no SubLink tree found beside %s: each subhalo of snapshot %d is its own galaxy", basepath, snapshot)
+        log.warning(
+            "no SubLink tree found beside %s: each subhalo of snapshot %d is its own galaxy", basepath, snapshot
+        )
         galaxy = NO_TREE_ID_BASE * (snapshot + 1) + table["subhalo_id"].to_numpy()
     table.insert(2, "galaxy_id", galaxy)
     return table[COLUMNS]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--basepath", required=True, help="TNG 'output' directory")
-    parser.add_argument("--snapshots", type=int, nargs="+", required=True)
-    parser.add_argument("--out", required=True, help="catalogue CSV")
-    args = parser.parse_args(argv)
-    min_mass = float(require(args.settings, "min_stellar_mass", "selection"))
-    mass_field = str(require(args.settings, "mass_field", "selection"))
-    tables = [select_snapshot(args.basepath, s, min_mass, mass_field) for s in args.snapshots]
-    for s, t in zip(args.snapshots, tables):
+def select_catalog(basepath: str, snapshots: Sequence[int], settings: SelectionSettings) -> pd.DataFrame:
+    """The selected subhalos of all ``snapshots`` (columns :data:`COLUMNS`); an empty selection is an error."""
+    tables = [select_snapshot(basepath, s, settings.min_stellar_mass, settings.mass_field) for s in snapshots]
+    for s, t in zip(snapshots, tables):
         log.info("snapshot %d: %d subhalos selected", s, len(t))
     catalog = pd.concat(tables, ignore_index=True)
     if catalog.empty:
         raise InputError(
-            f"empty selection: no subhalo with SubhaloFlag==1 and {mass_field} > {min_mass:g} Msun "
-            f"at snapshots {args.snapshots} under {args.basepath}"
+            f"empty selection: no subhalo with SubhaloFlag==1 and {settings.mass_field} > "
+            f"{settings.min_stellar_mass:g} Msun at snapshots {list(snapshots)} under {basepath}"
         )
-    with atomic_output(args.out) as tmp:
-        catalog.to_csv(tmp, index=False)
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return catalog

@@ -1,4 +1,4 @@
-"""Stage ``plan``: how many lines of sight each galaxy gets, and their orientations.
+"""How many lines of sight each galaxy gets, and their orientations (stage ``plan``).
 
 The galaxy ex-situ fractions are binned (``plan.n_bins`` equal bins on [0, 1]); a galaxy
 in a bin with ``c`` galaxies gets round(min_los * c_max / c) projections, clipped to
@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
+from exsitu.contracts import open_shard, shard_number
+from exsitu.io import InputError
+from exsitu.settings import PlanSettings
 
 ROTATION_COLUMNS = [f"r{i}{j}" for i in range(3) for j in range(3)]
 
@@ -27,8 +28,6 @@ def lines_of_sight(exsitu_total: np.ndarray, min_los: int, max_los: int, n_bins:
     """Projections per galaxy, inversely proportional to its ex-situ bin's population."""
     if not 1 <= min_los <= max_los:
         raise InputError(f"config keys plan.min_los ({min_los}) and plan.max_los ({max_los}) need 1 <= min <= max")
-    if n_bins < 1:
-        raise InputError(f"config key plan.n_bins must be >= 1, got {n_bins}")
     bins = np.clip((np.asarray(exsitu_total) * n_bins).astype(int), 0, n_bins - 1)
     counts = np.bincount(bins, minlength=n_bins)
     per_bin = np.clip(np.round(min_los * counts.max() / np.maximum(counts, 1)), min_los, max_los)
@@ -47,17 +46,12 @@ def read_galaxies(paths: Sequence[str]) -> pd.DataFrame:
     """The per-galaxy tables of the tag stage's shard files, with the shard number."""
     tables = []
     for path in paths:
-        try:
-            with h5py.File(path, "r") as f:
-                shard = int(f.attrs["shard"])
-                g = f["galaxies"]
-                tables.append(
-                    pd.DataFrame({k: g[k][()] for k in ("snapshot", "subhalo_id", "galaxy_id", "exsitu_total")}).assign(
-                        shard=shard
-                    )
-                )
-        except (OSError, KeyError) as err:
-            raise InputError(f"{path}: not a particle shard file of the tag stage ({err})") from None
+        with open_shard(path, "particle shard") as f:
+            try:
+                columns = {k: f["galaxies"][k][()] for k in ("snapshot", "subhalo_id", "galaxy_id", "exsitu_total")}
+            except KeyError as err:
+                raise InputError(f"{path}: not a particle shard file of the tag stage ({err})") from None
+            tables.append(pd.DataFrame(columns).assign(shard=shard_number(f)))
     table = pd.concat(tables, ignore_index=True)
     if table.empty:
         raise InputError(f"no galaxies in the particle shards {list(paths)}")
@@ -66,36 +60,14 @@ def read_galaxies(paths: Sequence[str]) -> pd.DataFrame:
     return table
 
 
-def make_plan(galaxies: pd.DataFrame, min_los: int, max_los: int, n_bins: int, seed: int) -> pd.DataFrame:
-    """One row per (galaxy, line of sight); deterministic for ``seed`` and the galaxy order."""
+def make_plan(galaxies: pd.DataFrame, settings: PlanSettings) -> pd.DataFrame:
+    """One row per (galaxy, line of sight); deterministic for ``settings.seed`` and the galaxy order."""
     galaxies = galaxies.sort_values(["shard", "snapshot", "subhalo_id"]).reset_index(drop=True)
-    n_los = lines_of_sight(galaxies["exsitu_total"].to_numpy(), min_los, max_los, n_bins)
+    n_los = lines_of_sight(galaxies["exsitu_total"].to_numpy(), settings.min_los, settings.max_los, settings.n_bins)
     rows = galaxies.loc[np.repeat(galaxies.index, n_los)].reset_index(drop=True)
     rows["los_index"] = np.concatenate([np.arange(k) for k in n_los])
     rows["n_los"] = np.repeat(n_los, n_los)
-    rot = random_rotations(np.random.default_rng(seed), len(rows)).reshape(-1, 9)
+    rot = random_rotations(np.random.default_rng(settings.seed), len(rows)).reshape(-1, 9)
     rows[ROTATION_COLUMNS] = rot
     cols = ["snapshot", "subhalo_id", "galaxy_id", "shard", "los_index", "n_los", "exsitu_total"]
     return rows[cols + ROTATION_COLUMNS]
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--particles", nargs="+", required=True, help="the tag stage's shard files")
-    parser.add_argument("--out", required=True, help="projection plan CSV")
-    args = parser.parse_args(argv)
-    s = args.settings
-    plan = make_plan(
-        read_galaxies(args.particles),
-        int(require(s, "min_los", "plan")),
-        int(require(s, "max_los", "plan")),
-        int(require(s, "n_bins", "plan")),
-        int(require(s, "seed", "plan")),
-    )
-    log.info("%d projections of %d galaxies", len(plan), plan[["snapshot", "subhalo_id"]].drop_duplicates().shape[0])
-    with atomic_output(args.out) as tmp:
-        plan.to_csv(tmp, index=False, float_format="%.17g")
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -1,6 +1,6 @@
-"""Stage ``project``: the maps of one shard, following the plan's lines of sight.
+"""The maps of one shard, following the plan's lines of sight (stage ``project``).
 
-Writes the map contract of DESIGN.md (conditions, exsitu, mask, subhalo_id, snapshot,
+Writes the map contract of docs/design.md (conditions, exsitu, mask, subhalo_id, snapshot,
 galaxy_id, los, rotation, fov_kpc, exsitu_total; attributes channels, units, simulation,
 config_hash, shard, npix). The field of view is ``maps.fov_rhalf`` times the catalogue's
 stellar half-mass radius.
@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+import logging
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from exsitu.io import InputError, atomic_output, log, read_table, require, run_stage, stage_parser
-from exsitu.plan import ROTATION_COLUMNS
-from exsitu.projection import CHANNELS, UNITS, project
+from exsitu.contracts import CHANNELS, N_CHANNELS, UNITS, open_shard
+from exsitu.io import InputError, atomic_output, read_table
+from exsitu.projection import project
+from exsitu.settings import MapSettings
+from exsitu.sightlines import ROTATION_COLUMNS
+
+log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["snapshot", "subhalo_id", "shard", "los_index", *ROTATION_COLUMNS]
 
@@ -34,13 +38,10 @@ def read_plan(path: str, shard: int) -> pd.DataFrame:
     return plan[plan["shard"] == shard].reset_index(drop=True)
 
 
-def project_shard(particles: str, plan: pd.DataFrame, shard: int, npix: int, fov_rhalf: float, out: str, settings: dict) -> int:
+def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapSettings, out: str) -> int:
     """Project every planned line of sight of the shard's galaxies into ``out``; returns the map count."""
-    try:
-        f = h5py.File(particles, "r")
-    except OSError as err:
-        raise InputError(f"{particles}: cannot open the particle shard ({err})") from None
-    with f:
+    npix, fov_rhalf = settings.npix, settings.fov_rhalf
+    with open_shard(particles, "particle shard") as f:
         if int(f.attrs.get("shard", -1)) != shard:
             raise InputError(f"{particles}: holds shard {f.attrs.get('shard')} but --shard is {shard}")
         gal = pd.DataFrame({k: f["galaxies"][k][()] for k in f["galaxies"]})
@@ -49,7 +50,7 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, npix: int, fov
     index = {(int(s), int(i)): r for r, (s, i) in enumerate(zip(gal["snapshot"], gal["subhalo_id"]))}
     n = len(plan)
     p = int(npix)
-    conditions = np.zeros((n, 5, p, p), np.float32)
+    conditions = np.zeros((n, N_CHANNELS, p, p), np.float32)
     exsitu = np.zeros((n, 1, p, p), np.float32)
     mask = np.zeros((n, 1, p, p), bool)
     rotation = plan[ROTATION_COLUMNS].to_numpy(np.float64).reshape(n, 3, 3)
@@ -94,30 +95,10 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, npix: int, fov
                 "units": list(UNITS),
                 "exsitu_units": "mass fraction",
                 "simulation": simulation,
-                "config_hash": config_hash(settings),
+                "config_hash": config_hash(settings.to_dict()),
                 "shard": shard,
                 "npix": p,
                 "fov_rhalf": float(fov_rhalf),
             }
         )
     return n
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--particles", required=True, help="the tag stage's shard file")
-    parser.add_argument("--plan", required=True, help="the plan stage's CSV")
-    parser.add_argument("--shard", type=int, required=True)
-    parser.add_argument("--out", required=True, help="map shard (HDF5)")
-    args = parser.parse_args(argv)
-    npix = int(require(args.settings, "npix", "maps"))
-    fov_rhalf = float(require(args.settings, "fov_rhalf", "maps"))
-    if npix < 1 or fov_rhalf <= 0:
-        raise InputError(f"config keys maps.npix ({npix}) and maps.fov_rhalf ({fov_rhalf}) must be positive")
-    plan = read_plan(args.plan, args.shard)
-    n = project_shard(args.particles, plan, args.shard, npix, fov_rhalf, args.out, args.settings)
-    log.info("shard %d: %d maps of %dx%d pixels", args.shard, n, npix, npix)
-
-
-if __name__ == "__main__":
-    run_stage(main)

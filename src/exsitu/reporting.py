@@ -1,5 +1,5 @@
-"""Stage ``report``: one self-contained HTML file (figures embedded as base64 PNG, no
-external URLs or scripts) summarising a run: configuration and data, training curves,
+"""The run report (stage ``report``): one self-contained HTML file (figures embedded as base64
+PNG, no external URLs or scripts) summarising a run: configuration and data, training curves,
 example posteriors (the paper's Fig. 2), residuals (Fig. 3a/3b), calibration, the
 baseline comparison and the per-stage wall time from Snakemake's benchmark TSVs.
 """
@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +23,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from exsitu import figures
-from exsitu.io import InputError, atomic_output, read_json, read_table, run_stage, stage_parser
+from exsitu.io import InputError, atomic_output, read_json, read_table
 
-log = logging.getLogger("exsitu.report")
+log = logging.getLogger(__name__)
+
+#: The report's figures, in the order they appear; each is written as ``<name>.png`` and ``<name>.svg``.
+FIGURES: tuple[str, ...] = (
+    "exsitu_distribution", "training_curves", "example_posteriors", "residuals",
+    "integrated_fraction", "calibration", "radial_profile",
+)  # fmt: skip
+FIGURE_FORMATS = (".png", ".svg")
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; color: #222; }
@@ -41,12 +49,31 @@ def read_metrics(path: str) -> dict[str, Any]:
     return read_json(path, ("n_maps", "n_pixels", "modes", "baselines"), "metrics file")
 
 
-def embed(fig: Figure, alt: str) -> str:
-    """An <img> holding ``fig`` as a base64 PNG; closes the figure."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
+def figure_paths(paths: Sequence[str | os.PathLike]) -> dict[str, list[Path]]:
+    """Group the figure files a rule declares by figure name; every name of :data:`FIGURES` must have them all."""
+    grouped: dict[str, list[Path]] = {}
+    for path in map(Path, paths):
+        if path.stem not in FIGURES or path.suffix not in FIGURE_FORMATS:
+            raise InputError(f"{path}: not a report figure (names {list(FIGURES)}, formats {list(FIGURE_FORMATS)})")
+        grouped.setdefault(path.stem, []).append(path)
+    missing = [name for name in FIGURES if sorted(p.suffix for p in grouped.get(name, [])) != sorted(FIGURE_FORMATS)]
+    if missing:
+        raise InputError(f"--figures lacks a PNG and SVG file for {missing}")
+    return grouped
+
+
+def save_figure(fig: Figure, paths: Sequence[Path]) -> Path:
+    """Write ``fig`` to each of ``paths`` (format from the suffix, atomically), close it; return the PNG."""
+    for path in paths:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=90)
     plt.close(fig)
-    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return next(p for p in paths if p.suffix == ".png")
+
+
+def embed(png: Path, alt: str) -> str:
+    """An <img> holding the PNG file as base64, so the HTML stays self-contained."""
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
@@ -93,43 +120,83 @@ def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def build_report(args: Any) -> str:
-    """Assemble the HTML text of the report from the stage inputs."""
-    run_config = json.loads(args.run_config) if args.run_config else {}
-    catalog = read_table(args.catalog, ["snapshot", "subhalo_id", "galaxy_id"])
-    plan = read_table(args.plan, ["snapshot", "subhalo_id", "galaxy_id", "exsitu_total"])
-    split = read_table(args.split, ["subset", "galaxy_id"])
-    histories = {Path(p).stem.removesuffix("_history"): read_table(p, ["epoch", "train_loss", "val_loss"]) for p in args.histories}
-    metrics = read_metrics(args.metrics)
+@dataclass(frozen=True)
+class ReportInputs:
+    """The files a report summarises (all written by earlier stages)."""
+
+    catalog: str
+    plan: str
+    split: str
+    histories: Sequence[str]
+    metrics: str
+    summaries: str
+    benchmarks: str  # directory of Snakemake benchmark TSVs
+
+
+def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]], run_config: dict[str, Any]) -> str:
+    """Write the figures to their files (``figure_files``: name -> paths) and return the report's HTML text."""
+    catalog = read_table(inputs.catalog, ["snapshot", "subhalo_id", "galaxy_id"])
+    plan = read_table(inputs.plan, ["snapshot", "subhalo_id", "galaxy_id", "exsitu_total"])
+    split = read_table(inputs.split, ["subset", "galaxy_id"])
+    histories = {
+        Path(p).stem.removesuffix("_history"): read_table(p, ["epoch", "train_loss", "val_loss"])
+        for p in inputs.histories
+    }
+    metrics = read_metrics(inputs.metrics)
     try:
-        summaries = h5py.File(args.summaries, "r")
+        summaries = h5py.File(inputs.summaries, "r")
     except (FileNotFoundError, OSError) as err:
-        raise InputError(f"{args.summaries}: not a readable HDF5 file ({err})") from None
+        raise InputError(f"{inputs.summaries}: not a readable HDF5 file ({err})") from None
+
+    def show(name: str, fig: Figure, alt: str) -> str:
+        return embed(save_figure(fig, figure_files[name]), alt)
 
     per_galaxy = plan.drop_duplicates(["snapshot", "subhalo_id"])["exsitu_total"].to_numpy()
     counts = split.groupby("subset").agg(maps=("galaxy_id", "size"), galaxies=("galaxy_id", "nunique"))
     data_table = pd.DataFrame(
-        {"value": [len(catalog), catalog["galaxy_id"].nunique(), len(plan), metrics["n_maps"], metrics["n_pixels"], metrics.get("n_samples")]},
-        index=["selected subhalos (all snapshots)", "distinct galaxies", "maps (projections)", "test maps evaluated",
-               "test galaxy pixels", "posterior samples per map"],
+        {
+            "value": [
+                len(catalog),
+                catalog["galaxy_id"].nunique(),
+                len(plan),
+                metrics["n_maps"],
+                metrics["n_pixels"],
+                metrics.get("n_samples"),
+            ]
+        },
+        index=[
+            "selected subhalos (all snapshots)",
+            "distinct galaxies",
+            "maps (projections)",
+            "test maps evaluated",
+            "test galaxy pixels",
+            "posterior samples per map",
+        ],
     )
     modes = metrics["modes"]
     with summaries:
         index = summaries["examples/index"][()]
         mask = summaries["mask"][()]
         means = {mode: summaries[f"mean/{mode}"][()].astype(np.float32) for mode in modes}
-        labels = [f"subhalo {s} snap {n}, total {t:.2f}" for s, n, t in zip(
-            summaries["subhalo_id"][index], summaries["snapshot"][index], summaries["exsitu_total"][index])]
+        labels = [
+            f"subhalo {s} snap {n}, total {t:.2f}"
+            for s, n, t in zip(
+                summaries["subhalo_id"][index], summaries["snapshot"][index], summaries["exsitu_total"][index]
+            )
+        ]
         fig2 = figures.example_posteriors(
-            summaries["examples/conditions"][()], summaries["truth"][()][index].astype(np.float32),
+            summaries["examples/conditions"][()],
+            summaries["truth"][()][index].astype(np.float32),
             {mode: mean[index] for mode, mean in means.items()},
-            summaries["std/flow"][()][index].astype(np.float32), mask[index], labels,
+            summaries["std/flow"][()][index].astype(np.float32),
+            mask[index],
+            labels,
         )
         integrated_true = summaries["integrated/true"][()]
         integrated = {name: summaries[f"integrated/{name}"][()] for name in ("flow", "deterministic", "radial")}
         radial = figures.radial_profile(summaries["radial/radius"][()], summaries["radial/exsitu"][()])
 
-    times = stage_times(args.benchmarks)
+    times = stage_times(inputs.benchmarks)
     flow = modes.get("flow", {})
     parts = [
         "<h1>exsitu-sbi run report</h1>",
@@ -140,53 +207,44 @@ def build_report(args: Any) -> str:
         f"68% interval coverage {flow.get('coverage', {}).get('0.68', float('nan')):.3f}, "
         f"deterministic baseline MAE {metrics['baselines']['deterministic']['mae']:.4f}, "
         f"radial-profile baseline MAE {metrics['baselines']['radial']['mae']:.4f}.</p>",
-        "<h2>1. Data</h2>", table(data_table, "{:.0f}"), "<h3>Maps per split</h3>", table(counts, "{:.0f}"),
+        "<h2>1. Data</h2>",
+        table(data_table, "{:.0f}"),
+        "<h3>Maps per split</h3>",
+        table(counts, "{:.0f}"),
         "<h3>Total ex-situ fraction before and after balancing</h3>",
-        embed(figures.exsitu_distribution(per_galaxy, plan["exsitu_total"].to_numpy()), "ex-situ distribution"),
-        "<h2>2. Training</h2>", embed(figures.training_curves(histories), "training curves"),
+        show(
+            "exsitu_distribution",
+            figures.exsitu_distribution(per_galaxy, plan["exsitu_total"].to_numpy()),
+            "ex-situ distribution",
+        ),
+        "<h2>2. Training</h2>",
+        show("training_curves", figures.training_curves(histories), "training curves"),
         "<h2>3. Example test galaxies (cf. paper Fig. 2)</h2>",
         "<p>Columns: the 5 condition maps (physical units), the true ex-situ map, the posterior mean for each "
         "sampling mode and the flow posterior's standard deviation.</p>",
-        embed(fig2, "example posteriors"),
+        show("example_posteriors", fig2, "example posteriors"),
         "<h2>4. Residuals (cf. paper Fig. 3)</h2>",
-        embed(figures.residual_figures({**modes, **metrics["baselines"]}), "residuals"),
+        show("residuals", figures.residual_figures({**modes, **metrics["baselines"]}), "residuals"),
         "<h3>Galaxy-integrated (mass-weighted) ex-situ fraction</h3>",
-        embed(figures.integrated_scatter(integrated_true, integrated), "integrated fraction"),
+        show("integrated_fraction", figures.integrated_scatter(integrated_true, integrated), "integrated fraction"),
         "<h2>5. Calibration</h2>",
         "<p>Left: observed fraction of galaxy pixels inside each central credible interval (randomized PIT, so "
         "pixels whose samples tie with the truth at 0 count fairly). Right: TARP expected coverage of whole maps "
         "(Lemos et al. 2023); ATC &lt; 0 means too narrow, &gt; 0 too wide.</p>",
-        embed(figures.calibration_curves(modes), "calibration"),
-        "<h2>6. Comparison with the baselines</h2>", table(comparison_table(metrics)),
-        "<p>The radial baseline is the training-set mean ex-situ fraction against radius:</p>", embed(radial, "radial profile"),
+        show("calibration", figures.calibration_curves(modes), "calibration"),
+        "<h2>6. Comparison with the baselines</h2>",
+        table(comparison_table(metrics)),
+        "<p>The radial baseline is the training-set mean ex-situ fraction against radius:</p>",
+        show("radial_profile", radial, "radial profile"),
         "<h2>7. What the run cost</h2>",
         "<p>Wall time of each job from Snakemake's benchmark files, summed per stage; jobs that ran in "
         "parallel overlap, so the elapsed time of the run is shorter than the sum.</p>",
         table(times, "{:.1f}") if len(times) else "<p>No benchmark files found.</p>",
-        "<h2>8. Configuration</h2>", f"<pre>{html.escape(json.dumps(run_config, indent=2, sort_keys=True))}</pre>",
+        "<h2>8. Configuration</h2>",
+        f"<pre>{html.escape(json.dumps(run_config, indent=2, sort_keys=True))}</pre>",
     ]
     body = "\n".join(parts)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>exsitu-sbi report</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--catalog", required=True, help="subhalos.csv")
-    parser.add_argument("--plan", required=True, help="projections.csv")
-    parser.add_argument("--split", required=True, help="split.csv")
-    parser.add_argument("--histories", nargs="+", required=True, help="training history CSVs")
-    parser.add_argument("--metrics", required=True, help="metrics.json")
-    parser.add_argument("--summaries", required=True, help="summaries.h5")
-    parser.add_argument("--benchmarks", required=True, help="directory of Snakemake benchmark TSVs")
-    parser.add_argument("--run-config", default="", help="the full config as JSON, shown in the report")
-    parser.add_argument("--out", required=True, help="report.html")
-    args = parser.parse_args(argv)
-    text = build_report(args)
-    with atomic_output(args.out) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    log.info("wrote %s (%.1f kB)", args.out, len(text) / 1024)
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>exsitu-sbi report</title>'
+        f"<style>{STYLE}</style></head><body>\n{body}\n</body></html>\n"
+    )

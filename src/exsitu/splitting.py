@@ -1,5 +1,5 @@
-"""Stage ``split``: train/val/test split of the maps, grouped by galaxy, and the
-per-channel normalisation statistics of the training set.
+"""Train/val/test split of the maps, grouped by galaxy, and the per-channel normalisation
+statistics of the training set (stage ``split``).
 
 Galaxies (``galaxy_id``: all projections, both snapshots) are shuffled with
 ``split.seed`` and filled into train, val, test in turn until each holds its share of the
@@ -9,29 +9,39 @@ of each condition channel over galaxy pixels (mask) of the training maps only.
 
 from __future__ import annotations
 
-import json
+import logging
 from collections.abc import Sequence
+from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
-from exsitu.projection import CHANNELS
+from exsitu.contracts import (
+    CHANNELS,
+    MAP_INDEX,
+    N_CHANNELS,
+    SUBSETS,
+    open_shard,
+    read_map_rows,
+    shard_index,
+    shard_number,
+)
+from exsitu.io import InputError
+from exsitu.settings import SplitSettings
 
-SUBSETS = ("train", "val", "test")
+log = logging.getLogger(__name__)
 
 
 def read_map_index(paths: Sequence[str]) -> pd.DataFrame:
     """One row per map of the shard files: shard, row, subhalo_id, snapshot, galaxy_id, exsitu_total, fov_kpc."""
     tables = []
     for path in paths:
-        try:
-            with h5py.File(path, "r") as f:
-                shard = int(f.attrs["shard"])
-                cols = {k: f[k][()] for k in ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc")}
-        except (OSError, KeyError) as err:
-            raise InputError(f"{path}: not a map shard of the project stage ({err})") from None
+        with open_shard(path) as f:
+            try:
+                cols = {k: f[k][()] for k in MAP_INDEX}
+            except KeyError as err:
+                raise InputError(f"{path}: not a map shard of the project stage ({err})") from None
+            shard = shard_number(f)
         n = cols["subhalo_id"].shape[0]
         tables.append(pd.DataFrame({"shard": shard, "row": np.arange(n), **cols}))
     table = pd.concat(tables, ignore_index=True)
@@ -54,19 +64,14 @@ def assign_subsets(galaxy_id: np.ndarray, fractions: dict[str, float], seed: int
 
 def channel_stats(paths: Sequence[str], table: pd.DataFrame) -> tuple[list[float], list[float]]:
     """Mean and std of each condition channel over mask pixels of the maps in ``table``."""
-    total = np.zeros(5)
-    total_sq = np.zeros(5)
+    total = np.zeros(N_CHANNELS)
+    total_sq = np.zeros(N_CHANNELS)
     n_pix = 0
-    shard_file = {}
-    for path in paths:
-        with h5py.File(path, "r") as f:
-            shard_file[int(f.attrs["shard"])] = path
+    shard_file = shard_index(paths)
     for shard, rows in table.groupby("shard"):
-        with h5py.File(shard_file[int(shard)], "r") as f:
-            take = np.sort(rows["row"].to_numpy())
-            cond = f["conditions"][take].astype(np.float64)
-            mask = f["mask"][take][:, 0]
-        pix = cond.transpose(1, 0, 2, 3)[:, mask]  # (5, galaxy pixels)
+        cond, _, mask = read_map_rows(shard_file[int(shard)], np.sort(rows["row"].to_numpy()))
+        cond, mask = cond.astype(np.float64), mask[:, 0]
+        pix = cond.transpose(1, 0, 2, 3)[:, mask]  # (channels, galaxy pixels)
         total += pix.sum(axis=1)
         total_sq += (pix**2).sum(axis=1)
         n_pix += pix.shape[1]
@@ -79,18 +84,13 @@ def channel_stats(paths: Sequence[str], table: pd.DataFrame) -> tuple[list[float
     return mean.tolist(), std.tolist()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--maps", nargs="+", required=True, help="the project stage's shard files")
-    parser.add_argument("--out-table", required=True, help="split CSV")
-    parser.add_argument("--out-stats", required=True, help="normalisation JSON")
-    args = parser.parse_args(argv)
-    fractions = {s: float(require(args.settings, s, "split")) for s in SUBSETS}
-    seed = int(require(args.settings, "seed", "split"))
-    if any(v < 0 for v in fractions.values()) or abs(sum(fractions.values()) - 1.0) > 1e-6:
-        raise InputError(f"config keys split.train/val/test must be >= 0 and sum to 1, got {fractions}")
-    table = read_map_index(args.maps)
-    table["subset"] = assign_subsets(table["galaxy_id"].to_numpy(), fractions, seed)
+def split_maps(paths: Sequence[str], settings: SplitSettings) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The split table (one row per map, column ``subset``) and the training normalisation statistics."""
+    fractions = {s: float(getattr(settings, s)) for s in SUBSETS}
+    if abs(sum(fractions.values()) - 1.0) > 1e-6:
+        raise InputError(f"config keys split.train/val/test must sum to 1, got {fractions}")
+    table = read_map_index(paths)
+    table["subset"] = assign_subsets(table["galaxy_id"].to_numpy(), fractions, settings.seed)
     n_maps = {s: int((table["subset"] == s).sum()) for s in SUBSETS}
     for s in SUBSETS:
         if n_maps[s] == 0:
@@ -98,13 +98,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"split: the '{s}' subset is empty ({table['galaxy_id'].nunique()} galaxies, {len(table)} maps, "
                 f"shares {fractions}); use more galaxies (mock.n_galaxies) or change split.{s}"
             )
-    mean, std = channel_stats(args.maps, table[table["subset"] == "train"])
+    mean, std = channel_stats(paths, table[table["subset"] == "train"])
     log.info("maps per subset %s; galaxies %d", n_maps, table["galaxy_id"].nunique())
-    stats = {"channels": list(CHANNELS), "mean": mean, "std": std, "n_maps": n_maps}
-    with atomic_output(args.out_table) as tmp_table, atomic_output(args.out_stats) as tmp_stats:
-        table.to_csv(tmp_table, index=False)
-        tmp_stats.write_text(json.dumps(stats, indent=2))
-
-
-if __name__ == "__main__":
-    run_stage(main)
+    return table, {"channels": list(CHANNELS), "mean": mean, "std": std, "n_maps": n_maps}

@@ -1,5 +1,5 @@
-"""Stage ``evaluate``: calibrated test-set metrics of the three posterior sampling modes and
-the two baselines -> metrics.json + per-map summaries.h5.
+"""Calibrated test-set metrics of the three posterior sampling modes and the two baselines
+(stage ``evaluate``) -> metrics.json + per-map summaries.h5.
 
 metrics.json schema (fractions are dimensionless ex-situ mass fractions in [0, 1]):
 
@@ -30,7 +30,7 @@ summaries.h5: ``truth``, ``mask`` (N, P, P); ``mean/<mode>``, ``std/<mode>`` (N,
 ``baseline/deterministic``, ``baseline/radial`` (N, P, P) float16; ``integrated/true`` and
 ``integrated/<mode or baseline>`` (N,); ``subhalo_id``, ``snapshot``, ``galaxy_id``,
 ``exsitu_total`` (N,); ``radial/radius`` [rhalf], ``radial/exsitu``; ``examples/index`` (E,),
-``examples/conditions`` (E, 5, P, P) in physical units (attr ``channels``) and
+``examples/conditions`` (E, C, P, P) in physical units (attr ``channels``) and
 ``examples/samples/<mode>`` (E, k, P, P) for the report's Fig. 2.
 """
 
@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,15 +46,23 @@ import h5py
 import numpy as np
 import torch
 
-from exsitu.calibration import COVERAGE_LEVELS, central_coverage, crps, expected_coverage_curve, randomized_pit, tarp_curve, tarp_ranks
-from exsitu.checkpoint import load_model
-from exsitu.dataset import CHANNELS, MapSet, load_subset, read_stats
-from exsitu.device import resolve_device
-from exsitu.io import InputError, atomic_output, require, run_stage, stage_parser
+from exsitu.calibration import (
+    COVERAGE_LEVELS,
+    central_coverage,
+    crps,
+    expected_coverage_curve,
+    randomized_pit,
+    tarp_curve,
+    tarp_ranks,
+)
+from exsitu.contracts import CHANNELS
+from exsitu.dataset import DatasetFiles, MapSet, read_stats
+from exsitu.io import atomic_output
 from exsitu.radial import fit_radial_profile
 from exsitu.sample import MODES, posterior_samples, predict_baseline
+from exsitu.settings import EvaluateSettings
 
-log = logging.getLogger("exsitu.evaluate")
+log = logging.getLogger(__name__)
 
 N_EXAMPLES = 4
 EXAMPLE_SAMPLES = 3
@@ -79,22 +87,42 @@ def point_metrics(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray, w
     true_pix = truth[mask]
     hist, _ = np.histogram(np.clip(residual, -1, 1), RESIDUAL_BINS)
     which = np.digitize(true_pix, TRUTH_BINS[1:-1])
-    binned: dict[str, list] = {"edges": TRUTH_BINS.tolist(), "count": [], "mean": [], "median": [], "p16": [], "p84": []}
+    binned: dict[str, list] = {
+        "edges": TRUTH_BINS.tolist(),
+        "count": [],
+        "mean": [],
+        "median": [],
+        "p16": [],
+        "p84": [],
+    }
     for b in range(len(TRUTH_BINS) - 1):
         in_bin = residual[which == b]
         binned["count"].append(int(in_bin.size))
-        stats = {"mean": float(in_bin.mean()), **_quantiles(in_bin)} if in_bin.size else dict.fromkeys(("mean", "median", "p16", "p84"))
+        stats = (
+            {"mean": float(in_bin.mean()), **_quantiles(in_bin)}
+            if in_bin.size
+            else dict.fromkeys(("mean", "median", "p16", "p84"))
+        )
         for key, value in stats.items():
             binned[key].append(value)
     predicted, true = integrated_fraction(prediction, weights), integrated_fraction(truth, weights)
     delta = predicted - true
     return {
         "mae": float(np.abs(residual).mean()),
-        "residuals": {"mean": float(residual.mean()), "std": float(residual.std()), **_quantiles(residual),
-                      "hist_edges": RESIDUAL_BINS.tolist(), "hist_counts": hist.tolist()},
+        "residuals": {
+            "mean": float(residual.mean()),
+            "std": float(residual.std()),
+            **_quantiles(residual),
+            "hist_edges": RESIDUAL_BINS.tolist(),
+            "hist_counts": hist.tolist(),
+        },
         "residual_vs_truth": binned,
-        "integrated": {"mae": float(np.abs(delta).mean()), "bias": float(delta.mean()), "scatter": float(delta.std()),
-                       "pearson_r": float(np.corrcoef(predicted, true)[0, 1]) if len(true) > 1 and true.std() > 0 else None},
+        "integrated": {
+            "mae": float(np.abs(delta).mean()),
+            "bias": float(delta.mean()),
+            "scatter": float(delta.std()),
+            "pearson_r": float(np.corrcoef(predicted, true)[0, 1]) if len(true) > 1 and true.std() > 0 else None,
+        },
     }
 
 
@@ -132,9 +160,9 @@ class ModeAccumulator:
 
 
 def physical_conditions(test: MapSet, mean: np.ndarray, std: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Condition maps (len(index), 5, P, P) back in physical units, 0 outside the galaxy.
+    """Condition maps (len(index), C, P, P) back in physical units, 0 outside the galaxy.
 
-    ``mean``, ``std``: the per-channel normalisation statistics (5,) of ``read_stats``."""
+    ``mean``, ``std``: the per-channel normalisation statistics (C,) of ``read_stats``."""
     cond = test.conditions[index].numpy()
     mask = test.mask[index].numpy()
     return np.where(mask, cond * std[None, :, None, None] + mean[None, :, None, None], 0.0).astype(np.float32)
@@ -146,22 +174,24 @@ def example_indices(exsitu_total: np.ndarray, n: int = N_EXAMPLES) -> np.ndarray
     return np.unique(order[np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)])
 
 
-def evaluate(args: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Run the evaluation; return (metrics, arrays for summaries.h5)."""
-    n_samples = require(args.settings, "n_samples", "evaluate")
-    seed = require(args.settings, "seed", "evaluate")
-    fov_rhalf = require(args.settings, "fov_rhalf", "maps")
-    if not isinstance(n_samples, int) or n_samples < 2:
-        raise InputError(f"config key 'evaluate.n_samples' must be an integer >= 2, got {n_samples!r}")
-    device = resolve_device(args.device)
-    test = load_subset(args.maps, args.split, args.stats, "test")
-    train = load_subset(args.maps, args.split, args.stats, "train")
-    cvae, flow, baseline = (load_model(path, device) for path in (args.cvae, args.flow, args.baseline))
+def evaluate(
+    data: DatasetFiles, models: Mapping[str, torch.nn.Module], settings: EvaluateSettings, fov_rhalf: float
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Evaluate the trained ``models`` (keys cvae, flow, baseline; all on one device) on the test set.
+
+    ``fov_rhalf`` is the maps' field of view in half-mass radii (config ``maps.fov_rhalf``), for
+    the radial-profile baseline. Returns (metrics, arrays for summaries.h5), see the module doc.
+    """
+    n_samples, seed = settings.n_samples, settings.seed
+    cvae, flow, baseline = models["cvae"], models["flow"], models["baseline"]
+    device = next(cvae.parameters()).device
+    test = data.load("test")
+    train = data.load("train")
 
     truth = test.exsitu[:, 0].numpy()
     mask = test.mask[:, 0].numpy()
     # Pixels have equal area within a map, so surface densities are the mass weights.
-    centre, scale = read_stats(args.stats)
+    centre, scale = read_stats(data.stats)
     mass = CHANNELS.index("mass")
     log_sigma = test.conditions[:, mass].numpy().astype(np.float64) * scale[mass] + centre[mass]
     weights = np.where(mask, 10.0**log_sigma, 0.0)
@@ -178,9 +208,14 @@ def evaluate(args: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         for start in range(0, len(test), chunk):
             stop = min(len(test), start + chunk)
             samples = posterior_samples(
-                cvae, test.conditions[start:stop], n_samples, mode,
+                cvae,
+                test.conditions[start:stop],
+                n_samples,
+                mode,
                 exsitu=test.exsitu[start:stop] if mode == "reconstruction" else None,
-                flow=flow if mode == "flow" else None, batch_size=decode_batch, generator=generator,
+                flow=flow if mode == "flow" else None,
+                batch_size=decode_batch,
+                generator=generator,
             ).numpy()
             accumulators[mode].add(samples, truth[start:stop], mask[start:stop], rng)
             mine = examples[(examples >= start) & (examples < stop)] - start
@@ -193,19 +228,28 @@ def evaluate(args: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     radial = profile.predict(mask)
 
     metrics: dict[str, Any] = {
-        "n_maps": int(len(test)), "n_pixels": int(mask.sum()), "n_samples": n_samples, "seed": seed,
+        "n_maps": int(len(test)),
+        "n_pixels": int(mask.sum()),
+        "n_samples": n_samples,
+        "seed": seed,
         "modes": {mode: acc.metrics(truth, mask, weights) for mode, acc in accumulators.items()},
-        "baselines": {"deterministic": point_metrics(deterministic, truth, mask, weights),
-                      "radial": point_metrics(radial, truth, mask, weights)},
+        "baselines": {
+            "deterministic": point_metrics(deterministic, truth, mask, weights),
+            "radial": point_metrics(radial, truth, mask, weights),
+        },
     }
     arrays: dict[str, np.ndarray] = {
-        "truth": truth.astype(np.float16), "mask": mask,
-        "baseline/deterministic": deterministic.astype(np.float16), "baseline/radial": radial.astype(np.float16),
+        "truth": truth.astype(np.float16),
+        "mask": mask,
+        "baseline/deterministic": deterministic.astype(np.float16),
+        "baseline/radial": radial.astype(np.float16),
         "integrated/true": integrated_fraction(truth, weights),
         "integrated/deterministic": integrated_fraction(deterministic, weights),
         "integrated/radial": integrated_fraction(radial, weights),
-        "radial/radius": profile.radius, "radial/exsitu": profile.exsitu,
-        "examples/index": examples, "examples/conditions": physical_conditions(test, centre, scale, examples),
+        "radial/radius": profile.radius,
+        "radial/exsitu": profile.exsitu,
+        "examples/index": examples,
+        "examples/conditions": physical_conditions(test, centre, scale, examples),
     }
     for column in ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total"):
         arrays[column] = test.table[column].to_numpy()
@@ -218,30 +262,20 @@ def evaluate(args: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return metrics, arrays
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--maps", nargs="+", required=True, help="map shard files (HDF5)")
-    parser.add_argument("--split", required=True, help="split.csv")
-    parser.add_argument("--stats", required=True, help="normalisation.json")
-    parser.add_argument("--cvae", required=True, help="trained cVAE")
-    parser.add_argument("--flow", required=True, help="trained latent flow")
-    parser.add_argument("--baseline", required=True, help="trained deterministic baseline")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--out-metrics", required=True, help="metrics.json")
-    parser.add_argument("--out-summaries", required=True, help="summaries.h5")
-    args = parser.parse_args(argv)
-    metrics, arrays = evaluate(args)
-    with atomic_output(args.out_summaries) as tmp, h5py.File(tmp, "w") as h5:
+def write_outputs(metrics: dict[str, Any], arrays: dict[str, np.ndarray], metrics_json: str, summaries_h5: str) -> None:
+    """Write metrics.json and summaries.h5 (each atomically)."""
+    with atomic_output(summaries_h5) as tmp, h5py.File(tmp, "w") as h5:
         for name, value in arrays.items():
             h5.create_dataset(name, data=value, compression="gzip" if value.ndim >= 2 else None)
         h5["examples/conditions"].attrs["channels"] = list(CHANNELS)
-    with atomic_output(args.out_metrics) as tmp:
+    with atomic_output(metrics_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1))
     for mode, m in metrics["modes"].items():
-        log.info("%s: MAE %.4f, coverage68 %.3f, CRPS %.4f, ATC %.3f", mode, m["mae"], m["coverage"]["0.68"], m["crps"], m["tarp_atc"])
-    log.info("baselines: deterministic MAE %.4f, radial MAE %.4f",
-             metrics["baselines"]["deterministic"]["mae"], metrics["baselines"]["radial"]["mae"])
-
-
-if __name__ == "__main__":
-    run_stage(main)
+        log.info(
+            "%s: MAE %.4f, coverage68 %.3f, CRPS %.4f, ATC %.3f",
+            mode, m["mae"], m["coverage"]["0.68"], m["crps"], m["tarp_atc"],
+        )  # fmt: skip
+    log.info(
+        "baselines: deterministic MAE %.4f, radial MAE %.4f",
+        metrics["baselines"]["deterministic"]["mae"], metrics["baselines"]["radial"]["mae"],
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Stage ``tag``: star particles of one shard of the catalogue, in physical units, each
+"""Star particles of one shard of the catalogue (stage ``tag``), in physical units, each
 tagged in-situ or ex-situ (Rodriguez-Gomez et al. 2016, the StellarAssembly catalogue).
 
 Catalogue row i belongs to shard i % n_shards. Per subhalo: wind particles dropped;
@@ -14,7 +14,7 @@ stellar_mass, exsitu_total, start, count), rows of a galaxy are particles[start:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +23,8 @@ import illustris_python as il
 import numpy as np
 import pandas as pd
 
-from exsitu.io import InputError, atomic_output, log, read_table, run_stage, stage_parser
-from exsitu.select import read_header
+from exsitu.catalog import read_header
+from exsitu.io import InputError, atomic_output, read_table
 from exsitu.units import (
     COSMOLOGY_KEYS,
     cosmology,
@@ -34,6 +34,8 @@ from exsitu.units import (
     velocity_to_peculiar,
     wrap_periodic,
 )
+
+log = logging.getLogger(__name__)
 
 STARS = 4
 FIELDS = ["Coordinates", "Velocities", "Masses", "GFM_StellarFormationTime", "GFM_Metallicity"]
@@ -90,7 +92,8 @@ class SnapshotReader:
         self.offsets_file = root / "offsets" / f"offsets_{snapshot:03d}.hdf5"
         if not self.offsets_file.exists():
             raise InputError(
-                f"offsets file {self.offsets_file} not found: it gives each subhalo's particle slice in snapshot {snapshot}"
+                f"offsets file {self.offsets_file} not found: it gives each subhalo's particle slice "
+                f"in snapshot {snapshot}"
             )
         self.assembly_file = root / "StellarAssembly" / f"stars_{snapshot:03d}.hdf5"
         if not self.assembly_file.exists():
@@ -128,7 +131,8 @@ class SnapshotReader:
         arrays = (tagged.pos, tagged.vel, tagged.mass, tagged.age, tagged.metallicity)
         if not all(np.all(np.isfinite(x)) for x in arrays):
             raise InputError(
-                f"snapshot {self.snapshot} subhalo {subhalo_id}: NaN or inf in its star particle fields under {self.basepath}"
+                f"snapshot {self.snapshot} subhalo {subhalo_id}: NaN or inf in its star particle fields "
+                f"under {self.basepath}"
             )
         return tagged
 
@@ -142,7 +146,9 @@ def read_catalog(path: str) -> pd.DataFrame:
 
 
 def tag_shard(basepath: str, catalog: pd.DataFrame, shard: int, n_shards: int, out: str) -> None:
-    """Tag the shard's subhalos and write the compact particle file ``out``."""
+    """Tag the shard's subhalos (catalogue rows ``shard::n_shards``) and write the compact particle file ``out``."""
+    if not 0 <= shard < n_shards:
+        raise InputError(f"--shard {shard} must be in [0, --n-shards {n_shards})")
     rows = catalog.iloc[shard::n_shards]
     readers = {s: SnapshotReader(basepath, int(s)) for s in rows["snapshot"].unique()}
     galaxies, parts = [], []
@@ -153,7 +159,16 @@ def tag_shard(basepath: str, catalog: pd.DataFrame, shard: int, n_shards: int, o
             continue
         parts.append(tagged)
         galaxies.append(
-            (row.snapshot, row.subhalo_id, row.galaxy_id, row.rhalf_kpc, row.stellar_mass, tagged.exsitu_total, start, tagged.mass.size)
+            (
+                row.snapshot,
+                row.subhalo_id,
+                row.galaxy_id,
+                row.rhalf_kpc,
+                row.stellar_mass,
+                tagged.exsitu_total,
+                start,
+                tagged.mass.size,
+            )
         )
         start += tagged.mass.size
     if not galaxies:
@@ -161,7 +176,9 @@ def tag_shard(basepath: str, catalog: pd.DataFrame, shard: int, n_shards: int, o
     names = ("snapshot", "subhalo_id", "galaxy_id", "rhalf_kpc", "stellar_mass", "exsitu_total", "start", "count")
     dtypes = (np.int64, np.int64, np.int64, np.float64, np.float64, np.float64, np.int64, np.int64)
     with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
-        f.attrs.update({"shard": shard, "n_shards": n_shards, "basepath": str(basepath), "simulation": _simulation_name(basepath)})
+        f.attrs.update(
+            {"shard": shard, "n_shards": n_shards, "basepath": str(basepath), "simulation": _simulation_name(basepath)}
+        )
         g = f.create_group("galaxies")
         for k, (name, dtype) in enumerate(zip(names, dtypes)):
             g.create_dataset(name, data=np.array([r[k] for r in galaxies], dtype=dtype))
@@ -183,20 +200,3 @@ def tag_shard(basepath: str, catalog: pd.DataFrame, shard: int, n_shards: int, o
 def _simulation_name(basepath: str) -> str:
     """The simulation's directory name (e.g. TNG100-1, TNGmock): the parent of ``output``."""
     return Path(basepath).resolve().parent.name
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--basepath", required=True, help="TNG 'output' directory")
-    parser.add_argument("--catalog", required=True, help="the select stage's CSV")
-    parser.add_argument("--shard", type=int, required=True)
-    parser.add_argument("--n-shards", type=int, required=True)
-    parser.add_argument("--out", required=True, help="per-shard particle file (HDF5)")
-    args = parser.parse_args(argv)
-    if not 0 <= args.shard < args.n_shards:
-        raise InputError(f"--shard {args.shard} must be in [0, --n-shards {args.n_shards})")
-    tag_shard(args.basepath, read_catalog(args.catalog), args.shard, args.n_shards, args.out)
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -1,4 +1,4 @@
-"""Stage ``simulate_mock``: write a mock universe in the exact IllustrisTNG on-disk layout.
+"""The mock universe in the exact IllustrisTNG on-disk layout (stage ``simulate_mock``).
 
 The latest snapshot holds ``n_galaxies`` galaxies above 1e10 Msun (centrals and
 satellites), plus subhalos the selection must reject (SubhaloFlag=0, below the mass cut);
@@ -8,16 +8,19 @@ and box are TNG100's. Deterministic for ``seed``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from exsitu.io import InputError, atomic_output, log, require, run_stage, stage_parser
+from exsitu.io import InputError
 from exsitu.mock.galaxies import GalaxyModel, draw_galaxy, draw_population, progenitor
 from exsitu.mock.tng_layout import write_snapshot, write_tree
 from exsitu.mock.universe import Member, build_snapshot
 from exsitu.units import cosmology
+
+log = logging.getLogger(__name__)
 
 H, OMEGA0, OMEGA_LAMBDA, BOX = 0.6774, 0.3089, 0.6911, 75000.0  # TNG100 (Planck 2015), box in ckpc/h
 REDSHIFT = {99: 0.0, 91: 0.1, 84: 0.2, 78: 0.3, 72: 0.4, 67: 0.5}  # TNG snapshot -> redshift
@@ -121,20 +124,3 @@ def _write_tree(root: Path, snaps: list[int], subfind: np.ndarray, n_subhalos: l
         values[subfind[:, k]] = leaf[:, k]
         last[num] = values
     write_tree(root, tree, last)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = stage_parser(__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="directory to create (its output/ is the TNG basepath)")
-    parser.add_argument("--snapshots", type=int, nargs="+", required=True, help="snapshot numbers, e.g. 99 91")
-    args = parser.parse_args(argv)
-    n_galaxies = int(require(args.settings, "n_galaxies", "mock"))
-    seed = int(require(args.settings, "seed", "mock"))
-    if n_galaxies < 1:
-        raise InputError(f"config key 'mock.n_galaxies' must be >= 1, got {n_galaxies}")
-    with atomic_output(args.out, directory=True) as tmp:
-        simulate(tmp, args.snapshots, n_galaxies, seed)
-
-
-if __name__ == "__main__":
-    run_stage(main)

@@ -1,0 +1,193 @@
+"""Typed, validated settings: one frozen dataclass per config section.
+
+The JSON schema shipped with the package (``exsitu/config.schema.yaml``, which
+``workflow/schemas/config.schema.yaml`` links to) is the single place for types, ranges and
+defaults. A section is validated against its part of the schema once, when a stage parses
+it; errors name the key as the user wrote it (``baseline.lr``). Snakemake validates the
+whole config against the same file before any job runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from functools import cache
+from importlib.resources import files
+from typing import Any, ClassVar, Self
+
+import jsonschema
+import yaml
+
+from exsitu.io import InputError
+
+
+@cache
+def schema() -> dict[str, Any]:
+    """The config schema (parsed once)."""
+    return yaml.safe_load(files("exsitu").joinpath("config.schema.yaml").read_text())
+
+
+def section_schema(section: str) -> dict[str, Any]:
+    """The schema of one top-level config section."""
+    try:
+        return schema()["properties"][section]
+    except KeyError:
+        raise InputError(f"config section '{section}' is not part of the schema") from None
+
+
+def _with_defaults(section_schema_: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` with the schema's defaults filled in, nested objects included."""
+    out = dict(values)
+    for key, prop in section_schema_.get("properties", {}).items():
+        if key not in out and "default" in prop:
+            out[key] = prop["default"]
+        if prop.get("type") == "object" and isinstance(out.get(key), Mapping):
+            out[key] = _with_defaults(prop, out[key])
+    return out
+
+
+def validate_section(section: str, values: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``values`` against the schema of ``section`` and fill in defaults.
+
+    Raises ``InputError`` naming the offending key, e.g. ``config key 'baseline.lr': -1 is less
+    than or equal to the minimum of 0``.
+    """
+    if not isinstance(values, Mapping):
+        raise InputError(f"config section '{section}' must be a mapping, got {values!r}")
+    sub = section_schema(section)
+    filled = _with_defaults(sub, values)
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(sub).iter_errors(filled))
+    if error is not None:
+        key = ".".join([section, *map(str, error.absolute_path)])
+        raise InputError(f"config key '{key}': {error.message}")
+    return filled
+
+
+@dataclasses.dataclass(frozen=True)
+class Section:
+    """Base of the section dataclasses: fields are the section's schema properties."""
+
+    SECTION: ClassVar[str]
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> Self:
+        """Validate a config section (schema types, ranges, defaults) and build the dataclass."""
+        checked = validate_section(cls.SECTION, values)
+        return cls(**{f.name: checked[f.name] for f in dataclasses.fields(cls)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def section_of(sections: Mapping[str, Any], cls: type[Section]) -> Section:
+    """Build ``cls`` from ``sections[cls.SECTION]`` (the ``--settings`` object of a stage)."""
+    if cls.SECTION not in sections:
+        raise InputError(f"config section '{cls.SECTION}' is missing from --settings")
+    return cls.from_config(sections[cls.SECTION])
+
+
+@dataclasses.dataclass(frozen=True)
+class MockSettings(Section):
+    SECTION = "mock"
+    n_galaxies: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SelectionSettings(Section):
+    SECTION = "selection"
+    min_stellar_mass: float  # Msun
+    mass_field: str
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanSettings(Section):
+    SECTION = "plan"
+    min_los: int
+    max_los: int
+    n_bins: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MapSettings(Section):
+    SECTION = "maps"
+    npix: int
+    fov_rhalf: float  # field of view in stellar half-mass radii
+    n_shards: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSettings(Section):
+    SECTION = "split"
+    train: float
+    val: float
+    test: float
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """Optimisation settings of one training stage."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class CVAESettings(Section):
+    SECTION = "cvae"
+    latent_dim: int
+    beta: float
+    epochs: int
+    batch_size: int
+    lr: float
+    base_channels: int
+    free_bits: float  # nats per latent dimension
+    patience: int
+    seed: int
+
+    def training(self) -> TrainSettings:
+        return TrainSettings(self.epochs, self.batch_size, float(self.lr), self.patience, self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowSettings(Section):
+    SECTION = "flow"
+    num_layers: int
+    hidden_features: int
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int
+    seed: int
+
+    def training(self) -> TrainSettings:
+        return TrainSettings(self.epochs, self.batch_size, float(self.lr), self.patience, self.seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class BaselineSettings(Section):
+    """The deterministic baseline: the cVAE's network and optimiser unless a key here overrides it."""
+
+    SECTION = "baseline"
+    epochs: int
+    batch_size: int | None
+    lr: float | None
+    patience: int | None
+    seed: int | None
+
+    def training(self, cvae: CVAESettings) -> TrainSettings:
+        inherited = cvae.training()
+        overrides = {k: v for k, v in self.to_dict().items() if v is not None}
+        return dataclasses.replace(inherited, **overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateSettings(Section):
+    SECTION = "evaluate"
+    n_samples: int
+    seed: int

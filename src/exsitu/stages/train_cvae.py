@@ -1,0 +1,40 @@
+"""Train the conditional VAE on the training maps (ELBO, eq. 1 of the paper) -> results/models/cvae.pt.
+
+Writes the best-epoch model, the per-epoch history (losses, KL per latent dimension, active
+units, lr, seconds) and a checkpoint every epoch that a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+
+from exsitu.cvae import CVAE, CVAEConfig, active_units
+from exsitu.dataset import MapSet
+from exsitu.settings import CVAESettings, section_of
+from exsitu.stages import run_stage
+from exsitu.stages._train import Training, run_training, training_parser
+
+
+def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.device) -> Training:
+    settings = section_of(args.settings, CVAESettings)
+    cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]))
+    torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
+    return Training(
+        model=CVAE(cfg),
+        train=(train.conditions, train.exsitu, train.mask),
+        val=(val.conditions, val.exsitu, val.mask),
+        settings=settings.training(),
+        loss_options={"beta": float(settings.beta), "free_bits": float(settings.free_bits)},
+        epoch_metrics=active_units,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    run_training(training_parser(__file__, __doc__), build, argv)
+
+
+if __name__ == "__main__":
+    run_stage(main)

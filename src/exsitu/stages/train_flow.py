@@ -1,0 +1,62 @@
+"""Train the conditional MAF p(z | condition summary) on the cVAE latents -> results/models/flow.pt.
+
+The trained cVAE (``--cvae``) encodes every training and validation map into q(z | eps, theta);
+the flow learns from fresh draws of those Gaussians each epoch (never from their means alone),
+conditioned on the condition encoder's summary vector.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+import torch
+
+from exsitu.checkpoint import load_model
+from exsitu.cvae import CVAE
+from exsitu.dataset import MapSet
+from exsitu.flow import FlowConfig, LatentFlow
+from exsitu.io import InputError
+from exsitu.sample import encode
+from exsitu.settings import FlowSettings, section_of
+from exsitu.stages import run_stage
+from exsitu.stages._train import Training, run_training, training_parser
+
+
+def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.device) -> Training:
+    settings = section_of(args.settings, FlowSettings)
+    cvae = load_model(args.cvae, device)
+    if not isinstance(cvae, CVAE):
+        raise InputError(f"{args.cvae}: holds a {cvae.kind} model, not the cVAE")
+    cfg = FlowConfig(
+        latent_dim=cvae.cfg.latent_dim,
+        context_dim=cvae.cfg.summary_dim,
+        num_layers=settings.num_layers,
+        hidden_features=settings.hidden_features,
+    )
+    train_data = encode(cvae, train.conditions, train.exsitu)
+    val_mu, val_std, val_summary = encode(cvae, val.conditions, val.exsitu)
+    # Validation scores one fixed draw per map, so its loss is comparable from epoch to epoch.
+    draws = torch.Generator().manual_seed(settings.seed)
+    val_z = val_mu + val_std * torch.randn(val_mu.shape, generator=draws)
+    torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
+    flow = LatentFlow(cfg)
+    mu, std, summary = train_data
+    flow.set_standardisation(mu + std * torch.randn(mu.shape, generator=draws), summary)
+    return Training(
+        model=flow,
+        train=train_data,
+        val=(val_z, torch.zeros_like(val_std), val_summary),
+        settings=settings.training(),
+        amp=False,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = training_parser(__file__, __doc__)
+    parser.add_argument("--cvae", required=True, help="trained cVAE model file (results/models/cvae.pt)")
+    run_training(parser, build, argv)
+
+
+if __name__ == "__main__":
+    run_stage(main)
