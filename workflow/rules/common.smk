@@ -1,7 +1,8 @@
-# Helpers shared by the rules: where the simulation lives, the shard list and the
-# config subsets each stage receives (passed through params: so that a change to one
-# setting reruns only the stages that read it).
+# Helpers shared by the rules: where the simulation lives, the shard list, and `stage_args`,
+# which turns a rule's named input and output files into its stage's command-line flags, so a
+# flag is spelled once (as the file's name in the rule) and the stage's argparse checks it.
 import json
+import shlex
 
 from snakemake.exceptions import WorkflowError
 
@@ -29,13 +30,29 @@ def simulation_input(wildcards):
     return [MOCK_ROOT] if config["simulation"]["source"] == "mock" else []
 
 
-def settings(*sections, **extra):
-    """JSON of the named config sections (merged) plus extra keys, for --settings."""
-    merged = {}
-    for section in sections:
-        merged.update(config[section])
-    merged.update(extra)
-    return json.dumps(merged, sort_keys=True)
+def settings(*sections):
+    """JSON {section: config[section]} of the config sections a stage reads (its --settings).
+
+    Passed through params:, so changing a key reruns exactly the stages that read its section.
+    """
+    return json.dumps({name: config[name] for name in sections}, sort_keys=True)
+
+
+def _flag(name, value):
+    values = value if isinstance(value, list) else [value]
+    return " ".join(
+        ["--" + name.replace("_", "-"), *(shlex.quote(str(v)) for v in values)]
+    )
+
+
+def stage_args(**extra):
+    """params: function giving the stage's flags: named inputs, named outputs, wildcards, ``extra``."""
+
+    def render(wildcards, input, output):
+        named = [*input.items(), *output.items(), *wildcards.items(), *extra.items()]
+        return " ".join(_flag(name, value) for name, value in named)
+
+    return render
 
 
 def shard_files(pattern):

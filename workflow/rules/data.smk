@@ -3,7 +3,7 @@
 
 rule simulate_mock:
     output:
-        directory(MOCK_ROOT),
+        out=directory(MOCK_ROOT),
     log:
         "results/logs/simulate_mock.log",
     benchmark:
@@ -11,18 +11,17 @@ rule simulate_mock:
     conda:
         "../../envs/exsitu.yaml"
     params:
-        mock=settings("mock"),
-        snapshots=config["simulation"]["snapshots"],
+        args=stage_args(snapshots=config["simulation"]["snapshots"]),
+        settings=settings("mock"),
     shell:
-        "python -m exsitu.simulate_mock --out {output} --snapshots {params.snapshots}"
-        " --settings {params.mock:q} > {log} 2>&1"
+        "exsitu simulate_mock {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule select:
     input:
         simulation_input,
     output:
-        "results/catalog/subhalos.csv",
+        out="results/catalog/subhalos.csv",
     log:
         "results/logs/select.log",
     benchmark:
@@ -30,13 +29,12 @@ rule select:
     conda:
         "../../envs/exsitu.yaml"
     params:
-        basepath=simulation_basepath(),
-        snapshots=config["simulation"]["snapshots"],
-        selection=settings("selection"),
+        args=stage_args(
+            basepath=simulation_basepath(), snapshots=config["simulation"]["snapshots"]
+        ),
+        settings=settings("selection"),
     shell:
-        "python -m exsitu.select --basepath {params.basepath:q}"
-        " --snapshots {params.snapshots} --settings {params.selection:q}"
-        " --out {output} > {log} 2>&1"
+        "exsitu select {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule tag:
@@ -44,7 +42,7 @@ rule tag:
         simulation_input,
         catalog="results/catalog/subhalos.csv",
     output:
-        "results/particles/shard_{shard}.h5",
+        out="results/particles/shard_{shard}.h5",
     log:
         "results/logs/tag/shard_{shard}.log",
     benchmark:
@@ -52,19 +50,18 @@ rule tag:
     conda:
         "../../envs/exsitu.yaml"
     params:
-        basepath=simulation_basepath(),
-        n_shards=config["maps"]["n_shards"],
+        args=stage_args(
+            basepath=simulation_basepath(), n_shards=config["maps"]["n_shards"]
+        ),
     shell:
-        "python -m exsitu.tag --basepath {params.basepath:q} --catalog {input.catalog}"
-        " --shard {wildcards.shard} --n-shards {params.n_shards}"
-        " --out {output} > {log} 2>&1"
+        "exsitu tag {params.args} > {log} 2>&1"
 
 
 rule plan:
     input:
         particles=shard_files("results/particles/shard_{shard}.h5"),
     output:
-        "results/catalog/projections.csv",
+        out="results/catalog/projections.csv",
     log:
         "results/logs/plan.log",
     benchmark:
@@ -72,10 +69,10 @@ rule plan:
     conda:
         "../../envs/exsitu.yaml"
     params:
-        plan=settings("plan"),
+        args=stage_args(),
+        settings=settings("plan"),
     shell:
-        "python -m exsitu.plan --particles {input.particles}"
-        " --settings {params.plan:q} --out {output} > {log} 2>&1"
+        "exsitu plan {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule project:
@@ -83,7 +80,7 @@ rule project:
         particles="results/particles/shard_{shard}.h5",
         plan="results/catalog/projections.csv",
     output:
-        "results/maps/shard_{shard}.h5",
+        out="results/maps/shard_{shard}.h5",
     log:
         "results/logs/project/shard_{shard}.log",
     benchmark:
@@ -95,19 +92,18 @@ rule project:
         cpus_per_task=resource("project", "cpus", 1),
         mem_mb=resource("project", "mem_mb", 4000),
     params:
-        maps=settings("maps"),
+        args=stage_args(),
+        settings=settings("maps"),
     shell:
-        "python -m exsitu.project --particles {input.particles} --plan {input.plan}"
-        " --shard {wildcards.shard} --settings {params.maps:q}"
-        " --out {output} > {log} 2>&1"
+        "exsitu project {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule split:
     input:
         maps=shard_files("results/maps/shard_{shard}.h5"),
     output:
-        table="results/dataset/split.csv",
-        stats="results/dataset/normalisation.json",
+        out_table="results/dataset/split.csv",
+        out_stats="results/dataset/normalisation.json",
     log:
         "results/logs/split.log",
     benchmark:
@@ -115,7 +111,7 @@ rule split:
     conda:
         "../../envs/exsitu.yaml"
     params:
-        split=settings("split"),
+        args=stage_args(),
+        settings=settings("split"),
     shell:
-        "python -m exsitu.split --maps {input.maps} --settings {params.split:q}"
-        " --out-table {output.table} --out-stats {output.stats} > {log} 2>&1"
+        "exsitu split {params.args} --settings {params.settings:q} > {log} 2>&1"

@@ -31,14 +31,12 @@ rule train_cvae:
     resources:
         **TRAIN_RESOURCES,
     params:
-        cvae=settings("cvae"),
-        device=config["device"],
-        checkpoint="results/checkpoints/cvae.pt",
+        args=stage_args(
+            device=config["device"], checkpoint="results/checkpoints/cvae.pt"
+        ),
+        settings=settings("cvae"),
     shell:
-        "python -m exsitu.train_cvae --maps {input.maps} --split {input.split}"
-        " --stats {input.stats} --settings {params.cvae:q} --device {params.device}"
-        " --checkpoint {params.checkpoint} --out {output.model}"
-        " --history {output.history} > {log} 2>&1"
+        "exsitu train_cvae {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule train_flow:
@@ -58,14 +56,12 @@ rule train_flow:
     resources:
         **TRAIN_RESOURCES,
     params:
-        flow=settings("flow"),
-        device=config["device"],
-        checkpoint="results/checkpoints/flow.pt",
+        args=stage_args(
+            device=config["device"], checkpoint="results/checkpoints/flow.pt"
+        ),
+        settings=settings("flow"),
     shell:
-        "python -m exsitu.train_flow --maps {input.maps} --split {input.split}"
-        " --stats {input.stats} --cvae {input.cvae} --settings {params.flow:q}"
-        " --device {params.device} --checkpoint {params.checkpoint}"
-        " --out {output.model} --history {output.history} > {log} 2>&1"
+        "exsitu train_flow {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule train_baseline:
@@ -84,15 +80,13 @@ rule train_baseline:
     resources:
         **TRAIN_RESOURCES,
     params:
-        # The deterministic baseline shares the cVAE's condition encoder and decoder.
-        baseline=settings("cvae", "baseline"),
-        device=config["device"],
-        checkpoint="results/checkpoints/baseline.pt",
+        args=stage_args(
+            device=config["device"], checkpoint="results/checkpoints/baseline.pt"
+        ),
+        # The deterministic baseline shares the cVAE's network; baseline: keys override its optimiser.
+        settings=settings("cvae", "baseline"),
     shell:
-        "python -m exsitu.train_baseline --maps {input.maps} --split {input.split}"
-        " --stats {input.stats} --settings {params.baseline:q} --device {params.device}"
-        " --checkpoint {params.checkpoint} --out {output.model}"
-        " --history {output.history} > {log} 2>&1"
+        "exsitu train_baseline {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule evaluate:
@@ -116,12 +110,8 @@ rule evaluate:
         "../../envs/exsitu.yaml"
     threads: 2
     params:
-        # fov_rhalf converts pixel radius to r / rhalf for the radial-profile baseline.
-        evaluate=settings("evaluate", fov_rhalf=config["maps"]["fov_rhalf"]),
-        device=config["device"],
+        args=stage_args(device=config["device"]),
+        # maps: fov_rhalf converts pixel radius to r / rhalf for the radial-profile baseline.
+        settings=settings("evaluate", "maps"),
     shell:
-        "python -m exsitu.evaluate --maps {input.maps} --split {input.split}"
-        " --stats {input.stats} --cvae {input.cvae} --flow {input.flow}"
-        " --baseline {input.baseline} --settings {params.evaluate:q}"
-        " --device {params.device} --out-metrics {output.metrics}"
-        " --out-summaries {output.summaries} > {log} 2>&1"
+        "exsitu evaluate {params.args} --settings {params.settings:q} > {log} 2>&1"

@@ -1,4 +1,15 @@
-# The self-contained HTML report a scientist reads (figures embedded).
+# The self-contained HTML report a scientist reads, and its figures as files of their own
+# (PNG + SVG under results/figures/, each registered for `snakemake --report`).
+
+FIGURES = [
+    "exsitu_distribution",
+    "training_curves",
+    "example_posteriors",
+    "residuals",
+    "integrated_fraction",
+    "calibration",
+    "radial_profile",
+]
 
 
 rule report:
@@ -12,11 +23,20 @@ rule report:
         metrics="results/evaluation/metrics.json",
         summaries="results/evaluation/summaries.h5",
     output:
-        report(
+        report=report(
             "results/report.html",
             caption="../report/report.rst",
             category="Report",
         ),
+        figures=[
+            report(
+                f"results/figures/{name}.png",
+                caption=f"../report/figures/{name}.rst",
+                category="Figures",
+            )
+            for name in FIGURES
+        ]
+        + [f"results/figures/{name}.svg" for name in FIGURES],
     log:
         "results/logs/report.log",
     benchmark:
@@ -24,11 +44,7 @@ rule report:
     conda:
         "../../envs/exsitu.yaml"
     params:
+        args=stage_args(benchmarks="results/benchmarks"),
         run_config=json.dumps(config, sort_keys=True, default=str),
-        benchmarks="results/benchmarks",
     shell:
-        "python -m exsitu.report --catalog {input.catalog} --plan {input.plan}"
-        " --split {input.split} --histories {input.histories}"
-        " --metrics {input.metrics} --summaries {input.summaries}"
-        " --benchmarks {params.benchmarks} --run-config {params.run_config:q}"
-        " --out {output} > {log} 2>&1"
+        "exsitu report {params.args} --run-config {params.run_config:q} > {log} 2>&1"
