@@ -53,27 +53,75 @@ def main() -> None:
 
     times = {
         "simulate_mock": timed(
-            stage, "simulate_mock", "--out", str(out / "TNGmock"), "--snapshots", *snaps, "--settings", json.dumps(cfg["mock"])
+            stage,
+            "simulate_mock",
+            "--out",
+            str(out / "TNGmock"),
+            "--snapshots",
+            *snaps,
+            "--settings",
+            json.dumps(cfg["mock"]),
         ),
         "select": timed(
-            stage, "select", "--basepath", str(base), "--snapshots", *snaps, "--settings", json.dumps(cfg["selection"]), "--out", str(cat)
+            stage,
+            "select",
+            "--basepath",
+            str(base),
+            "--snapshots",
+            *snaps,
+            "--settings",
+            json.dumps(cfg["selection"]),
+            "--out",
+            str(cat),
         ),
     }
     times["tag"] = timed(
         parallel,
-        [("tag", "--basepath", str(base), "--catalog", str(cat), "--shard", str(k), "--n-shards", str(n_shards), "--out", parts[k])
-         for k in range(n_shards)],
+        [
+            (
+                "tag",
+                "--basepath",
+                str(base),
+                "--catalog",
+                str(cat),
+                "--shard",
+                str(k),
+                "--n-shards",
+                str(n_shards),
+                "--out",
+                parts[k],
+            )
+            for k in range(n_shards)
+        ],
     )
-    times["plan"] = timed(stage, "plan", "--particles", *parts, "--settings", json.dumps(cfg["plan"]), "--out", str(plan))
+    times["plan"] = timed(
+        stage, "plan", "--particles", *parts, "--settings", json.dumps(cfg["plan"]), "--out", str(plan)
+    )
     times["project"] = timed(
         parallel,
-        [("project", "--particles", parts[k], "--plan", str(plan), "--shard", str(k), "--settings", json.dumps(cfg["maps"]),
-          "--out", str(out / f"maps_{k}.h5")) for k in range(n_shards)],
+        [
+            (
+                "project",
+                "--particles",
+                parts[k],
+                "--plan",
+                str(plan),
+                "--shard",
+                str(k),
+                "--settings",
+                json.dumps(cfg["maps"]),
+                "--out",
+                str(out / f"maps_{k}.h5"),
+            )
+            for k in range(n_shards)
+        ],
     )
     n_particles = sum(h5py.File(p)["particles/mass"].shape[0] for p in parts)
     n_maps = sum(h5py.File(out / f"maps_{k}.h5")["conditions"].shape[0] for k in range(n_shards))
-    print(f"default mock universe: {cfg['mock']['n_galaxies']} z=0 galaxies, {n_particles} tagged star particles, "
-          f"{n_maps} maps of {cfg['maps']['npix']}^2 pixels, {args.workers} workers, results in {out}")
+    print(
+        f"default mock universe: {cfg['mock']['n_galaxies']} z=0 galaxies, {n_particles} tagged star particles, "
+        f"{n_maps} maps of {cfg['maps']['npix']}^2 pixels, {args.workers} workers, results in {out}"
+    )
     for name, seconds in times.items():
         print(f"{name:14s} {seconds:7.2f} s")
     print(f"tag+project    {times['tag'] + times['project']:7.2f} s (target < 60 s on 2 cores)")

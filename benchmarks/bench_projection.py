@@ -22,8 +22,8 @@ import tracemalloc  # noqa: E402
 import numpy as np  # noqa: E402
 from scipy.stats import binned_statistic_2d  # noqa: E402
 
-from exsitu.plan import random_rotations  # noqa: E402
 from exsitu.projection import project  # noqa: E402
+from exsitu.sightlines import random_rotations  # noqa: E402
 from exsitu.units import ZSUN  # noqa: E402
 
 
@@ -90,7 +90,9 @@ def main() -> None:
     fov = 40.0
 
     def kernel():
-        return project(g["pos"], g["vel"], g["mass"], g["age"], g["metallicity"], g["exsitu_flag"], rotations, fov, args.npix)
+        return project(
+            g["pos"], g["vel"], g["mass"], g["age"], g["metallicity"], g["exsitu_flag"], rotations, fov, args.npix
+        )
 
     cond, ex, mask = kernel()
     ref = scipy_maps(g, rotations, fov, args.npix)

@@ -20,7 +20,7 @@ import torch
 from bench_training import fake_maps
 
 from exsitu.cvae import CVAE, CVAEConfig
-from exsitu.evaluate import ModeAccumulator
+from exsitu.evaluation import ModeAccumulator
 from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.sample import MODES, posterior_samples
 
@@ -53,8 +53,10 @@ def bench(device: torch.device, npix: int, repeats: int) -> dict[str, float]:
     batch = 1024 if device.type == "cuda" else 256
     rates: dict[str, float] = {}
     for mode in MODES:
+
         def draw(mode: str = mode) -> torch.Tensor:
             return posterior_samples(cvae, conditions, K, mode, exsitu=exsitu, flow=flow, batch_size=batch)
+
         rates[mode] = n_maps * K / median_seconds(draw, repeats, device)
         print(f"{device.type} {npix}x{npix} sampling {mode:14s}: {rates[mode]:10.0f} maps*samples/s")
     samples = posterior_samples(cvae, conditions, K, "flow", flow=flow, batch_size=batch).numpy()
@@ -68,8 +70,10 @@ def bench(device: torch.device, npix: int, repeats: int) -> dict[str, float]:
     per_map = sum(K / rate for rate in rates.values()) + 3 * stats_s / n_maps
     rates["evaluate"] = K / per_map
     print(f"{device.type} {npix}x{npix} statistics (PIT, CRPS, TARP) : {n_maps * K / stats_s:10.0f} maps*samples/s")
-    print(f"{device.type} {npix}x{npix} evaluate, 3 modes + statistics: {per_map:.3f} s per map -> "
-          f"~{per_map * PAPER_TEST_MAPS / 60:.0f} min for the paper's {PAPER_TEST_MAPS} test maps at K={K}")
+    print(
+        f"{device.type} {npix}x{npix} evaluate, 3 modes + statistics: {per_map:.3f} s per map -> "
+        f"~{per_map * PAPER_TEST_MAPS / 60:.0f} min for the paper's {PAPER_TEST_MAPS} test maps at K={K}"
+    )
     return rates
 
 

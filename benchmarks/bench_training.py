@@ -14,17 +14,18 @@ import argparse
 import statistics
 import tempfile
 import time
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from exsitu.baseline import Baseline, baseline_loss
-from exsitu.cvae import CVAE, CVAEConfig, elbo_loss
-from exsitu.flow import FlowConfig, LatentFlow, flow_loss
+from exsitu.baseline import Baseline
+from exsitu.cvae import CVAE, CVAEConfig
+from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.sample import posterior_samples
-from exsitu.training import TrainSettings, fit
+from exsitu.settings import TrainSettings
+from exsitu.training import fit
 
+ELBO = {"beta": 7e-5}  # the paper's KL weight
 PAPER_TRAIN_MAPS = 18186  # 75% of the paper's 24248 maps
 PAPER_VAL_MAPS = 2425
 
@@ -39,16 +40,18 @@ def fake_maps(n: int, npix: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
     return conditions, exsitu, mask
 
 
-def epoch_throughput(model, loss_fn, train, val, batch_size: int, device: torch.device, epochs: int, amp: bool = True) -> float:
-    """Median training-set maps per second over epochs 2.. of a real ``fit`` run."""
+def epoch_throughput(model, train, val, batch_size: int, device: torch.device, epochs: int, **options) -> float:
+    """Median training-set maps per second over epochs 2.. of a real ``fit`` run (``options``: fit's keywords)."""
     with tempfile.TemporaryDirectory() as tmp:
         settings = TrainSettings(epochs=epochs, batch_size=batch_size, lr=1e-4, patience=epochs, seed=0)
-        result = fit(model, loss_fn, train, val, settings, device, Path(tmp) / "ck.pt", {}, amp=amp, desc="bench")
+        result = fit(model, train, val, settings, device, Path(tmp) / "ck.pt", **options)
     seconds = [row["seconds"] for row in result.history[1:]]
     return train[0].shape[0] / statistics.median(seconds)
 
 
-def sampling_throughput(cvae: CVAE, flow: LatentFlow, conditions: torch.Tensor, k: int, repeats: int, batch_size: int) -> float:
+def sampling_throughput(
+    cvae: CVAE, flow: LatentFlow, conditions: torch.Tensor, k: int, repeats: int, batch_size: int
+) -> float:
     """Median (maps x samples) per second of flow-mode posterior sampling."""
     times = []
     for _ in range(repeats):
@@ -70,7 +73,7 @@ def activation_bytes(model: CVAE, batch: tuple[torch.Tensor, ...]) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss, _ = elbo_loss(model, *batch, beta=7e-5)
+        loss, _ = model.loss(*batch, beta=7e-5)
     loss.backward()
     return total
 
@@ -82,15 +85,18 @@ def bench_device(device: torch.device, repeats: int) -> dict[str, float]:
     train, val = fake_maps(768, 32), fake_maps(96, 32)
     torch.manual_seed(0)
     cvae = CVAE(cfg)
-    out["cvae"] = epoch_throughput(cvae, partial(elbo_loss, beta=7e-5), train, val, 64, device, repeats + 1)
-    out["baseline"] = epoch_throughput(Baseline(cfg), baseline_loss, train, val, 64, device, repeats + 1)
+    out["cvae"] = epoch_throughput(cvae, train, val, 64, device, repeats + 1, loss_options=ELBO)
+    out["baseline"] = epoch_throughput(Baseline(cfg), train, val, 64, device, repeats + 1)
     z = torch.randn(8192, 10)
     flow = LatentFlow(FlowConfig(latent_dim=10, context_dim=32, num_layers=5, hidden_features=64))
     flow.set_standardisation(z, torch.randn(8192, 32))
     flow_train = (z, torch.full_like(z, 0.1), torch.randn(8192, 32))
-    out["flow"] = epoch_throughput(flow, flow_loss, flow_train, flow_train, 256, device, repeats + 1, amp=False)
+    out["flow"] = epoch_throughput(flow, flow_train, flow_train, 256, device, repeats + 1, amp=False)
     for name in ("cvae", "baseline", "flow"):
-        print(f"training throughput {name:8s} (32x32, default config): {out[name]:9.0f} samples/s (median of {repeats} epochs)")
+        print(
+            f"training throughput {name:8s} (32x32, default config): {out[name]:9.0f} samples/s "
+            f"(median of {repeats} epochs)"
+        )
     cvae.to(device).eval()
     flow.to(device).eval()
     out["sampling"] = sampling_throughput(cvae, flow, val[0][:32].to(device), 100, repeats, 1024)
@@ -107,16 +113,28 @@ def bench_device(device: torch.device, repeats: int) -> dict[str, float]:
     params = sum(p.numel() for p in big.parameters())
     data_gb = (PAPER_TRAIN_MAPS + PAPER_VAL_MAPS) * 128 * 128 * (6 * 4 + 1) / 1e9
     state_gb = params * 4 * 4 / 1e9  # weights, grads, two AdamW moments (float32)
-    print(f"paper config: {params / 1e6:.2f} M parameters; data set in memory {data_gb:.2f} GB; "
-          f"activations per batch of 64 (float32) {act / 1e9:.2f} GB; weights+grads+AdamW {state_gb:.3f} GB; "
-          f"total ~{data_gb + act / 1e9 + state_gb:.1f} GB")
+    print(
+        f"paper config: {params / 1e6:.2f} M parameters; data set in memory {data_gb:.2f} GB; "
+        f"activations per batch of 64 (float32) {act / 1e9:.2f} GB; weights+grads+AdamW {state_gb:.3f} GB; "
+        f"total ~{data_gb + act / 1e9 + state_gb:.1f} GB"
+    )
     n_small = 256 if device.type == "cpu" else 4096
     small_train, small_val = fake_maps(n_small, 128), fake_maps(n_small // 8, 128)
-    rate = epoch_throughput(big, partial(elbo_loss, beta=7e-5), small_train, small_val, 64, device, 2 if device.type == "cpu" else repeats + 1)
+    rate = epoch_throughput(
+        big,
+        small_train,
+        small_val,
+        64,
+        device,
+        2 if device.type == "cpu" else repeats + 1,
+        loss_options=ELBO,
+    )
     out["paper_rate"] = rate
     epoch_s = PAPER_TRAIN_MAPS / rate
-    print(f"paper config epoch: {rate:.0f} samples/s -> ~{epoch_s:.0f} s per epoch of {PAPER_TRAIN_MAPS} maps, "
-          f"~{epoch_s * 200 / 3600:.1f} h for 200 epochs")
+    print(
+        f"paper config epoch: {rate:.0f} samples/s -> ~{epoch_s:.0f} s per epoch of {PAPER_TRAIN_MAPS} maps, "
+        f"~{epoch_s * 200 / 3600:.1f} h for 200 epochs"
+    )
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 1e9
         total = torch.cuda.get_device_properties(device).total_memory / 1e9

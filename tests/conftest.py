@@ -22,7 +22,8 @@ def copy_workflow(dest: Path) -> Path:
     for name in WORKFLOW_FILES:
         src = REPO / name
         if src.is_dir():
-            shutil.copytree(src, dest / name, symlinks=True, dirs_exist_ok=True)
+            # Links are followed: workflow/schemas/config.schema.yaml points into src/.
+            shutil.copytree(src, dest / name, dirs_exist_ok=True)
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
@@ -34,7 +35,9 @@ def snakemake(workdir: Path, *args: str, check: bool = True, timeout: float = 18
     cmd = [sys.executable, "-m", "snakemake", "--configfile", str(TINY), *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}"
+        )
     return proc
 
 

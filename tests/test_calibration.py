@@ -7,7 +7,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from exsitu.calibration import COVERAGE_LEVELS, central_coverage, crps, expected_coverage_curve, randomized_pit, tarp_curve, tarp_ranks
+from exsitu.calibration import (
+    COVERAGE_LEVELS,
+    central_coverage,
+    crps,
+    expected_coverage_curve,
+    randomized_pit,
+    tarp_curve,
+    tarp_ranks,
+)
 
 
 def zero_inflated(rng: np.random.Generator, shape: tuple[int, ...], p_zero: np.ndarray) -> np.ndarray:

@@ -8,8 +8,13 @@ import pytest
 import torch
 
 from exsitu.cvae import (
-    CVAE, CVAEConfig, censored_gaussian_mean, censored_gaussian_nll, censored_gaussian_sample, elbo_loss,
-    galaxy_mask, kl_per_dim,
+    CVAE,
+    CVAEConfig,
+    censored_gaussian_mean,
+    censored_gaussian_nll,
+    censored_gaussian_sample,
+    galaxy_mask,
+    kl_per_dim,
 )
 from exsitu.io import InputError
 
@@ -67,11 +72,14 @@ def test_censored_nll_by_hand() -> None:
     target = torch.tensor([0.0, 0.4, 1.0, 0.7]).view(1, 1, 2, 2)
     mask = torch.tensor([True, True, True, False]).view(1, 1, 2, 2)
     normal = torch.distributions.Normal(0.0, 1.0)
-    expected = -(
-        normal.cdf(torch.tensor(-2.0)).log()  # P(X <= 0), X ~ N(0.2, 0.1)
-        + torch.distributions.Normal(0.5, 0.1).log_prob(torch.tensor(0.4))
-        + (1 - normal.cdf(torch.tensor(1.0))).log()  # P(X >= 1), X ~ N(0.9, 0.1)
-    ) / 3
+    expected = (
+        -(
+            normal.cdf(torch.tensor(-2.0)).log()  # P(X <= 0), X ~ N(0.2, 0.1)
+            + torch.distributions.Normal(0.5, 0.1).log_prob(torch.tensor(0.4))
+            + (1 - normal.cdf(torch.tensor(1.0))).log()  # P(X >= 1), X ~ N(0.9, 0.1)
+        )
+        / 3
+    )
     nll = censored_gaussian_nll(target, loc, log_scale, mask)
     assert nll.shape == (1,)
     assert torch.allclose(nll, expected.reshape(1), atol=1e-5)
@@ -96,10 +104,10 @@ def test_elbo_is_recon_plus_beta_kl() -> None:
     conditions, exsitu, mask = maps(4, 16)
     assert torch.equal(galaxy_mask(conditions), mask)
     torch.manual_seed(1)
-    loss, extras = elbo_loss(model, conditions, exsitu, mask, beta=0.5)
+    loss, extras = model.loss(conditions, exsitu, mask, beta=0.5)
     assert extras["kl_dim"].shape == (5,)
     assert torch.allclose(loss, extras["recon"] + 0.5 * extras["kl"], atol=1e-5)
     # Free bits lift every dimension's KL to at least the floor.
     torch.manual_seed(1)
-    floored, _ = elbo_loss(model, conditions, exsitu, mask, beta=0.5, free_bits=100.0)
+    floored, _ = model.loss(conditions, exsitu, mask, beta=0.5, free_bits=100.0)
     assert torch.allclose(floored, extras["recon"] + 0.5 * 5 * 100.0, atol=1e-4)

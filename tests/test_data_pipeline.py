@@ -1,5 +1,5 @@
 """The data rules end to end: `snakemake --until split` on the tiny mock universe, checked
-against the map contract of DESIGN.md; a bad basepath fails with one clear message."""
+against the map contract of docs/design.md; a bad basepath fails with one clear message."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import yaml
-
 from conftest import snakemake
-from exsitu.simulate_mock import simulate
+
+from exsitu.mock.simulate import simulate
 
 CHANNELS = ["mass", "velocity", "dispersion", "age", "metallicity"]
 
@@ -28,7 +28,9 @@ def test_until_split_on_the_tiny_config_meets_the_contract(workflow_copy: Path) 
     stats = json.loads((res / "dataset" / "normalisation.json").read_text())
 
     assert set(catalog["snapshot"]) == {99, 91} and (catalog["stellar_mass"] > 1e10).all()
-    assert plan.groupby(["snapshot", "subhalo_id"]).size().between(tiny["plan"]["min_los"], tiny["plan"]["max_los"]).all()
+    assert (
+        plan.groupby(["snapshot", "subhalo_id"]).size().between(tiny["plan"]["min_los"], tiny["plan"]["max_los"]).all()
+    )
     n_maps = 0
     for k in range(n_shards):
         with h5py.File(res / "maps" / f"shard_{k}.h5") as f:
@@ -65,7 +67,9 @@ def test_bad_basepath_fails_the_rule_with_one_clear_message(workflow_copy: Path)
     overlay = workflow_copy / "tng.yaml"
     overlay.write_text("simulation: {source: tng, basepath: /nonexistent/output, snapshots: [99]}\n")
     tiny = workflow_copy / "tests" / "config" / "tiny.yaml"
-    proc = snakemake(workflow_copy, "--cores", "1", "--until", "select", "--configfile", str(tiny), str(overlay), check=False)
+    proc = snakemake(
+        workflow_copy, "--cores", "1", "--until", "select", "--configfile", str(tiny), str(overlay), check=False
+    )
     assert proc.returncode != 0
     log = (workflow_copy / "results" / "logs" / "select.log").read_text()
     assert "error: simulation basepath /nonexistent/output does not exist" in log
@@ -76,7 +80,9 @@ def test_bad_basepath_fails_the_rule_with_one_clear_message(workflow_copy: Path)
 def test_tng_source_reads_a_tng_layout_from_the_basepath(workflow_copy: Path, tmp_path: Path) -> None:
     simulate(tmp_path / "TNG100-1", [99, 91], 6, seed=2)
     overlay = workflow_copy / "tng.yaml"
-    overlay.write_text(f"simulation: {{source: tng, basepath: {tmp_path / 'TNG100-1' / 'output'}, snapshots: [99, 91]}}\n")
+    overlay.write_text(
+        f"simulation: {{source: tng, basepath: {tmp_path / 'TNG100-1' / 'output'}, snapshots: [99, 91]}}\n"
+    )
     tiny = workflow_copy / "tests" / "config" / "tiny.yaml"
     snakemake(workflow_copy, "--cores", "2", "--until", "plan", "--configfile", str(tiny), str(overlay))
     res = workflow_copy / "results"

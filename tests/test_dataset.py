@@ -11,12 +11,15 @@ import pandas as pd
 import pytest
 import torch
 
-from exsitu.dataset import CHANNELS, load_subset
+from exsitu.contracts import CHANNELS
+from exsitu.dataset import load_subset
 from exsitu.io import InputError
 
 
-def write_synthetic_dataset(directory: Path, n_maps: int = 48, npix: int = 16, n_shards: int = 2, seed: int = 0) -> dict:
-    """Write map shards, split.csv and normalisation.json that follow DESIGN.md's contracts.
+def write_synthetic_dataset(
+    directory: Path, n_maps: int = 48, npix: int = 16, n_shards: int = 2, seed: int = 0
+) -> dict:
+    """Write map shards, split.csv and normalisation.json that follow docs/design.md's contracts.
 
     The ex-situ fraction rises with radius and with the galaxy's total ex-situ fraction, and
     the age and metallicity maps depend on it, so a model can learn something. Returns the
@@ -37,13 +40,15 @@ def write_synthetic_dataset(directory: Path, n_maps: int = 48, npix: int = 16, n
         mask = r < radius
         ex = np.clip(total * (0.3 + 1.4 * r / radius) + rng.normal(0, 0.05, r.shape) - 0.1, 0, 1)
         angle = rng.uniform(0, np.pi)
-        cond = np.stack([
-            9.0 - 2.0 * r / radius + rng.normal(0, 0.05, r.shape),
-            150 * (1 - total) * (np.cos(angle) * x + np.sin(angle) * y) / (npix / 2),
-            80 + 100 * total + rng.normal(0, 5, r.shape),
-            4 + 6 * ex + rng.normal(0, 0.5, r.shape),
-            0.2 - 0.6 * ex + rng.normal(0, 0.05, r.shape),
-        ]).astype(np.float32)
+        cond = np.stack(
+            [
+                9.0 - 2.0 * r / radius + rng.normal(0, 0.05, r.shape),
+                150 * (1 - total) * (np.cos(angle) * x + np.sin(angle) * y) / (npix / 2),
+                80 + 100 * total + rng.normal(0, 5, r.shape),
+                4 + 6 * ex + rng.normal(0, 0.5, r.shape),
+                0.2 - 0.6 * ex + rng.normal(0, 0.05, r.shape),
+            ]
+        ).astype(np.float32)
         all_cond[i] = cond * mask
         all_ex[i, 0] = ex * mask
         all_mask[i, 0] = mask
@@ -64,15 +69,33 @@ def write_synthetic_dataset(directory: Path, n_maps: int = 48, npix: int = 16, n
             f["galaxy_id"] = idx.astype(np.int64)
         maps.append(str(path))
         for row, i in enumerate(idx):
-            rows.append(dict(shard=k, row=row, subhalo_id=i, snapshot=99, galaxy_id=i,
-                             exsitu_total=float(all_ex[i].sum() / all_mask[i].sum()), fov_kpc=20.0, subset=subsets[i]))
+            rows.append(
+                dict(
+                    shard=k,
+                    row=row,
+                    subhalo_id=i,
+                    snapshot=99,
+                    galaxy_id=i,
+                    exsitu_total=float(all_ex[i].sum() / all_mask[i].sum()),
+                    fov_kpc=20.0,
+                    subset=subsets[i],
+                )
+            )
     split = directory / "split.csv"
     pd.DataFrame(rows).sample(frac=1, random_state=seed).to_csv(split, index=False)
     train = np.isin(np.arange(n_maps), [r["subhalo_id"] for r in rows if r["subset"] == "train"])
     pixels = all_cond[train].transpose(1, 0, 2, 3)[:, all_mask[train, 0]]
     stats = directory / "normalisation.json"
-    stats.write_text(json.dumps({"channels": list(CHANNELS), "mean": pixels.mean(1).tolist(),
-                                 "std": pixels.std(1).tolist(), "n_maps": {"train": int(train.sum())}}))
+    stats.write_text(
+        json.dumps(
+            {
+                "channels": list(CHANNELS),
+                "mean": pixels.mean(1).tolist(),
+                "std": pixels.std(1).tolist(),
+                "n_maps": {"train": int(train.sum())},
+            }
+        )
+    )
     return {"maps": maps, "split": str(split), "stats": str(stats)}
 
 
@@ -112,6 +135,8 @@ def test_empty_subset_is_a_clear_error(synthetic: dict) -> None:
 def test_missing_shard_and_bad_stats_are_clear_errors(synthetic: dict) -> None:
     with pytest.raises(InputError, match=r"shards \[1\]"):
         load_subset(synthetic["maps"][:1], synthetic["split"], synthetic["stats"], "train")
-    Path(synthetic["stats"]).write_text(json.dumps({"channels": list(CHANNELS), "mean": [0] * 5, "std": [1, 1, 0, 1, 1]}))
+    Path(synthetic["stats"]).write_text(
+        json.dumps({"channels": list(CHANNELS), "mean": [0] * 5, "std": [1, 1, 0, 1, 1]})
+    )
     with pytest.raises(InputError, match="normalisation.json.*std"):
         load_subset(synthetic["maps"], synthetic["split"], synthetic["stats"], "train")

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 from test_dataset import write_synthetic_dataset
 
-from exsitu import evaluate, train_baseline, train_cvae, train_flow
 from exsitu.calibration import COVERAGE_LEVELS
+from exsitu.contracts import CHANNELS
 from exsitu.io import InputError
 from exsitu.radial import fit_radial_profile, pixel_radius
+from exsitu.stages import evaluate, train_baseline, train_cvae, train_flow
 
 MODES = ("reconstruction", "prior", "flow")
 
@@ -45,15 +46,50 @@ def check_schema(metrics: dict) -> None:
 def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     root = tmp_path_factory.mktemp("evaluate")
     data = write_synthetic_dataset(root / "data", n_maps=60, npix=16)
-    cvae = {"latent_dim": 4, "beta": 7e-5, "epochs": 2, "batch_size": 16, "lr": 2e-3, "base_channels": 8, "patience": 5, "seed": 0}
+    cvae = {
+        "latent_dim": 4,
+        "beta": 7e-5,
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "base_channels": 8,
+        "patience": 5,
+        "seed": 0,
+    }
     flow = {"num_layers": 2, "hidden_features": 16, "epochs": 2, "batch_size": 64, "lr": 2e-3, "patience": 5, "seed": 0}
     common = ["--maps", *data["maps"], "--split", data["split"], "--stats", data["stats"], "--device", "cpu"]
-    for stage, name, settings, extra in ((train_cvae, "cvae", cvae, []), (train_flow, "flow", flow, ["--cvae", str(root / "cvae.pt")]),
-                                         (train_baseline, "baseline", cvae, [])):
-        stage.main([*common, "--settings", json.dumps(settings), "--checkpoint", str(root / "ck" / f"{name}.pt"),
-                    "--out", str(root / f"{name}.pt"), "--history", str(root / f"{name}.csv"), *extra])
-    args = [*common, "--cvae", str(root / "cvae.pt"), "--flow", str(root / "flow.pt"), "--baseline", str(root / "baseline.pt"),
-            "--out-metrics", str(root / "out" / "metrics.json"), "--out-summaries", str(root / "out" / "summaries.h5")]
+    for stage, name, settings, extra in (
+        (train_cvae, "cvae", {"cvae": cvae}, []),
+        (train_flow, "flow", {"flow": flow}, ["--cvae", str(root / "cvae.pt")]),
+        (train_baseline, "baseline", {"cvae": cvae, "baseline": {}}, []),
+    ):
+        stage.main(
+            [
+                *common,
+                "--settings",
+                json.dumps(settings),
+                "--checkpoint",
+                str(root / "ck" / f"{name}.pt"),
+                "--model",
+                str(root / f"{name}.pt"),
+                "--history",
+                str(root / f"{name}.csv"),
+                *extra,
+            ]
+        )
+    args = [
+        *common,
+        "--cvae",
+        str(root / "cvae.pt"),
+        "--flow",
+        str(root / "flow.pt"),
+        "--baseline",
+        str(root / "baseline.pt"),
+        "--metrics",
+        str(root / "out" / "metrics.json"),
+        "--summaries",
+        str(root / "out" / "summaries.h5"),
+    ]
     return root, {"args": args}
 
 
@@ -63,7 +99,7 @@ def run_evaluate(args: list[str], settings: dict) -> None:
 
 def test_metrics_and_summaries(evaluated) -> None:
     root, ctx = evaluated
-    run_evaluate(ctx["args"], {"n_samples": 12, "seed": 0, "fov_rhalf": 4})
+    run_evaluate(ctx["args"], {"evaluate": {"n_samples": 12, "seed": 0}, "maps": {"fov_rhalf": 4}})
     metrics = json.loads((root / "out" / "metrics.json").read_text())
     check_schema(metrics)
     with h5py.File(root / "out" / "summaries.h5") as h5:
@@ -75,7 +111,7 @@ def test_metrics_and_summaries(evaluated) -> None:
             mae = np.abs(mean - h5["truth"][()])[h5["mask"][()]].mean()
             assert mae == pytest.approx(metrics["modes"][mode]["mae"], abs=2e-3)  # float16 storage
             assert h5[f"examples/samples/{mode}"].shape[0] == h5["examples/index"].shape[0]
-        assert h5["examples/conditions"].shape[1] == 5
+        assert h5["examples/conditions"].shape[1] == len(CHANNELS)
         # Physical units: log10 surface density of a galaxy, not a standardised value near 0.
         conditions = h5["examples/conditions"][()]
         example_mask = h5["mask"][()][h5["examples/index"][()]]
@@ -85,15 +121,18 @@ def test_metrics_and_summaries(evaluated) -> None:
 
 def test_same_seed_same_metrics_and_bad_settings(evaluated) -> None:
     root, ctx = evaluated
-    run_evaluate(ctx["args"], {"n_samples": 4, "seed": 3, "fov_rhalf": 4})
+    settings = {"evaluate": {"n_samples": 4, "seed": 3}, "maps": {"fov_rhalf": 4}}
+    run_evaluate(ctx["args"], settings)
     first = (root / "out" / "metrics.json").read_text()
-    run_evaluate(ctx["args"], {"n_samples": 4, "seed": 3, "fov_rhalf": 4})
+    run_evaluate(ctx["args"], settings)
     assert (root / "out" / "metrics.json").read_text() == first
     before = (root / "out" / "metrics.json").stat().st_mtime_ns
-    with pytest.raises(InputError, match="evaluate.n_samples"):
-        run_evaluate(ctx["args"], {"seed": 0, "fov_rhalf": 4})
-    with pytest.raises(InputError, match="maps.fov_rhalf"):
-        run_evaluate(ctx["args"], {"n_samples": 4, "seed": 0})
+    with pytest.raises(InputError, match="config key 'evaluate.n_samples'"):
+        run_evaluate(ctx["args"], {**settings, "evaluate": {"n_samples": 1}})
+    with pytest.raises(InputError, match="config key 'maps.fov_rhalf'"):
+        run_evaluate(ctx["args"], {**settings, "maps": {"fov_rhalf": -1}})
+    with pytest.raises(InputError, match="config section 'maps' is missing"):
+        run_evaluate(ctx["args"], {"evaluate": settings["evaluate"]})
     assert (root / "out" / "metrics.json").stat().st_mtime_ns == before
 
 

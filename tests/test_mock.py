@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from exsitu.io import InputError
-from exsitu.simulate_mock import main as simulate_main
-from exsitu.simulate_mock import simulate
+from exsitu.mock.simulate import simulate
+from exsitu.stages.simulate_mock import main as simulate_main
 
 SNAPS = [99, 91]
 
@@ -20,7 +20,7 @@ SNAPS = [99, 91]
 @pytest.fixture(scope="module")
 def mock(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mock") / "TNGmock"
-    simulate_main(["--out", str(root), "--snapshots", "99", "91", "--settings", '{"n_galaxies": 30, "seed": 5}'])
+    simulate_main(["--out", str(root), "--snapshots", "99", "91", "--settings", '{"mock": {"n_galaxies": 30, "seed": 5}}'])
     return root
 
 
@@ -118,5 +118,5 @@ def test_same_seed_same_universe(tmp_path: Path) -> None:
 
 def test_unknown_snapshot_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="snapshots"):
-        simulate_main(["--out", str(tmp_path / "m"), "--snapshots", "98", "--settings", '{"n_galaxies": 2, "seed": 1}'])
+        simulate_main(["--out", str(tmp_path / "m"), "--snapshots", "98", "--settings", '{"mock": {"n_galaxies": 2, "seed": 1}}'])
     assert not (tmp_path / "m").exists() and not list(tmp_path.iterdir())

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from exsitu.io import InputError
-from exsitu.plan import lines_of_sight, make_plan, random_rotations
+from exsitu.settings import PlanSettings
+from exsitu.sightlines import lines_of_sight, make_plan, random_rotations
 
 
 def test_rare_ex_situ_fractions_get_more_lines_of_sight() -> None:
@@ -37,10 +38,17 @@ def test_rotations_are_proper_and_isotropic() -> None:
 
 def test_plan_is_deterministic_and_complete() -> None:
     galaxies = pd.DataFrame(
-        {"snapshot": [99, 99, 91], "subhalo_id": [0, 4, 2], "galaxy_id": [0, 7, 0], "exsitu_total": [0.1, 0.9, 0.12], "shard": [0, 1, 0]}
+        {
+            "snapshot": [99, 99, 91],
+            "subhalo_id": [0, 4, 2],
+            "galaxy_id": [0, 7, 0],
+            "exsitu_total": [0.1, 0.9, 0.12],
+            "shard": [0, 1, 0],
+        }
     )
-    a = make_plan(galaxies, 1, 4, 5, seed=3)
-    b = make_plan(galaxies.iloc[::-1], 1, 4, 5, seed=3)
+    settings = PlanSettings(min_los=1, max_los=4, n_bins=5, seed=3)
+    a = make_plan(galaxies, settings)
+    b = make_plan(galaxies.iloc[::-1], settings)
     pd.testing.assert_frame_equal(a, b)
     counts = a.groupby(["snapshot", "subhalo_id"]).size()
     assert counts[(99, 4)] > counts[(99, 0)]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exsitu.plan import random_rotations
 from exsitu.projection import Z_FLOOR, project
+from exsitu.sightlines import random_rotations
 from exsitu.units import ZSUN
 
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import matplotlib.image
 import pytest
 
-from exsitu import report
+from exsitu import reporting
 from exsitu.io import InputError
+from exsitu.stages import report
 
 
 def test_tiny_run_report_is_self_contained(tiny_run: Path) -> None:
@@ -38,7 +39,7 @@ def test_stage_times_sums_sharded_stages(tmp_path: Path) -> None:
     (tmp_path / "tag").mkdir()
     for name, seconds in (("tag/shard_0.tsv", 1.5), ("tag/shard_1.tsv", 2.5), ("split.tsv", 4.0)):
         (tmp_path / name).write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:0{int(seconds)}\t10\n")
-    times = report.stage_times(str(tmp_path))
+    times = reporting.stage_times(str(tmp_path))
     assert times.loc["tag", "jobs"] == 2 and times.loc["tag", "total wall time [s]"] == pytest.approx(4.0)
     assert times.loc["tag", "longest job [s]"] == pytest.approx(2.5)
     assert times.loc["all stages", "total wall time [s]"] == pytest.approx(8.0)
@@ -49,7 +50,28 @@ def test_bad_catalog_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None
     catalog.write_text("snapshot,subhalo_id\n99,1\n")
     out = tmp_path / "report.html"
     missing = str(tmp_path / "missing")
+    figures = [str(tmp_path / "figures" / f"{name}.{ext}") for name in reporting.FIGURES for ext in ("png", "svg")]
     with pytest.raises(InputError, match=r"subhalos.csv: columns \['galaxy_id'\] are missing"):
-        report.main(["--catalog", str(catalog), "--plan", missing, "--split", missing, "--histories", missing,
-                     "--metrics", missing, "--summaries", missing, "--benchmarks", str(tmp_path), "--out", str(out)])
+        report.main(
+            [
+                "--catalog",
+                str(catalog),
+                "--plan",
+                missing,
+                "--split",
+                missing,
+                "--histories",
+                missing,
+                "--metrics",
+                missing,
+                "--summaries",
+                missing,
+                "--benchmarks",
+                str(tmp_path),
+                "--report",
+                str(out),
+                "--figures",
+                *figures,
+            ]
+        )
     assert not out.exists() and list(tmp_path.iterdir()) == [catalog]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import TINY, snakemake
 
 MODEL_AND_AFTER = {"train_flow", "evaluate", "report", "all"}

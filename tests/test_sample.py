@@ -9,11 +9,11 @@ import pytest
 import torch
 from test_dataset import write_synthetic_dataset
 
-from exsitu import train_baseline, train_cvae, train_flow
 from exsitu.checkpoint import load_model
 from exsitu.dataset import MapSet, load_subset
 from exsitu.io import InputError
 from exsitu.sample import posterior_samples, predict_baseline
+from exsitu.stages import train_baseline, train_cvae, train_flow
 
 CPU = torch.device("cpu")
 
@@ -22,19 +22,52 @@ CPU = torch.device("cpu")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, MapSet]:
     root = tmp_path_factory.mktemp("sample")
     data = write_synthetic_dataset(root / "data", n_maps=120, npix=16)
-    cvae = {"latent_dim": 4, "beta": 7e-5, "epochs": 12, "batch_size": 16, "lr": 2e-3, "base_channels": 8, "patience": 20, "seed": 0}
-    flow = {"num_layers": 2, "hidden_features": 32, "epochs": 40, "batch_size": 64, "lr": 2e-3, "patience": 40, "seed": 0}
+    cvae = {
+        "latent_dim": 4,
+        "beta": 7e-5,
+        "epochs": 12,
+        "batch_size": 16,
+        "lr": 2e-3,
+        "base_channels": 8,
+        "patience": 20,
+        "seed": 0,
+    }
+    flow = {
+        "num_layers": 2,
+        "hidden_features": 32,
+        "epochs": 40,
+        "batch_size": 64,
+        "lr": 2e-3,
+        "patience": 40,
+        "seed": 0,
+    }
 
     def run(stage, name: str, settings: dict, *extra: str) -> None:
-        stage.main([
-            "--maps", *data["maps"], "--split", data["split"], "--stats", data["stats"], "--settings", json.dumps(settings),
-            "--device", "cpu", "--checkpoint", str(root / "ck" / f"{name}.pt"), "--out", str(root / f"{name}.pt"),
-            "--history", str(root / f"{name}.csv"), *extra,
-        ])
+        stage.main(
+            [
+                "--maps",
+                *data["maps"],
+                "--split",
+                data["split"],
+                "--stats",
+                data["stats"],
+                "--settings",
+                json.dumps(settings),
+                "--device",
+                "cpu",
+                "--checkpoint",
+                str(root / "ck" / f"{name}.pt"),
+                "--model",
+                str(root / f"{name}.pt"),
+                "--history",
+                str(root / f"{name}.csv"),
+                *extra,
+            ]
+        )
 
-    run(train_cvae, "cvae", cvae)
-    run(train_flow, "flow", flow, "--cvae", str(root / "cvae.pt"))
-    run(train_baseline, "baseline", cvae)
+    run(train_cvae, "cvae", {"cvae": cvae})
+    run(train_flow, "flow", {"flow": flow}, "--cvae", str(root / "cvae.pt"))
+    run(train_baseline, "baseline", {"cvae": cvae, "baseline": {}})
     models = {name: load_model(str(root / f"{name}.pt"), CPU) for name in ("cvae", "flow", "baseline")}
     return models, load_subset(data["maps"], data["split"], data["stats"], "test")
 
@@ -47,7 +80,9 @@ def mae(samples: torch.Tensor, test: MapSet) -> float:
 @pytest.mark.parametrize("mode", ["reconstruction", "prior", "flow"])
 def test_samples_shape_range_and_background(trained, mode: str) -> None:
     models, test = trained
-    samples = posterior_samples(models["cvae"], test.conditions, 5, mode, exsitu=test.exsitu, flow=models["flow"], batch_size=7)
+    samples = posterior_samples(
+        models["cvae"], test.conditions, 5, mode, exsitu=test.exsitu, flow=models["flow"], batch_size=7
+    )
     assert samples.shape == (len(test), 5, 16, 16) and samples.dtype == torch.float32 and samples.device == CPU
     assert samples.min() >= 0 and samples.max() <= 1
     assert torch.all(samples[~test.mask[:, 0].unsqueeze(1).expand_as(samples)] == 0)

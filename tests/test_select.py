@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from exsitu.io import InputError
-from exsitu.select import main as select_main
-from exsitu.simulate_mock import simulate
+from exsitu.mock.simulate import simulate
+from exsitu.stages.select import main as select_main
 
-SETTINGS = '{"min_stellar_mass": 1e10, "mass_field": "SubhaloMassType"}'
+SETTINGS = '{"selection": {"min_stellar_mass": 1e10, "mass_field": "SubhaloMassType"}}'
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +56,16 @@ def test_selection_cuts_units_and_galaxy_ids(mock: Path, tmp_path: Path) -> None
 
 def test_mass_field_is_configurable(mock: Path, tmp_path: Path) -> None:
     total = run_select(mock / "output", tmp_path / "a.csv")
-    in_rad = run_select(mock / "output", tmp_path / "b.csv", '{"min_stellar_mass": 1e10, "mass_field": "SubhaloMassInRadType"}')
+    in_rad = run_select(
+        mock / "output", tmp_path / "b.csv", '{"min_stellar_mass": 1e10, "mass_field": "SubhaloMassInRadType"}'
+    )
     assert len(in_rad) <= len(total)
-    assert (in_rad["stellar_mass"] < total.set_index(["snapshot", "subhalo_id"]).loc[list(zip(in_rad.snapshot, in_rad.subhalo_id)), "stellar_mass"].to_numpy()).all()
+    assert (
+        in_rad["stellar_mass"]
+        < total.set_index(["snapshot", "subhalo_id"])
+        .loc[list(zip(in_rad.snapshot, in_rad.subhalo_id)), "stellar_mass"]
+        .to_numpy()
+    ).all()
 
 
 def test_without_trees_each_subhalo_is_its_own_galaxy(mock: Path, tmp_path: Path, caplog) -> None:
@@ -74,7 +81,7 @@ def test_without_trees_each_subhalo_is_its_own_galaxy(mock: Path, tmp_path: Path
 def test_empty_selection_fails_and_writes_nothing(mock: Path, tmp_path: Path) -> None:
     out = tmp_path / "sub.csv"
     with pytest.raises(InputError, match="empty selection"):
-        run_select(mock / "output", out, '{"min_stellar_mass": 1e15, "mass_field": "SubhaloMassType"}')
+        run_select(mock / "output", out, '{"selection": {"min_stellar_mass": 1e15, "mass_field": "SubhaloMassType"}}')
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
@@ -82,9 +89,20 @@ def test_missing_basepath_or_snapshot_is_named(mock: Path, tmp_path: Path) -> No
     with pytest.raises(InputError, match="does not exist"):
         run_select(tmp_path / "nowhere", tmp_path / "x.csv")
     with pytest.raises(InputError, match="snapshot 98"):
-        select_main(["--basepath", str(mock / "output"), "--snapshots", "98", "--settings", SETTINGS, "--out", str(tmp_path / "y.csv")])
-    with pytest.raises(InputError, match="selection.mass_field"):
-        run_select(mock / "output", tmp_path / "z.csv", '{"min_stellar_mass": 1e10}')
+        select_main(
+            [
+                "--basepath",
+                str(mock / "output"),
+                "--snapshots",
+                "98",
+                "--settings",
+                SETTINGS,
+                "--out",
+                str(tmp_path / "y.csv"),
+            ]
+        )
+    with pytest.raises(InputError, match="config key 'selection.mass_field'"):
+        run_select(mock / "output", tmp_path / "z.csv", '{"selection": {"mass_field": "SubhaloMass"}}')
 
 
 def test_missing_offsets_file_is_named(mock: Path, tmp_path: Path) -> None:

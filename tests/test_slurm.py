@@ -35,7 +35,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import REPO, TINY, copy_workflow, snakemake
 
 CLUSTER_SCRIPT = REPO / "scripts" / "slurm-cluster.sh"

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from exsitu.io import InputError
-from exsitu.split import assign_subsets
-from exsitu.split import main as split_main
+from exsitu.splitting import assign_subsets
+from exsitu.stages.split import main as split_main
 
-SETTINGS = '{"train": 0.75, "val": 0.1, "test": 0.15, "seed": 0}'
+SETTINGS = '{"split": {"train": 0.75, "val": 0.1, "test": 0.15, "seed": 0}}'
 
 
 def write_shard(path: Path, shard: int, galaxy_id: np.ndarray, rng: np.random.Generator, p: int = 6) -> None:
@@ -42,13 +42,33 @@ def shards(tmp_path: Path) -> list[str]:
 
 
 def run_split(paths: list[str], out: Path, settings: str = SETTINGS) -> tuple[pd.DataFrame, dict]:
-    split_main(["--maps", *paths, "--settings", settings, "--out-table", str(out / "split.csv"), "--out-stats", str(out / "norm.json")])
+    split_main(
+        [
+            "--maps",
+            *paths,
+            "--settings",
+            settings,
+            "--out-table",
+            str(out / "split.csv"),
+            "--out-stats",
+            str(out / "norm.json"),
+        ]
+    )
     return pd.read_csv(out / "split.csv"), json.loads((out / "norm.json").read_text())
 
 
 def test_no_galaxy_in_two_subsets_and_shares_are_close(shards, tmp_path: Path) -> None:
     table, stats = run_split(shards, tmp_path)
-    assert list(table.columns) == ["shard", "row", "subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc", "subset"]
+    assert list(table.columns) == [
+        "shard",
+        "row",
+        "subhalo_id",
+        "snapshot",
+        "galaxy_id",
+        "exsitu_total",
+        "fov_kpc",
+        "subset",
+    ]
     assert (table.groupby("galaxy_id")["subset"].nunique() == 1).all()
     share = table["subset"].value_counts(normalize=True)
     assert share["train"] == pytest.approx(0.75, abs=0.12) and share["test"] == pytest.approx(0.15, abs=0.1)
@@ -90,4 +110,4 @@ def test_empty_subset_is_named(tmp_path: Path) -> None:
 
 def test_shares_must_sum_to_one(shards, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="sum to 1"):
-        run_split(shards, tmp_path, '{"train": 0.8, "val": 0.1, "test": 0.15, "seed": 0}')
+        run_split(shards, tmp_path, '{"split": {"train": 0.8, "val": 0.1, "test": 0.15, "seed": 0}}')

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 
 from exsitu.io import InputError
-from exsitu.select import main as select_main
-from exsitu.simulate_mock import simulate
-from exsitu.tag import main as tag_main
-from exsitu.tag import to_physical
+from exsitu.mock.simulate import simulate
+from exsitu.stages.select import main as select_main
+from exsitu.stages.tag import main as tag_main
+from exsitu.tagging import to_physical
 from exsitu.units import cosmology, stellar_age_gyr
 
 HEADER = {"Time": 0.5, "HubbleParam": 0.7, "BoxSize": 1000.0, "Omega0": 0.3, "OmegaLambda": 0.7}
@@ -49,14 +49,36 @@ def universe(tmp_path_factory) -> tuple[Path, Path]:
     simulate(root, [99, 91], 6, seed=21)
     catalog = root.parent / "subhalos.csv"
     select_main(
-        ["--basepath", str(root / "output"), "--snapshots", "99", "91", "--out", str(catalog),
-         "--settings", '{"min_stellar_mass": 1e10, "mass_field": "SubhaloMassType"}']
+        [
+            "--basepath",
+            str(root / "output"),
+            "--snapshots",
+            "99",
+            "91",
+            "--out",
+            str(catalog),
+            "--settings",
+            '{"selection": {"min_stellar_mass": 1e10, "mass_field": "SubhaloMassType"}}',
+        ]
     )
     return root, catalog
 
 
 def run_tag(root: Path, catalog: Path, out: Path, shard: int = 0, n_shards: int = 2) -> None:
-    tag_main(["--basepath", str(root / "output"), "--catalog", str(catalog), "--shard", str(shard), "--n-shards", str(n_shards), "--out", str(out)])
+    tag_main(
+        [
+            "--basepath",
+            str(root / "output"),
+            "--catalog",
+            str(catalog),
+            "--shard",
+            str(shard),
+            "--n-shards",
+            str(n_shards),
+            "--out",
+            str(out),
+        ]
+    )
 
 
 def test_shard_file_holds_the_shard_rows_in_physical_units(universe, tmp_path: Path) -> None:
@@ -70,12 +92,16 @@ def test_shard_file_holds_the_shard_rows_in_physical_units(universe, tmp_path: P
     expected = cat.iloc[1::2]
     np.testing.assert_array_equal(g["subhalo_id"], expected["subhalo_id"])
     np.testing.assert_array_equal(g["galaxy_id"], expected["galaxy_id"])
-    assert g["count"].sum() == p["mass"].size and np.all(g["start"] == np.concatenate([[0], np.cumsum(g["count"])[:-1]]))
+    assert g["count"].sum() == p["mass"].size and np.all(
+        g["start"] == np.concatenate([[0], np.cumsum(g["count"])[:-1]])
+    )
     # masses of a galaxy add up to its catalogue stellar mass (winds are not stars)
     for k in range(len(g["count"])):
         sl = slice(g["start"][k], g["start"][k] + g["count"][k])
         assert p["mass"][sl].sum() == pytest.approx(g["stellar_mass"][k], rel=1e-4)
-        assert g["exsitu_total"][k] == pytest.approx(p["mass"][sl][p["exsitu"][sl]].sum() / p["mass"][sl].sum(), rel=1e-5)
+        assert g["exsitu_total"][k] == pytest.approx(
+            p["mass"][sl][p["exsitu"][sl]].sum() / p["mass"][sl].sum(), rel=1e-5
+        )
         r = np.linalg.norm(p["pos"][sl], axis=1)
         assert np.median(r) < 5 * g["rhalf_kpc"][k]  # centred, in physical kpc
         assert abs(np.average(p["vel"][sl], axis=0, weights=p["mass"][sl])).max() < 60  # relative to SubhaloVel
@@ -141,7 +167,9 @@ def test_galaxy_with_only_winds_is_skipped_with_a_warning(universe, tmp_path: Pa
         run_tag(copy, catalog, tmp_path / "s.h5")
     assert "only wind particles" in caplog.text
     with h5py.File(tmp_path / "s.h5") as f:
-        assert int(first.subhalo_id) not in set(f["galaxies/subhalo_id"][()][f["galaxies/snapshot"][()] == first.snapshot])
+        assert int(first.subhalo_id) not in set(
+            f["galaxies/subhalo_id"][()][f["galaxies/snapshot"][()] == first.snapshot]
+        )
 
 
 def test_nan_in_particles_fails(universe, tmp_path: Path) -> None:

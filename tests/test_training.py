@@ -16,13 +16,23 @@ import pytest
 import torch
 from test_dataset import write_synthetic_dataset
 
-from exsitu import train_baseline, train_cvae, train_flow
 from exsitu.checkpoint import load_model, read_file
 from exsitu.device import resolve_device
 from exsitu.io import InputError
-from exsitu.training import TrainSettings, fit
+from exsitu.settings import TrainSettings
+from exsitu.stages import train_baseline, train_cvae, train_flow
+from exsitu.training import fit
 
-CVAE = {"latent_dim": 4, "beta": 7e-5, "epochs": 2, "batch_size": 16, "lr": 1e-3, "base_channels": 4, "patience": 5, "seed": 0}
+CVAE = {
+    "latent_dim": 4,
+    "beta": 7e-5,
+    "epochs": 2,
+    "batch_size": 16,
+    "lr": 1e-3,
+    "base_channels": 4,
+    "patience": 5,
+    "seed": 0,
+}
 FLOW = {"num_layers": 2, "hidden_features": 16, "epochs": 3, "batch_size": 64, "lr": 1e-3, "patience": 5, "seed": 0}
 
 
@@ -33,9 +43,23 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def args(data: dict, out: Path, name: str, settings: dict, *extra: str) -> list[str]:
     return [
-        "--maps", *data["maps"], "--split", data["split"], "--stats", data["stats"],
-        "--settings", json.dumps(settings), "--device", "cpu", "--checkpoint", str(out / "ck" / f"{name}.pt"),
-        "--out", str(out / f"{name}.pt"), "--history", str(out / f"{name}_history.csv"), *extra,
+        "--maps",
+        *data["maps"],
+        "--split",
+        data["split"],
+        "--stats",
+        data["stats"],
+        "--settings",
+        json.dumps(settings),
+        "--device",
+        "cpu",
+        "--checkpoint",
+        str(out / "ck" / f"{name}.pt"),
+        "--model",
+        str(out / f"{name}.pt"),
+        "--history",
+        str(out / f"{name}_history.csv"),
+        *extra,
     ]
 
 
@@ -45,9 +69,9 @@ def same_weights(a: str | Path, b: str | Path) -> bool:
 
 
 def test_three_stages_write_models_and_history(data: dict, tmp_path: Path) -> None:
-    train_cvae.main(args(data, tmp_path, "cvae", CVAE))
-    train_flow.main(args(data, tmp_path, "flow", FLOW, "--cvae", str(tmp_path / "cvae.pt")))
-    train_baseline.main(args(data, tmp_path, "baseline", {**CVAE, "epochs": 3}))
+    train_cvae.main(args(data, tmp_path, "cvae", {"cvae": CVAE}))
+    train_flow.main(args(data, tmp_path, "flow", {"flow": FLOW}, "--cvae", str(tmp_path / "cvae.pt")))
+    train_baseline.main(args(data, tmp_path, "baseline", {"cvae": CVAE, "baseline": {"epochs": 3}}))
     for name, epochs in [("cvae", 2), ("flow", 3), ("baseline", 3)]:
         history = pd.read_csv(tmp_path / f"{name}_history.csv")
         assert list(history["epoch"]) == list(range(1, epochs + 1))
@@ -56,13 +80,13 @@ def test_three_stages_write_models_and_history(data: dict, tmp_path: Path) -> No
     history = pd.read_csv(tmp_path / "cvae_history.csv")
     assert {"kl", "recon", "val_kl_dim_3", "active_units"} <= set(history.columns)
     # Deterministic for a seed on the CPU.
-    train_cvae.main(args(data, tmp_path / "again", "cvae", CVAE))
+    train_cvae.main(args(data, tmp_path / "again", "cvae", {"cvae": CVAE}))
     assert same_weights(tmp_path / "cvae.pt", tmp_path / "again" / "cvae.pt")
 
 
 def test_killed_run_resumes_at_the_right_epoch(data: dict, tmp_path: Path) -> None:
-    settings = {**CVAE, "epochs": 20, "patience": 50}
-    cmd = [sys.executable, "-m", "exsitu.train_cvae", *args(data, tmp_path, "cvae", settings)]
+    settings = {"cvae": {**CVAE, "epochs": 20, "patience": 50}}
+    cmd = [sys.executable, "-m", "exsitu.stages.train_cvae", *args(data, tmp_path, "cvae", settings)]
     checkpoint = tmp_path / "ck" / "cvae.pt"
     proc = subprocess.Popen(cmd, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
@@ -84,36 +108,41 @@ def test_killed_run_resumes_at_the_right_epoch(data: dict, tmp_path: Path) -> No
 
 
 def test_checkpoint_of_other_settings_is_ignored(data: dict, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    train_cvae.main(args(data, tmp_path, "cvae", CVAE))
+    train_cvae.main(args(data, tmp_path, "cvae", {"cvae": CVAE}))
     with caplog.at_level(logging.WARNING):
-        train_cvae.main(args(data, tmp_path, "cvae", {**CVAE, "latent_dim": 3, "epochs": 1}))
+        train_cvae.main(args(data, tmp_path, "cvae", {"cvae": {**CVAE, "latent_dim": 3, "epochs": 1}}))
     assert "written for other settings" in caplog.text
     assert list(pd.read_csv(tmp_path / "cvae_history.csv")["epoch"]) == [1]
     assert load_model(str(tmp_path / "cvae.pt"), torch.device("cpu")).cfg.latent_dim == 3
 
 
 def test_nan_loss_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
-    model = torch.nn.Linear(1, 1)
+    class BlowsUp(torch.nn.Linear):
+        kind = "blows_up"
 
-    def loss_fn(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        # A loss that blows up once the weight has been pushed past 1.2 (at epoch 3).
-        loss = (model(x) - 10).pow(2).mean()
-        return (loss if model.weight.item() < 1.2 else loss * float("nan")), {}
+        def hparams(self) -> dict:
+            return {}
 
+        def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+            # A loss that blows up once the weight has been pushed past 1.2 (at epoch 3).
+            loss = (self(x) - 10).pow(2).mean()
+            return (loss if self.weight.item() < 1.2 else loss * float("nan")), {}
+
+    model = BlowsUp(1, 1)
     with torch.no_grad():
         model.weight.fill_(1.0)
         model.bias.fill_(0.0)
     x = torch.ones(8, 1)
     settings = TrainSettings(epochs=10, batch_size=8, lr=0.1, patience=10, seed=0)
     with pytest.raises(InputError, match=r"NaN|nan") as err:
-        fit(model, loss_fn, (x,), (x,), settings, torch.device("cpu"), tmp_path / "ck.pt", {}, amp=False)
+        fit(model, (x,), (x,), settings, torch.device("cpu"), tmp_path / "ck.pt", amp=False)
     epoch = read_file(tmp_path / "ck.pt", "checkpoint")["epoch"]
     assert f"at epoch {epoch + 1};" in str(err.value) and f"last good epoch ({epoch})" in str(err.value)
     assert torch.isfinite(read_file(tmp_path / "ck.pt", "checkpoint")["model"]["weight"]).all()
 
 
 def test_corrupt_or_mismatched_model_files_are_clear_errors(data: dict, tmp_path: Path) -> None:
-    train_cvae.main(args(data, tmp_path, "cvae", {**CVAE, "epochs": 1}))
+    train_cvae.main(args(data, tmp_path, "cvae", {"cvae": {**CVAE, "epochs": 1}}))
     path = tmp_path / "cvae.pt"
     content = read_file(path)
     content["hparams"]["latent_dim"] = 7
@@ -125,17 +154,25 @@ def test_corrupt_or_mismatched_model_files_are_clear_errors(data: dict, tmp_path
         load_model(str(tmp_path / "broken.pt"), torch.device("cpu"))
     # A flow stage handed a non-cVAE file says so.
     with pytest.raises(InputError, match="does not match|not a readable"):
-        train_flow.main(args(data, tmp_path, "flow", FLOW, "--cvae", str(tmp_path / "broken.pt")))
+        train_flow.main(args(data, tmp_path, "flow", {"flow": FLOW}, "--cvae", str(tmp_path / "broken.pt")))
 
 
 def test_stage_cli_reports_bad_input_in_one_line(data: dict, tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "exsitu.train_cvae", *args(data, tmp_path, "cvae", {"beta": 1e-4})],
-        capture_output=True, text=True,
+        ["exsitu", "train_cvae", *args(data, tmp_path, "cvae", {"cvae": {"latent_dim": 0}})],
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 1
-    assert "error: config key 'cvae.latent_dim' is missing" in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config key 'cvae.latent_dim': 0 is less than")
     assert not (tmp_path / "cvae.pt").exists()
+
+
+def test_baseline_errors_name_the_baseline_key(data: dict, tmp_path: Path) -> None:
+    # The baseline inherits the cvae optimiser; a bad override is reported under its own section.
+    with pytest.raises(InputError, match="config key 'baseline.lr'"):
+        train_baseline.main(args(data, tmp_path, "baseline", {"cvae": CVAE, "baseline": {"lr": -1.0}}))
+    assert not (tmp_path / "baseline.pt").exists()
 
 
 def test_cuda_requested_without_gpu_falls_back_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:

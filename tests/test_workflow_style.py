@@ -39,3 +39,11 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert commands[0].rstrip().endswith("snakemake --cores 2"), commands[0]
     ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
     assert commands[1] in ci_lines, f".ci/run does not run the README's test command {commands[1]!r}"
+
+
+def test_ruff_lint_and_format_are_clean():
+    for args in (["check", "src", "tests", "benchmarks"], ["format", "--check", "src", "tests", "benchmarks"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "ruff", *args], cwd=REPO, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == 0, f"ruff {' '.join(args)}:\n{proc.stdout}{proc.stderr}"
