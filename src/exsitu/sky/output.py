@@ -31,6 +31,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from exsitu.io import atomic_output
+from exsitu.projection import CHANNELS, UNITS
 from exsitu.sky.observed import ObservedGalaxy
 
 log = logging.getLogger(__name__)
@@ -140,15 +141,24 @@ def prediction_hdus(
 
 def draw_panel(prediction: PredictionMaps, galaxy: ObservedGalaxy, png: Path) -> None:
     """PNG: one panel per input map, then the predicted mean and std (Agg, no pyplot state)."""
-    panels = [(name, m.value, "viridis") for name, m in galaxy.maps.items()]
+    units = dict(zip(CHANNELS, UNITS))
+    panels = [
+        (f"{name} [{units[name]}]", m.value, "RdBu_r" if name == "velocity" else "viridis")
+        for name, m in galaxy.maps.items()
+    ]
     summaries = prediction.summaries()
-    panels += [("ex-situ mean", summaries["MEAN"], "magma"), ("ex-situ std", summaries["STD"], "cividis")]
+    panels += [
+        ("ex-situ fraction: mean", summaries["MEAN"], "magma"),
+        ("ex-situ fraction: std", summaries["STD"], "cividis"),
+    ]
     fig = Figure(figsize=(3.0 * len(panels), 3.2), layout="constrained")
     FigureCanvasAgg(fig)
     for ax, (title, image, cmap) in zip(fig.subplots(1, len(panels), squeeze=False)[0], panels):
-        if title == "velocity":
-            cmap = "RdBu_r"
-        shown = ax.imshow(image, origin="lower", cmap=cmap, interpolation="nearest")
+        # velocities diverge about systemic: symmetric limits so that white means v = 0
+        limit = float(np.nanmax(np.abs(image))) if cmap == "RdBu_r" else None
+        shown = ax.imshow(
+            image, origin="lower", cmap=cmap, interpolation="nearest", vmin=-limit if limit else None, vmax=limit
+        )
         fig.colorbar(shown, ax=ax, shrink=0.8)
         ax.set_title(title, fontsize=9)
         ax.set_xticks([])
