@@ -112,6 +112,7 @@ def write_manga_maps(
         corr = np.broadcast_to(sigmacorr, shape)
         corr_names = None
     binid = np.where(np.isfinite(stellar_vel), np.arange(np.prod(shape)).reshape(shape), -1)
+    binid_names = ["BINNED_SPECTRA", "STELLAR", "EM_M", "EM_G", "SI"]
 
     hdus = [
         primary,
@@ -120,7 +121,7 @@ def write_manga_maps(
         _map_hdu(np.exp(-radius / re_arcsec).astype(np.float32), "SPX_MFLUX", wcs, "1E-17 erg/s/cm^2/ang/spaxel"),
         _map_hdu(ones.astype(np.float32), "SPX_MFLUX_IVAR", wcs),
         _map_hdu((30 * np.exp(-radius / re_arcsec)).astype(np.float32), "SPX_SNR", wcs),
-        _map_hdu(np.stack([binid] * 5).astype(np.int32), "BINID", wcs, "", ["BINNED_SPECTRA", "STELLAR", "EM_M", "EM_G", "SI"]),
+        _map_hdu(np.stack([binid] * 5).astype(np.int32), "BINID", wcs, "", binid_names),
         *_measurement(
             "STELLAR_VEL", stellar_vel, ones if vel_ivar is None else vel_ivar,
             zeros if vel_mask is None else vel_mask, wcs, "km/s",
