@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from exsitu.contracts import CHANNELS
 from exsitu.io import InputError
-from exsitu.projection import CHANNELS
 from exsitu.sky.observed import (
     ChannelMap,
     ObservedGalaxy,

@@ -31,7 +31,7 @@ def read_observation(
 
     Args:
         path: a MaNGA DAP ``MAPS`` file or a generic-layout FITS file (``.fits`` or ``.fits.gz``).
-        channels: model channel names (subset of ``exsitu.projection.CHANNELS``), in model order.
+        channels: model channel names (subset of ``exsitu.contracts.CHANNELS``), in model order.
         pipe3d_path: MaNGA only: the Pipe3D VAC cube giving mass, age and metallicity.
         vsys: systemic velocity [km/s] to subtract from the velocities (MaNGA: relative to
             SCINPVEL; None measures it from the inner 0.5 Re). Generic: normally None.

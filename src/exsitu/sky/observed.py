@@ -1,7 +1,7 @@
 """The observed galaxy every reader returns, and the checks every reader applies.
 
 :class:`ObservedGalaxy` holds, on the observed spaxel grid, one :class:`ChannelMap` per
-model channel in the model's units (see ``exsitu.projection.UNITS``): stellar mass surface
+model channel in the model's units (see ``exsitu.contracts.UNITS``): stellar mass surface
 density [log10 Msun/kpc^2], LOS velocity relative to systemic [km/s], instrument-corrected
 velocity dispersion [km/s], mass-weighted age [Gyr] and metallicity [log10 Z/Zsun, Zsun =
 0.0127 as in TNG], plus the geometry the regridding needs (spaxel size, Re, centre, PSF,
@@ -28,8 +28,8 @@ from astropy.cosmology import FlatLambdaCDM
 from astropy.io import fits
 from astropy.wcs import WCS
 
+from exsitu.contracts import CHANNELS
 from exsitu.io import InputError
-from exsitu.projection import CHANNELS
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from astropy.io import fits
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from exsitu.contracts import CHANNELS, UNITS
 from exsitu.io import atomic_output
-from exsitu.projection import CHANNELS, UNITS
 from exsitu.sky.observed import ObservedGalaxy
 
 log = logging.getLogger(__name__)
