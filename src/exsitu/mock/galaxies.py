@@ -1,14 +1,25 @@
-"""Star-particle models of mock galaxies: in-situ disc and bulge, ex-situ halo and streams.
+"""Mock galaxies built from assembly histories, in the spirit of particle tagging (Cooper et al. 2010).
 
-The components are chosen so that the ex-situ map is predictable from the observables but
-not trivially: the ex-situ halo is old, metal-poor, extended and pressure supported; the
-in-situ disc is rotating, younger and metal rich with inside-out gradients; the in-situ
-bulge is old and metal rich but dispersion dominated (old yet in-situ: a real degeneracy
-with the halo); accreted satellites are coherent streams or clumps with their own ages and
-metallicities. The ex-situ fraction rises with stellar mass as in TNG (Rodriguez-Gomez et
-al. 2016): ~10% at 1e10 Msun, ~40% at 1e11, ~75% at 1e12, with scatter.
+A z=0 galaxy is its stellar mass, its dark halo, its size scale and its history: the
+in-situ star formation of its main progenitor and the satellites it accreted
+(:mod:`exsitu.mock.assembly`). Star particles are drawn from that history:
 
-All quantities here are physical: kpc, km/s, Msun, Gyr, metallicity mass fraction; the
+- in-situ disc: exponential, grown inside out: each star's scale length is the disc's when it
+  formed, growing as (1+z)^-1 (Munoz-Mateos et al. 2007, ApJ 658, 1006; van der Wel et al. 2014);
+  hotter and thicker with age; metallicity of the main progenitor when each star
+  formed (so old in-situ stars are metal poor) with a negative radial gradient;
+- in-situ bulge: compact, old, metal rich for its age, pressure supported with slow rotation;
+- in-situ halo: disc stars heated by major and minor mergers (Zolotov et al. 2009, ApJ 702,
+  1058; Purcell et al. 2010, MNRAS 404, 1711): old, metal rich for their radius, a flattened
+  slowly rotating spheroid;
+- ex-situ stars: the accreted satellites' own populations, placed by mass ratio and orbit
+  (:mod:`exsitu.mock.debris`), including streams, shells and co-planar accreted discs.
+
+Sizes follow r_1/2 = 0.015 R200 (Kravtsov 2013, ApJ 764, L31) of the halo from the stellar
+to halo mass relation, which gives TNG-like sizes for massive galaxies (Genel et al. 2018,
+MNRAS 474, 3976); velocities come from the stars + NFW potential (:mod:`exsitu.mock.dynamics`).
+
+All quantities are physical: kpc, km/s, Msun, Gyr, metallicity mass fraction; the
 TNG-layout writer converts to code units.
 """
 
@@ -18,27 +29,53 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from exsitu.mock.assembly import (
+    SIZE_TO_R200,
+    T0_GYR,
+    Satellite,
+    draw_history,
+    halo_mass,
+    host_mass,
+    r200_kpc,
+    redshift_at_lookback,
+    star_metallicities,
+)
+from exsitu.mock.debris import debris
+from exsitu.mock.dynamics import Potential, frame, spheroid
+from exsitu.mock.particles import Particles
 from exsitu.units import ZSUN
+
+SF_START_GYR = T0_GYR - 0.9  # lookback of the first in-situ stars (z ~ 6)
+DISC_GRADIENT_DEX = -0.1  # per disc scale length (Sanchez et al. 2014, A&A 563, A49: ~ -0.1 dex / R_e)
+HALO_MASS_SCATTER_DEX = 0.15  # at fixed stellar mass (Behroozi et al. 2013)
+BULGE_SCALE = 0.25  # Hernquist scale of the in-situ bulge / size scale, at the bulge's formation
+HEATED_SCALE = 1.2  # Hernquist scale of the in-situ halo / disc scale length of the heated stars
+SIZE_SCATTER = 0.15  # lognormal, on top of the halo-mass scatter (Kravtsov 2013: ~0.2 dex in total)
 
 
 @dataclass(frozen=True)
 class GalaxyModel:
-    """Parameters of one mock galaxy (physical units)."""
+    """One mock galaxy's z=0 properties and history (physical units).
 
-    log_mstar: float  # log10 stellar mass [Msun]
-    exsitu_fraction: float  # ex-situ share of the stellar mass
-    bulge_fraction: float  # bulge share of the in-situ mass
+    A progenitor at an earlier snapshot is the same model seen ``age_shift_gyr`` before z=0
+    (see :func:`make_particles`), with its own particle realisation (``seed``).
+    """
+
+    log_mstar: float  # log10 z=0 stellar mass [Msun]
+    exsitu_fraction: float  # ex-situ share of the z=0 stellar mass
+    satellites: tuple[Satellite, ...]  # what it accreted
+    log_mhalo: float  # log10 M200 [Msun]
+    size_kpc: float  # size scale: 0.015 R200
     disc_scale_kpc: float
-    vflat_kms: float  # flat rotation speed (Tully-Fisher-like in mass)
-    halo_scale_kpc: float  # Hernquist scale of the ex-situ halo
-    n_streams: int
-    stream_share: float  # share of the ex-situ mass in streams/clumps
+    bulge_fraction: float  # bulge share of the in-situ mass
+    insitu_age_gyr: float  # mean z=0 age of the in-situ disc stars
+    z_offset: float  # offset from the mass-metallicity relation [dex]
     spin: tuple[float, float, float]  # unit vector of the disc angular momentum
     seed: int  # seeds the particle draw, so a model always gives the same particles
 
 
 def particle_count(log_mstar: float) -> int:
-    """Star particles for a galaxy: sub-linear in mass keeps massive galaxies affordable."""
+    """Star particles for a galaxy at z=0: sub-linear in mass keeps massive galaxies affordable."""
     return int(np.clip(4000.0 * 10 ** (0.4 * (log_mstar - 10.0)), 300, 25000))
 
 
@@ -52,179 +89,148 @@ def draw_population(rng: np.random.Generator, n: int) -> list[GalaxyModel]:
 
 
 def draw_galaxy(rng: np.random.Generator, log_mstar: float) -> GalaxyModel:
-    """One galaxy of the given mass with scatter in every structural parameter."""
+    """One z=0 galaxy of the given mass, its halo, structure and assembly history, with scatter in each.
+
+    In-situ disc stars are younger in low-mass galaxies and the bulge share grows with mass
+    (downsizing: Gallazzi et al. 2005, MNRAS 362, 41).
+    """
     dm = log_mstar - 10.0
-    logit = -2.2 + 1.7 * dm + rng.normal(0.0, 0.6)
-    fex = float(1.0 / (1.0 + np.exp(-logit)))
-    m_insitu = 10**log_mstar * (1.0 - fex)
     spin = rng.normal(size=3)
+    spin /= np.linalg.norm(spin)
+    log_mhalo = halo_mass(log_mstar) + float(rng.normal(0.0, HALO_MASS_SCATTER_DEX))
+    size = SIZE_TO_R200 * r200_kpc(log_mhalo) * float(rng.lognormal(0.0, SIZE_SCATTER))
+    fex, sats = draw_history(rng, log_mstar, size, spin)
     return GalaxyModel(
         log_mstar=log_mstar,
         exsitu_fraction=fex,
-        bulge_fraction=float(np.clip(0.15 + 0.15 * dm + rng.normal(0.0, 0.08), 0.05, 0.7)),
-        disc_scale_kpc=float(3.0 * (m_insitu / 5e10) ** 0.3 * rng.lognormal(0.0, 0.15)),
-        vflat_kms=float(200.0 * (10**log_mstar / 5e10) ** 0.25 * rng.lognormal(0.0, 0.05)),
-        halo_scale_kpc=float(4.0 * (10**log_mstar / 5e10) ** 0.35 * rng.lognormal(0.0, 0.2)),
-        n_streams=int(min(rng.poisson(1.0 + 2.0 * fex), 4)),
-        stream_share=float(np.clip(rng.normal(0.25, 0.08), 0.05, 0.5)),
-        spin=tuple(spin / np.linalg.norm(spin)),
+        satellites=sats,
+        log_mhalo=log_mhalo,
+        size_kpc=size,
+        disc_scale_kpc=float(1.0 * size * rng.lognormal(0.0, 0.1)),
+        bulge_fraction=float(np.clip(0.15 + 0.25 * dm + rng.normal(0.0, 0.1), 0.05, 0.85)),
+        insitu_age_gyr=float(np.clip(5.5 + 1.8 * dm + rng.normal(0.0, 1.0), 3.0, 10.5)),
+        z_offset=float(rng.normal(0.0, 0.1)),
+        spin=tuple(float(s) for s in spin),
         seed=int(rng.integers(2**31)),
     )
 
 
 def progenitor(model: GalaxyModel, rng: np.random.Generator) -> GalaxyModel:
-    """The z=0.1 main progenitor: a little less massive, fewer accreted stars, same disc plane."""
-    growth = rng.uniform(0.03, 0.12)  # dex grown since z=0.1; mergers add most of the ex-situ growth
-    return replace(
-        model,
-        log_mstar=model.log_mstar - growth,
-        exsitu_fraction=float(np.clip(model.exsitu_fraction * rng.uniform(0.8, 0.95), 0.0, 1.0)),
-        disc_scale_kpc=model.disc_scale_kpc * 10 ** (-0.3 * growth),
-        halo_scale_kpc=model.halo_scale_kpc * 10 ** (-0.35 * growth),
-        seed=int(rng.integers(2**31)),
-    )
+    """The same galaxy for an earlier snapshot: same history, a fresh particle realisation.
+
+    What the progenitor lacks (stars born and satellites accreted since) is dropped by
+    :func:`make_particles` from the snapshot's lookback time.
+    """
+    return replace(model, seed=int(rng.integers(2**31)))
 
 
-def _frame(axis: np.ndarray) -> np.ndarray:
-    """Orthonormal rows (e1, e2, axis) with ``axis`` the third row."""
-    helper = np.array([1.0, 0.0, 0.0]) if abs(axis[0]) < 0.9 else np.array([0.0, 1.0, 0.0])
-    e1 = np.cross(axis, helper)
-    e1 /= np.linalg.norm(e1)
-    return np.stack([e1, np.cross(axis, e1), axis])
+def _ages(rng: np.random.Generator, n: int, mean_age: float, concentration: float) -> np.ndarray:
+    """z=0 ages [Gyr] from a Beta-distributed star formation history since ``SF_START_GYR``."""
+    m = np.clip(mean_age / SF_START_GYR, 0.05, 0.95)
+    return SF_START_GYR * rng.beta(concentration * m, concentration * (1.0 - m), n)
 
 
-def _hernquist_radii(rng: np.random.Generator, n: int, scale: float, r_max: float) -> np.ndarray:
-    """Radii of a Hernquist sphere (inverse CDF M(<r)/M = r^2/(r+a)^2), truncated at r_max."""
-    u = rng.uniform(0.0, (r_max / (r_max + scale)) ** 2, n)
-    s = np.sqrt(u)
-    return scale * s / (1.0 - s)
+def _insitu_metallicity(
+    rng: np.random.Generator, model: GalaxyModel, age: np.ndarray, offset: np.ndarray
+) -> np.ndarray:
+    """Log metallicity [dex] of in-situ stars of z=0 ``age``: the main progenitor's enrichment, plus ``offset``."""
+    z_form = redshift_at_lookback(age)
+    log_m = np.log10(host_mass(10**model.log_mstar, z_form))
+    history = star_metallicities(np.array(model.log_mstar), np.zeros(1), log_m, z_form, np.zeros(age.size, int))
+    return history + model.z_offset + offset + rng.normal(0.0, 0.1, age.size)
 
 
-def _isotropic(rng: np.random.Generator, r: np.ndarray) -> np.ndarray:
-    v = rng.normal(size=(r.size, 3))
-    return v / np.linalg.norm(v, axis=1, keepdims=True) * r[:, None]
+def _bulge_age(model: GalaxyModel) -> float:
+    """Mean z=0 age [Gyr] of the bulge: it formed early, in the first, dissipative phase."""
+    return min(model.insitu_age_gyr + 3.0, 11.5)
 
 
-def _rotation_speed(model: GalaxyModel, r: np.ndarray) -> np.ndarray:
-    """Circular speed [km/s]: rises over ~half a disc scale length, then flat."""
-    return model.vflat_kms * (2.0 / np.pi) * np.arctan(r / (0.5 * model.disc_scale_kpc))
+def _bulge_scale(model: GalaxyModel) -> float:
+    """Hernquist scale [kpc] of the bulge: compact, as galaxies were when it formed.
+
+    Sizes at fixed mass grow as (1+z)^-1 to (1+z)^-1.5 (van der Wel et al. 2014, ApJ 788, 28): the
+    dense cores of today's massive galaxies are the compact galaxies of z ~ 2 (two-phase
+    assembly, Oser et al. 2010, ApJ 725, 2312).
+    """
+    return BULGE_SCALE * model.size_kpc / (1.0 + float(redshift_at_lookback(_bulge_age(model))))
 
 
-@dataclass
-class Particles:
-    """Star particles of one galaxy in its own frame (kpc, km/s, Msun, Gyr, mass fraction)."""
-
-    pos: np.ndarray  # (n, 3)
-    vel: np.ndarray  # (n, 3)
-    mass: np.ndarray  # (n,)
-    age: np.ndarray  # (n,)
-    metallicity: np.ndarray  # (n,)
-    insitu: np.ndarray  # (n,) int8: 1 in-situ, 0 ex-situ, -1 unassigned
-
-    def __len__(self) -> int:
-        return self.age.size
-
-    @staticmethod
-    def concat(parts: list[Particles]) -> Particles:
-        return Particles(*(np.concatenate([getattr(p, f) for p in parts]) for f in Particles.__dataclass_fields__))
+def _potential(model: GalaxyModel) -> Potential:
+    """The z=0 galaxy's potential: bulge, disc (as a sphere of its half-mass radius) and each satellite's debris."""
+    m_in = 10**model.log_mstar * (1.0 - model.exsitu_fraction)
+    masses = [m_in * model.bulge_fraction, m_in * (1.0 - model.bulge_fraction)]
+    scales = [_bulge_scale(model), 0.7 * model.disc_scale_kpc]
+    masses += [10**s.log_mass for s in model.satellites]
+    scales += [s.radius_kpc / 2.414 for s in model.satellites]
+    return Potential(np.array(masses), np.array(scales), model.log_mhalo)
 
 
 def make_particles(model: GalaxyModel, t_now_gyr: float, age_shift_gyr: float) -> Particles:
-    """Star particles of ``model`` (bound stars only; winds are added by the writer).
+    """Star particles of ``model`` seen ``age_shift_gyr`` before z=0 (bound stars only; winds are added by the writer).
 
-    ``age_shift_gyr`` is the time from the snapshot to z=0: ages are drawn for z=0 and
-    shifted back, so a progenitor's stars are younger by that much, and none is older
-    than the Universe at the snapshot.
+    Stars born and satellites accreted after that time are left out; ages are shifted to the
+    snapshot and none is older than ``t_now_gyr`` (the Universe at the snapshot) minus 0.2 Gyr.
+    Every particle has the z=0 galaxy's particle mass, so a progenitor has fewer particles.
     """
     rng = np.random.default_rng(model.seed)
     n = particle_count(model.log_mstar)
-    m_total = 10**model.log_mstar
-    dm = model.log_mstar - 10.0
-    n_ex = int(round(n * model.exsitu_fraction))
-    n_stream = int(round(n_ex * model.stream_share)) if model.n_streams else 0
-    n_halo = n_ex - n_stream
-    n_bulge = int(round((n - n_ex) * model.bulge_fraction))
-    n_disc = n - n_ex - n_bulge
-    frame = _frame(np.asarray(model.spin))
-    rd, vflat = model.disc_scale_kpc, model.vflat_kms
+    m_particle = 10**model.log_mstar / n
+    sat_mass = np.array([10**s.log_mass for s in model.satellites])
+    n_ex = int(round(n * model.exsitu_fraction)) if model.satellites else 0
+    counts = rng.multinomial(n_ex, sat_mass / sat_mass.sum()) if n_ex else np.zeros(len(model.satellites), int)
+    arrived = np.array([s.infall_gyr > age_shift_gyr for s in model.satellites], bool)
+    n_in = n - n_ex
+    n_bulge = int(round(n_in * model.bulge_fraction))
+    n_disc = n_in - n_bulge
+    pot = _potential(model)
+    axis = np.asarray(model.spin)
+    rot = frame(axis)
+    parts = []
 
-    # In-situ disc: exponential, thin, rotating; younger and more metal poor outwards (inside-out).
-    r = rng.gamma(2.0, rd, n_disc)  # surface density R exp(-R/Rd) in R dR
+    # In-situ disc, inside out: the scale length grows as stars get younger; old stars are hotter and thicker.
+    age = _ages(rng, n_disc, model.insitu_age_gyr, 4.0)
+    rd = model.disc_scale_kpc * 1.15 / (1.0 + redshift_at_lookback(age))
+    r = rng.gamma(2.0, rd)
     phi = rng.uniform(0.0, 2 * np.pi, n_disc)
-    z = rng.laplace(0.0, 0.1 * rd, n_disc)
-    local = np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
-    vrot = _rotation_speed(model, r)
-    vloc = np.stack([-vrot * np.sin(phi), vrot * np.cos(phi), np.zeros(n_disc)], axis=1)
-    vloc += rng.normal(0.0, 0.12 * vflat, (n_disc, 3))
-    disc = Particles(
-        pos=local @ frame,
-        vel=vloc @ frame,
-        mass=np.empty(0),
-        age=rng.normal(np.clip(7.0 - 1.5 * r / rd, 1.0, None), 1.5),
-        metallicity=ZSUN * 10 ** (0.05 + 0.15 * dm - 0.1 * r / rd + rng.normal(0.0, 0.1, n_disc)),
-        insitu=np.ones(n_disc, np.int8),
-    )
+    local = np.stack([r * np.cos(phi), r * np.sin(phi), rng.laplace(0.0, (0.04 + 0.2 * age / T0_GYR) * rd)], axis=1)
+    v_c = pot.circular_speed(r)
+    sigma = v_c * (0.05 + 0.25 * age / T0_GYR)
+    v_phi = np.maximum(v_c - sigma**2 / np.maximum(v_c, 1.0), 0.0)  # asymmetric drift
+    vloc = np.stack([-v_phi * np.sin(phi), v_phi * np.cos(phi), np.zeros(n_disc)], axis=1)
+    vloc += rng.normal(size=(n_disc, 3)) * (sigma[:, None] * np.array([1.0, 0.7, 0.6]))
+    log_z = _insitu_metallicity(rng, model, age, DISC_GRADIENT_DEX * (r / model.disc_scale_kpc - 1.0))
+    disc = Particles(local @ rot, vloc @ rot, np.empty(0), age, ZSUN * 10**log_z, np.ones(n_disc, np.int8))
 
-    # In-situ bulge: compact, old, metal rich, dispersion dominated with slow rotation.
-    r = _hernquist_radii(rng, n_bulge, 0.25 * rd, 10.0 * rd)
-    pos = _isotropic(rng, r)
-    spin_v = 0.2 * vflat * np.cross(frame[2], pos) / np.maximum(np.linalg.norm(pos, axis=1, keepdims=True), 1e-3)
-    bulge = Particles(
-        pos=pos,
-        vel=spin_v + rng.normal(0.0, 0.55 * vflat, (n_bulge, 3)),
-        mass=np.empty(0),
-        age=rng.normal(10.0, 1.0, n_bulge),
-        metallicity=ZSUN * 10 ** (0.2 + 0.1 * dm + rng.normal(0.0, 0.1, n_bulge)),
-        insitu=np.ones(n_bulge, np.int8),
-    )
+    # In-situ halo: disc stars older than the last merger with mass ratio > 1/10 are heated by it.
+    heating = [s for s in model.satellites if s.kind in ("major", "minor") and s.infall_gyr > age_shift_gyr]
+    if heating:
+        share = min(0.7, 1.5 * sum(s.mass_ratio for s in heating))
+        hot = (age > min(s.infall_gyr for s in heating)) & (rng.uniform(size=n_disc) < share)
+        k = int(hot.sum())
+        scale = np.full(k, HEATED_SCALE * rd[hot].mean()) if k else np.empty(0)
+        disc.pos[hot], disc.vel[hot] = spheroid(
+            rng, pot, scale, np.tile(axis, (k, 1)), np.full(k, 0.6), np.full(k, 0.4), 0.2
+        )
+    parts.append(disc)
 
-    # Ex-situ halo: extended Hernquist, old, metal poor with a mild negative gradient, hot.
-    r = _hernquist_radii(rng, n_halo, model.halo_scale_kpc, 30.0 * model.halo_scale_kpc)
-    halo = Particles(
-        pos=_isotropic(rng, r),
-        vel=rng.normal(0.0, 0.6 * vflat, (n_halo, 3)),
-        mass=np.empty(0),
-        age=rng.normal(10.5, 1.2, n_halo),
-        metallicity=ZSUN
-        * 10 ** (-0.6 + 0.25 * dm - 0.15 * np.log10(1.0 + r / model.halo_scale_kpc) + rng.normal(0.0, 0.2, n_halo)),
-        insitu=np.zeros(n_halo, np.int8),
+    # In-situ bulge: compact, old, metal rich, pressure supported with slow rotation.
+    age = _ages(rng, n_bulge, _bulge_age(model), 6.0)
+    pos, vel = spheroid(
+        rng,
+        pot,
+        np.full(n_bulge, _bulge_scale(model)),
+        np.tile(axis, (n_bulge, 1)),
+        np.full(n_bulge, 0.75),
+        np.full(n_bulge, rng.uniform(0.1, 0.5)),
+        0.0,
     )
+    log_z = _insitu_metallicity(rng, model, age, np.full(n_bulge, 0.1))
+    parts.append(Particles(pos, vel, np.empty(0), age, ZSUN * 10**log_z, np.ones(n_bulge, np.int8)))
 
-    parts = [disc, bulge, halo]
-    if n_stream:
-        sizes = rng.multinomial(n_stream, rng.dirichlet(np.ones(model.n_streams)))
-        parts += [_stream(rng, model, int(k)) for k in sizes if k]
+    sats = [s for s, a in zip(model.satellites, arrived) if a]
+    parts.append(debris(rng, sats, counts[arrived], model.log_mstar, age_shift_gyr, pot, axis, model.disc_scale_kpc))
     out = Particles.concat(parts)
-    out.mass = np.full(len(out), m_total / len(out))
+    out.mass = np.full(len(out), m_particle)
+    out = out.take(out.age > age_shift_gyr)  # stars not yet born at the snapshot
     out.age = np.clip(out.age - age_shift_gyr, 0.05, t_now_gyr - 0.2)
     return out
-
-
-def _stream(rng: np.random.Generator, model: GalaxyModel, n: int) -> Particles:
-    """An accreted satellite on a circular-ish orbit: a tidal arc (or a clump, for a recent one)."""
-    axis = rng.normal(size=3)
-    orbit = _frame(axis / np.linalg.norm(axis))
-    r0 = rng.uniform(1.0, 4.0) * model.disc_scale_kpc
-    spread = rng.choice([0.15, 0.8])  # clump or arc [rad]
-    phi = rng.uniform(0.0, 2 * np.pi) + rng.normal(0.0, spread, n)
-    r = r0 * (1.0 + rng.normal(0.0, 0.06, n))
-    local = np.stack([r * np.cos(phi), r * np.sin(phi), rng.normal(0.0, 0.05 * r0, n)], axis=1)
-    v0 = float(_rotation_speed(model, np.array([r0]))[0])
-    vloc = np.stack([-v0 * np.sin(phi), v0 * np.cos(phi), np.zeros(n)], axis=1) + rng.normal(0.0, 0.1 * v0, (n, 3))
-    log_msat = model.log_mstar + np.log10(max(model.exsitu_fraction * model.stream_share, 1e-3)) - rng.uniform(0, 0.5)
-    return Particles(
-        pos=local @ orbit,
-        vel=vloc @ orbit,
-        mass=np.empty(0),
-        age=rng.normal(rng.uniform(5.0, 9.5), 1.0, n),
-        metallicity=ZSUN * 10 ** (-0.4 + 0.3 * (log_msat - 10.0) + rng.normal(0.0, 0.1, n)),
-        insitu=np.zeros(n, np.int8),
-    )
-
-
-def half_mass_radius(pos: np.ndarray, mass: np.ndarray) -> float:
-    """3D radius [same unit as pos] enclosing half the mass, about the origin."""
-    r = np.linalg.norm(pos, axis=1)
-    order = np.argsort(r)
-    cum = np.cumsum(mass[order])
-    return float(r[order][np.searchsorted(cum, 0.5 * cum[-1])])

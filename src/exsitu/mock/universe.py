@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from exsitu.mock.galaxies import GalaxyModel, Particles, half_mass_radius, make_particles
+from exsitu.mock.galaxies import GalaxyModel, make_particles
+from exsitu.mock.particles import Particles, half_mass_radius
 from exsitu.units import ZSUN, birth_scale_factor, cosmology, length_to_code, mass_to_code, velocity_to_code
 
 WIND_SHARE = 0.01  # PartType4 entries that are wind particles (GFM_StellarFormationTime <= 0)
@@ -146,7 +147,7 @@ def build_snapshot(
                 )
             )
             n_written += len(both)
-        fuzz = _diffuse(rng, 20, 80.0, 10**subs[0].model.log_mstar / 5000.0)
+        fuzz = _diffuse(rng, 20, 80.0, 10 ** subs[0].model.log_mstar / 5000.0)
         emit(fuzz, centre, np.asarray(group_vel_kms[g]), birth_scale_factor(fuzz.age, a, cosmo))
         n_written += len(fuzz)
         grp_rows.append(
