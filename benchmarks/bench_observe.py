@@ -85,15 +85,16 @@ def main() -> None:
     for label, settings in (("MaNGA preset", ObserveSettings()), ("no Voronoi", ObserveSettings(voronoi_snr=None))):
         for p in args.npix:
             cond, exsitu, mask = data["maps"][p]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             obs = observe_maps(
                 cond, exsitu, mask, data["fov"], data["rproj"], FOV_RHALF, settings, np.random.default_rng(1)
             )
-            dt = time.perf_counter() - t0
+            dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             merged = 1.0 - obs.n_bins.sum() / max(obs.n_spaxels.sum(), 1)
             print(
-                f"{label:12s} npix {p:4d}: {dt:7.2f} s for {n} projections = {1e3 * dt / n:6.2f} ms each; "
-                f"{args.universe} projections -> {args.universe * dt / n:6.1f} s"
+                f"{label:12s} npix {p:4d}: {dt:7.2f} s wall ({cpu:7.2f} s CPU) for {n} projections = "
+                f"{1e3 * dt / n:6.2f} ms each; {args.universe} projections -> {args.universe * dt / n:6.1f} s wall "
+                f"({args.universe * cpu / n:6.1f} s CPU)"
             )
             print(
                 f"{'':23s}z median {np.median(obs.redshift):.3f}; spaxels median {np.median(obs.n_spaxels):.0f} "

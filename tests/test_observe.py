@@ -162,6 +162,9 @@ def test_voronoi_bins_reach_the_target_snr():
     bin_snr = np.sqrt(np.bincount(bins, snr**2))[counts > 1]
     assert 9.5 < np.median(bin_snr) < 11.5
     assert np.quantile(bin_snr, 0.1) > 7.0
+    # Scattered faint spaxels that no compact bin can lift to the target are binned together.
+    scattered = voronoi_bins(np.arange(20) * 3.0, np.zeros(20), np.full(20, 25.0), np.full(20, 5.0), 10.0)
+    np.testing.assert_array_equal(scattered, 0)
 
 
 def test_observation_is_deterministic_for_a_seed_and_bins_faint_spaxels():

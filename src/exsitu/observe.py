@@ -75,6 +75,10 @@ FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 PSF_TRUNCATE = 4.0  # Gaussian kernel radius in sigma; spaxel grids are padded by it so no flux leaves
 HEX_COS30 = math.sqrt(3.0) / 2.0  # apothem / circumradius of a regular hexagon
 REFERENCE_SNR = 10.0  # S/N at which age_error_dex and metallicity_error_dex are quoted
+# vorbin's centroidal-tessellation pass only makes bins rounder and their S/N more uniform (it keeps
+# the bin count); binning dominates observe's time and the pass adds ~15% to it
+# (benchmarks/bench_observe.py), so it is off.
+VORONOI_CVT = False
 MIN_COVER = 0.5  # an output pixel is observed if valid spaxels cover at least this fraction of it
 
 
@@ -138,6 +142,8 @@ class ObserveSettings:
     def from_config(cls, section: Mapping[str, Any]) -> ObserveSettings:
         """Settings from the ``observe:`` mapping; missing keys take the preset, unknown keys are an
         error. ``enabled`` (whether the stage runs at all) is the workflow's business and is ignored."""
+        if not isinstance(section, Mapping):
+            raise InputError(f"config key observe must be a mapping of settings, got {section!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(section) - known - {"enabled"})
         if unknown:
@@ -341,7 +347,26 @@ def voronoi_bins(x: np.ndarray, y: np.ndarray, signal: np.ndarray, snr: np.ndarr
         warnings.filterwarnings("ignore", message=".*VorBin is deprecated")  # it still does the job
         from vorbin.voronoi_2d_binning import voronoi_2d_binning
 
-        bin_num = voronoi_2d_binning(x[weak], y[weak], sig, noise, target_snr, pixelsize=1.0, plot=False, quiet=True)[0]
+        snr2 = snr[weak] ** 2  # our noise is Poisson-like, so a bin's S/N^2 is the sum of its spaxels'
+        try:
+            bin_num = voronoi_2d_binning(
+                x[weak],
+                y[weak],
+                sig,
+                noise,
+                target_snr,
+                pixelsize=1.0,
+                plot=False,
+                quiet=True,
+                cvt=VORONOI_CVT,
+                sn_func=lambda i, _s, _n: math.sqrt(snr2[i].sum()),
+            )[0]
+        except IndexError:
+            # vorbin fails when no compact bin reaches 0.8 x target (scattered spaxels): one bin, as above.
+            log.debug(
+                "vorbin found no bin reaching %.3g x 0.8 among %d spaxels; binning them together", target_snr, sig.size
+            )
+            bin_num = np.zeros(sig.size, int)
     index[weak] = n_strong + np.unique(bin_num, return_inverse=True)[1]
     return index
 
@@ -370,6 +395,8 @@ def observe_maps(
     n, p = conditions.shape[0], conditions.shape[-1]
     fov = np.broadcast_to(np.asarray(fov_kpc, dtype=np.float64), (n,))
     rproj = np.broadcast_to(np.asarray(rproj_kpc, dtype=np.float64), (n,))
+    if not (np.all(fov > 0) and np.all(rproj > 0)):
+        raise ValueError("observe_maps needs positive fields of view and projected half-mass radii")
     z = draw_redshifts(rproj, settings, rng, cosmo)
     scale = arcsec_per_kpc(z, cosmo).reshape(n)
     age_max = np.asarray(cosmo.age(z).to_value("Gyr")).reshape(n)
@@ -439,11 +466,8 @@ def _observe_one(
     maps = maps_from_moments(bin_mom[:, None, :], bin_area[None, :])[0][:, 0, :]
     noisy = _add_noise(maps, bin_snr, age_max, settings, rng)
     # Back to spaxels, as moments weighted by the observed mass, then onto the output grid.
-    spx_maps = noisy[:, bins]
-    m_obs = 10.0 ** spx_maps[0] * spx.area
-    v, s, age, met = spx_maps[1:]
     obs_mom = np.zeros((5, *spx.shape))
-    obs_mom[:, iy, ix] = np.stack([m_obs, m_obs * v, m_obs * (s * s + v * v), m_obs * age, m_obs * ZSUN * 10.0**met])
+    obs_mom[:, iy, ix] = moments_from_maps(noisy[:, None, bins], np.ones((1, iy.size), bool), spx.area)[:, 0, :]
     cover = covered_fraction(spx, out, valid)
     cond, good = maps_from_moments(regrid_sum(obs_mom, spx, out), np.maximum(cover, 1e-12) * out.area)
     return cond, good & (cover >= MIN_COVER), int(iy.size), n_bins
