@@ -41,6 +41,7 @@ def debris(
     log_mstar_host: float,
     lookback_gyr: float,
     pot: Potential,
+    *,
     disc_axis: np.ndarray,
     disc_scale_kpc: float,
 ) -> Particles:
@@ -84,13 +85,15 @@ def debris(
         radius[mixed] / 2.414,
         axes[mixed],
         0.6 + 0.35 * flat[mixed],
-        np.where(major, 0.5, 0.3)[mixed] * spin[mixed],
-        0.3,
+        rotation=np.where(major, 0.5, 0.3)[mixed] * spin[mixed],
+        beta=0.3,
     )
     sigma_sat = np.clip(15.0 * (m_infall / 1e9) ** 0.25, 5.0, 80.0)
     for mask, fn in ((stream, _stream), (shell, _shell)):
         if mask.any():
-            pos[mask], vel[mask] = fn(rng, radius[mask], ecc[mask], axes[mask], phase[mask], orbits[mask], v_dep[mask])
+            pos[mask], vel[mask] = fn(
+                rng, radius[mask], ecc[mask], axes[mask], phase=phase[mask], orbits=orbits[mask], v_c=v_dep[mask]
+            )
             vel[mask] += rng.normal(size=(int(mask.sum()), 3)) * sigma_sat[mask, None]
     if coplanar.any():
         pos[coplanar], vel[coplanar] = _accreted_disc(rng, int(coplanar.sum()), pot, disc_axis, disc_scale_kpc)
@@ -110,6 +113,7 @@ def _stream(
     radius: np.ndarray,
     ecc: np.ndarray,
     axes: np.ndarray,
+    *,
     phase: np.ndarray,
     orbits: np.ndarray,
     v_c: np.ndarray,
@@ -143,6 +147,7 @@ def _shell(
     radius: np.ndarray,
     ecc: np.ndarray,
     axes: np.ndarray,
+    *,
     phase: np.ndarray,
     orbits: np.ndarray,
     v_c: np.ndarray,

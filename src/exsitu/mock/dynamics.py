@@ -89,6 +89,7 @@ def spheroid(
     scale: np.ndarray,
     axes: np.ndarray,
     flattening: np.ndarray,
+    *,
     rotation: np.ndarray,
     beta: float,
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -209,7 +209,7 @@ def make_particles(model: GalaxyModel, t_now_gyr: float, age_shift_gyr: float) -
         k = int(hot.sum())
         scale = np.full(k, HEATED_SCALE * rd[hot].mean()) if k else np.empty(0)
         disc.pos[hot], disc.vel[hot] = spheroid(
-            rng, pot, scale, np.tile(axis, (k, 1)), np.full(k, 0.6), np.full(k, 0.4), 0.2
+            rng, pot, scale, np.tile(axis, (k, 1)), np.full(k, 0.6), rotation=np.full(k, 0.4), beta=0.2
         )
     parts.append(disc)
 
@@ -221,14 +221,25 @@ def make_particles(model: GalaxyModel, t_now_gyr: float, age_shift_gyr: float) -
         np.full(n_bulge, _bulge_scale(model)),
         np.tile(axis, (n_bulge, 1)),
         np.full(n_bulge, 0.75),
-        np.full(n_bulge, rng.uniform(0.1, 0.5)),
-        0.0,
+        rotation=np.full(n_bulge, rng.uniform(0.1, 0.5)),
+        beta=0.0,
     )
     log_z = _insitu_metallicity(rng, model, age, np.full(n_bulge, 0.1))
     parts.append(Particles(pos, vel, np.empty(0), age, ZSUN * 10**log_z, np.ones(n_bulge, np.int8)))
 
     sats = [s for s, a in zip(model.satellites, arrived) if a]
-    parts.append(debris(rng, sats, counts[arrived], model.log_mstar, age_shift_gyr, pot, axis, model.disc_scale_kpc))
+    parts.append(
+        debris(
+            rng,
+            sats,
+            counts[arrived],
+            model.log_mstar,
+            age_shift_gyr,
+            pot,
+            disc_axis=axis,
+            disc_scale_kpc=model.disc_scale_kpc,
+        )  # fmt: skip
+    )
     out = Particles.concat(parts)
     out.mass = np.full(len(out), m_particle)
     out = out.take(out.age > age_shift_gyr)  # stars not yet born at the snapshot

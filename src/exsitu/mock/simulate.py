@@ -80,8 +80,9 @@ def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int) -
         a = 1.0 / (1.0 + z)
         t_now = float(cosmo.age(z).to_value("Gyr"))
         snap = build_snapshot(
-            members, centres * a, group_vel, a, H, BOX, t_now, t0 - t_now, seed * 1000 + num, OMEGA0, OMEGA_LAMBDA
-        )
+            members, centres * a, group_vel, a, h=H, box=BOX, t_now_gyr=t_now, age_shift_gyr=t0 - t_now,
+            seed=seed * 1000 + num, omega0=OMEGA0, omega_lambda=OMEGA_LAMBDA,
+        )  # fmt: skip
         gal = snap.galaxy_of_subhalo
         tree_subfind[gal[gal >= 0], k] = np.flatnonzero(gal >= 0)
         rows = np.full(gal.size, -1, np.int64)

@@ -39,7 +39,14 @@ def _cosmo_attrs(snap: Snapshot, omega0: float, omega_lambda: float) -> dict:
 
 
 def write_snapshot(
-    root: Path, num: int, snap: Snapshot, omega0: float, omega_lambda: float, tree_rows: np.ndarray, n_chunks: int = 3
+    root: Path,
+    num: int,
+    snap: Snapshot,
+    omega0: float,
+    omega_lambda: float,
+    tree_rows: np.ndarray,
+    *,
+    n_chunks: int = 3,
 ) -> None:
     """Write snapshot ``num``: particle chunks, group catalogue chunks, offsets and StellarAssembly.
 

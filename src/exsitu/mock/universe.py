@@ -80,6 +80,7 @@ def build_snapshot(
     group_centres_kpc: np.ndarray,
     group_vel_kms: np.ndarray,
     a: float,
+    *,
     h: float,
     box: float,
     t_now_gyr: float,
