@@ -14,7 +14,7 @@ import pytest
 
 from exsitu import __version__, reporting, settings
 from exsitu.io import InputError
-from exsitu.stages import STAGES
+from exsitu.stages import STAGES, TOOLS
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "exsitu"
@@ -22,7 +22,7 @@ PACKAGE = REPO / "src" / "exsitu"
 
 def test_exsitu_help_lists_every_stage_and_the_version():
     out = subprocess.run(["exsitu", "--help"], capture_output=True, text=True, check=True).stdout
-    for stage in STAGES:
+    for stage in (*STAGES, *TOOLS):
         assert re.search(rf"^\s+{stage}\b", out, flags=re.M), f"{stage} missing from exsitu --help:\n{out}"
     version = subprocess.run(["exsitu", "--version"], capture_output=True, text=True, check=True).stdout
     assert version.strip() == f"exsitu {__version__}"
@@ -30,7 +30,7 @@ def test_exsitu_help_lists_every_stage_and_the_version():
 
 def test_every_stage_module_has_a_main_and_a_rule():
     modules = {p.stem for p in (PACKAGE / "stages").glob("*.py") if not p.stem.startswith("_")}
-    assert modules == set(STAGES)
+    assert modules == set(STAGES) | set(TOOLS)
     rules = "".join(p.read_text() for p in (REPO / "workflow" / "rules").glob("*.smk"))
     for stage in STAGES:
         assert re.search(rf"^rule {stage}:", rules, flags=re.M), f"no rule {stage}"

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exsitu import __version__
-from exsitu.stages import STAGES, run_stage
+from exsitu.stages import STAGES, TOOLS, run_stage
 
 
 def _summary(stage: str) -> str:
@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--version", action="version", version=f"exsitu {__version__}")
     commands = parser.add_subparsers(dest="stage", metavar="STAGE", required=True)
-    for stage in STAGES:
+    for stage in (*STAGES, *TOOLS):
         commands.add_parser(stage, help=_summary(stage), add_help=False)
     args, rest = parser.parse_known_args(argv)
     module = importlib.import_module(f"exsitu.stages.{args.stage}")

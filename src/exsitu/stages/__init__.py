@@ -13,18 +13,20 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from exsitu.device import DEVICE_CHOICES
 from exsitu.io import InputError
 
-#: Stage modules in pipeline order (the ``exsitu`` command's subcommands).
+#: Stage modules in pipeline order, one per Snakemake rule.
 STAGES: tuple[str, ...] = (
     "simulate_mock", "select", "tag", "plan", "project", "split",
     "train_cvae", "train_flow", "train_baseline", "evaluate", "report",
 )  # fmt: skip
+#: Commands for users that are not pipeline rules.
+TOOLS: tuple[str, ...] = ("predict",)
 
 
 def parse_settings(text: str) -> dict[str, Any]:
