@@ -22,15 +22,16 @@ import time
 
 import numpy as np
 
-from exsitu.mock.galaxies import draw_population, half_mass_radius, make_particles
+from exsitu.mock.galaxies import draw_population, make_particles
+from exsitu.mock.particles import half_mass_radius
 from exsitu.observe import (
     ObserveSettings,
     observe_maps,
     projected_half_mass_radius,
     voronoi_bins,
 )
-from exsitu.plan import random_rotations
 from exsitu.projection import project
+from exsitu.sightlines import random_rotations
 
 FOV_RHALF = 4.0
 

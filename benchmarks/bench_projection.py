@@ -15,16 +15,16 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"  # one core, before numpy loads its BLAS
 
-import argparse  # noqa: E402
-import time  # noqa: E402
-import tracemalloc  # noqa: E402
+import argparse
+import time
+import tracemalloc
 
-import numpy as np  # noqa: E402
-from scipy.stats import binned_statistic_2d  # noqa: E402
+import numpy as np
+from scipy.stats import binned_statistic_2d
 
-from exsitu.projection import project  # noqa: E402
-from exsitu.sightlines import random_rotations  # noqa: E402
-from exsitu.units import ZSUN  # noqa: E402
+from exsitu.projection import project
+from exsitu.sightlines import random_rotations
+from exsitu.units import ZSUN
 
 
 def galaxy(n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
