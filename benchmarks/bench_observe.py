@@ -19,6 +19,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from exsitu.observe import (
 from exsitu.projection import project
 from exsitu.sightlines import random_rotations
 
+PRESET = ObserveSettings.from_config({})
 FOV_RHALF = 4.0
 
 
@@ -83,13 +85,14 @@ def main() -> None:
     ratio = data["rproj"] / (data["fov"] / FOV_RHALF)
     print(f"{n} projections; R_proj / r_3D: median {np.median(ratio):.3f}, range {ratio.min():.3f}-{ratio.max():.3f}")
     voronoi_bins(np.arange(9.0) % 3, np.arange(9.0) // 3, np.full(9, 25.0), np.full(9, 5.0), 10.0)  # import vorbin now
-    for label, settings in (("MaNGA preset", ObserveSettings()), ("no Voronoi", ObserveSettings(voronoi_snr=None))):
+    for label, settings in (("MaNGA preset", PRESET), ("no Voronoi", replace(PRESET, voronoi_snr=None))):
         for p in args.npix:
             cond, exsitu, mask = data["maps"][p]
             t0, c0 = time.perf_counter(), time.process_time()
             obs = observe_maps(
-                cond, exsitu, mask, data["fov"], data["rproj"], FOV_RHALF, settings, np.random.default_rng(1)
-            )
+                cond, exsitu, mask, data["fov"], data["rproj"],
+                fov_rhalf=FOV_RHALF, settings=settings, rng=np.random.default_rng(1),
+            )  # fmt: skip
             dt, cpu = time.perf_counter() - t0, time.process_time() - c0
             merged = 1.0 - obs.n_bins.sum() / max(obs.n_spaxels.sum(), 1)
             print(

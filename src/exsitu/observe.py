@@ -54,9 +54,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 from astropy.cosmology import FlatLambdaCDM
@@ -65,6 +63,7 @@ from scipy.ndimage import gaussian_filter
 from exsitu.io import InputError
 from exsitu.projection import Z_FLOOR
 from exsitu.regrid import PixelGrid, covered_fraction, regrid_sum
+from exsitu.settings import Section
 from exsitu.units import ZSUN
 
 log = logging.getLogger(__name__)
@@ -83,10 +82,12 @@ MIN_COVER = 0.5  # an output pixel is observed if valid spaxels cover at least t
 
 
 @dataclass(frozen=True)
-class ObserveSettings:
-    """The ``observe:`` config section; defaults are the MaNGA Primary preset (see module docstring).
+class ObserveSettings(Section):
+    """The ``observe:`` config section; the schema's defaults are the MaNGA Primary preset.
 
-    Attributes:
+    Types, ranges and defaults live in the config schema; ``ObserveSettings.from_config({})`` is
+    the preset. Attributes:
+        enabled: whether the pipeline observes its maps at all (false: ideal maps).
         redshift: (z_min, z_max) range the redshift is drawn from, uniform.
         spaxel_arcsec: spaxel side [arcsec] (MaNGA cubes: 0.5).
         psf_fwhm_arcsec: Gaussian PSF FWHM [arcsec] (MaNGA median 2.54, Law et al. 2016).
@@ -100,66 +101,35 @@ class ObserveSettings:
             does); None draws from the whole range.
         sigma_inst_kms: instrumental LOS dispersion [km/s] entering the kinematic errors.
         age_error_dex, metallicity_error_dex: 1-sigma errors [dex] at S/N = 10, scaling as 1/S/N.
+        seed: seed of the redshifts and noise (the observe stage adds the shard number).
     """
 
-    redshift: tuple[float, float] = (0.01, 0.15)
-    spaxel_arcsec: float = 0.5
-    psf_fwhm_arcsec: float = 2.5
-    snr_at_re: float = 20.0
-    min_snr: float = 1.0
-    voronoi_snr: float | None = 10.0
-    coverage_re: float = 1.5
-    ifu_arcsec: tuple[float, float] | None = (12.5, 32.5)
-    sigma_inst_kms: float = 72.0
-    age_error_dex: float = 0.15
-    metallicity_error_dex: float = 0.15
+    SECTION = "observe"
+    enabled: bool
+    redshift: tuple[float, float]
+    spaxel_arcsec: float
+    psf_fwhm_arcsec: float
+    snr_at_re: float
+    min_snr: float
+    voronoi_snr: float | None
+    coverage_re: float
+    ifu_arcsec: tuple[float, float] | None
+    sigma_inst_kms: float
+    age_error_dex: float
+    metallicity_error_dex: float
+    seed: int
 
     def __post_init__(self) -> None:
-        z = _pair("redshift", self.redshift)
-        if not 0 < z[0] <= z[1] <= 1:
-            # Above z ~ 1.6 the angular size grows with z again; MaNGA-like surveys live far below.
-            raise InputError(f"config key observe.redshift must satisfy 0 < z_min <= z_max <= 1, got {list(z)}")
+        # Orderings the schema cannot express; pairs become tuples so the settings stay hashable.
+        z = tuple(float(v) for v in self.redshift)
+        if not z[0] <= z[1]:
+            raise InputError(f"config key 'observe.redshift' must be [z_min, z_max] with z_min <= z_max, got {list(z)}")
         object.__setattr__(self, "redshift", z)
         if self.ifu_arcsec is not None:
-            ifu = _pair("ifu_arcsec", self.ifu_arcsec)
-            if not 0 < ifu[0] <= ifu[1]:
-                raise InputError(f"config key observe.ifu_arcsec must satisfy 0 < smallest <= largest, got {list(ifu)}")
+            ifu = tuple(float(v) for v in self.ifu_arcsec)
+            if not ifu[0] <= ifu[1]:
+                raise InputError(f"config key 'observe.ifu_arcsec' must be [smallest, largest], got {list(ifu)}")
             object.__setattr__(self, "ifu_arcsec", ifu)
-        positive = ("spaxel_arcsec", "psf_fwhm_arcsec", "snr_at_re", "coverage_re", "voronoi_snr")
-        non_negative = ("min_snr", "sigma_inst_kms", "age_error_dex", "metallicity_error_dex")
-        for name in positive + non_negative:
-            value = getattr(self, name)
-            if value is None and name == "voronoi_snr":
-                continue
-            if not (_is_number(value) and (value > 0 if name in positive else value >= 0)):
-                kind = "a number > 0" if name in positive else "a number >= 0"
-                raise InputError(
-                    f"config key observe.{name} must be {kind}{' (or null)' * (name == 'voronoi_snr')}, got {value!r}"
-                )
-            object.__setattr__(self, name, float(value))
-
-    @classmethod
-    def from_config(cls, section: Mapping[str, Any]) -> ObserveSettings:
-        """Settings from the ``observe:`` mapping; missing keys take the preset, unknown keys are an
-        error. ``enabled`` (whether the stage runs at all) is the workflow's business and is ignored."""
-        if not isinstance(section, Mapping):
-            raise InputError(f"config key observe must be a mapping of settings, got {section!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - known - {"enabled"})
-        if unknown:
-            raise InputError(f"config key observe.{unknown[0]} is unknown (known keys: {', '.join(sorted(known))})")
-        return cls(**{k: v for k, v in section.items() if k in known})
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _pair(name: str, value: Any) -> tuple[float, float]:
-    """A [low, high] pair of numbers (list or tuple) as floats, or InputError naming observe.<name>."""
-    if not (isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_number(v) for v in value)):
-        raise InputError(f"config key observe.{name} must be a [low, high] pair of numbers, got {value!r}")
-    return float(value[0]), float(value[1])
 
 
 @dataclass
@@ -377,6 +347,7 @@ def observe_maps(
     mask: np.ndarray,
     fov_kpc: np.ndarray,
     rproj_kpc: np.ndarray,
+    *,
     fov_rhalf: float,
     settings: ObserveSettings,
     rng: np.random.Generator,
@@ -416,7 +387,7 @@ def observe_maps(
         out = PixelGrid.square(p, fov_rhalf * rproj[k])
         moments = moments_from_maps(conditions[k], mask[k], ideal.area)
         cond, valid, obs.n_spaxels[k], obs.n_bins[k] = _observe_one(
-            moments, ideal, out, rproj[k], scale[k], age_max[k], settings, rng
+            moments, ideal, out, rproj[k], scale=scale[k], age_max=age_max[k], settings=settings, rng=rng
         )
         # Intrinsic truth on the output grid: regridded moments, never convolved.
         truth = regrid_sum(np.stack([moments[0], moments[0] * np.asarray(exsitu[k, 0], np.float64)]), ideal, out)
@@ -432,6 +403,7 @@ def _observe_one(
     ideal: PixelGrid,
     out: PixelGrid,
     rproj: float,
+    *,
     scale: float,
     age_max: float,
     settings: ObserveSettings,
