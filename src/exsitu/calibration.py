@@ -354,7 +354,8 @@ def _strata(
     ]
     truth_bin = np.digitize(t, truth_edges[1:-1], right=True)  # bins (lo, hi], the last one open at 1
     for j, (lo, hi) in enumerate(itertools.pairwise(truth_edges)):
-        out.append(("truth", f"{lo:g} < truth <= {hi:g}", lo, hi, interior & (truth_bin == j)))
+        relation = "<" if hi >= 1 else "<="
+        out.append(("truth", f"{lo:g} < truth {relation} {hi:g}", lo, hi, interior & (truth_bin == j)))
     # Terciles of the GALAXIES' masses (not the maps'), so that each holds a third of the galaxies.
     cuts = np.quantile(np.unique(map_mass), [1 / 3, 2 / 3])
     map_tercile = np.digitize(map_mass, cuts)
