@@ -175,7 +175,8 @@ def tarp_atc_terms(credibility: np.ndarray) -> np.ndarray:
     ATC = 2 * integral over a in [0.5, 1] of (ECP(a) - a) da with ECP(a) = mean(credibility < a);
     per map the integral of the indicator is 1 - max(c, 0.5), and the integral of a is 3/8, so
     ATC = mean(2 * (1 - max(c, 0.5)) - 3/4). 0 when calibrated, < 0 when the posterior is too
-    narrow (overconfident), > 0 when too wide. Dimensionless.
+    narrow (overconfident), > 0 when too wide; it lies in [-0.75, 0.25] (all c -> 1, all c <= 0.5).
+    Dimensionless.
     """
     return 2 * (1 - np.maximum(np.asarray(credibility, dtype=np.float64), 0.5)) - 0.75
 

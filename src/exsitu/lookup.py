@@ -8,9 +8,10 @@ neighbour regression; Hastie, Tibshirani & Friedman 2009, sec. 2.3.2). Neighbour
 training map and any position, so the baseline knows nothing about where a pixel sits or what
 its neighbours look like: it is the floor that spatial context and the cVAE's latent must beat.
 
-The tree is built on at most ``max_pixels`` training pixels drawn at random (default 200 000,
-a fraction of a second to build); a query costs tens of microseconds per pixel and ``k``, so
-predicting scales with the number of TEST pixels.
+The tree is built on at most ``max_pixels`` training pixels drawn at random (default 200 000:
+fitting takes under a second on ~8e5 training pixels). Prediction is the cost: about 0.1 ms per
+test pixel per core at k = 32 (benchmarks/bench_diagnostics.py: 19 s for 1.6e5 test pixels on one
+busy core), so it scales with the number of TEST pixels; ``workers=-1`` spreads it over all cores.
 """
 
 from __future__ import annotations
