@@ -7,15 +7,24 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from exsitu.bootstrap import GalaxyBootstrap
 from exsitu.calibration import (
     COVERAGE_LEVELS,
+    CoverageStratum,
     central_coverage,
     crps,
     expected_coverage_curve,
     randomized_pit,
+    rank_histogram,
+    stratified_coverage,
+    tarp_atc_terms,
+    tarp_credibility,
     tarp_curve,
     tarp_ranks,
+    weighted_ks_uniform,
 )
+from exsitu.io import InputError
+from exsitu.radial import pixel_radius
 
 
 def zero_inflated(rng: np.random.Generator, shape: tuple[int, ...], p_zero: np.ndarray) -> np.ndarray:
@@ -73,3 +82,112 @@ def test_tarp_atc_sign(scale: float, sign: int) -> None:
         assert abs(atc) < 0.05
     else:
         assert np.sign(atc) == sign and abs(atc) > 0.1
+
+
+def test_tarp_atc_terms_integrate_the_curve() -> None:
+    """The exact ATC (mean of per-map terms) agrees with the trapezoid on tarp_curve's 51 levels."""
+    rng = np.random.default_rng(4)
+    for ranks in (rng.random(5000), rng.beta(0.5, 0.5, 5000), rng.beta(3, 3, 5000)):
+        assert tarp_atc_terms(ranks).mean() == pytest.approx(tarp_curve(ranks)[2], abs=0.01)
+    assert tarp_atc_terms(np.array([0.2, 0.9])).tolist() == pytest.approx([0.25, -0.55])
+
+
+def test_tarp_credibility_ignores_pixels_off_the_galaxy() -> None:
+    rng = np.random.default_rng(5)
+    n, k, p = 20, 30, 8
+    mask = rng.random((n, p, p)) < 0.6
+    truth = np.where(mask, rng.random((n, p, p)), 0.0)
+    samples = np.where(mask[:, None], rng.random((n, k, p, p)), 0.0)
+    reference = rng.random((n, p, p))
+    masked = tarp_credibility(samples, truth, np.random.default_rng(0), reference, mask)
+    whole = tarp_credibility(samples, truth, np.random.default_rng(0), reference)
+    np.testing.assert_allclose(masked, whole)
+    with pytest.raises(InputError, match="reference must be one of"):
+        tarp_credibility(samples, truth, rng, "gaussian")
+
+
+def test_weighted_ks_matches_scipy_for_unit_weights() -> None:
+    rng = np.random.default_rng(6)
+    values = rng.beta(1.3, 1.0, 300)
+    distance, pvalue = weighted_ks_uniform(values, np.ones(300), 300)
+    reference = stats.kstest(values, "uniform", method="exact")
+    assert distance == pytest.approx(reference.statistic) and pvalue == pytest.approx(reference.pvalue)
+
+
+def maps_of_galaxies(n_los: list[int], npix: int = 16) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(galaxy_id per map, mask (N, P, P): a disc of radius 1.9 r_half for fov 4, log M* per map)."""
+    galaxy_id = np.repeat(np.arange(len(n_los)), n_los)
+    mask = np.broadcast_to(pixel_radius(npix, 4.0) < 1.9, (len(galaxy_id), npix, npix)).copy()
+    log_mstar = 10.0 + 0.1 * galaxy_id + 0.01 * np.arange(len(galaxy_id)) % 3  # maps of a galaxy differ a little
+    return galaxy_id, mask, log_mstar
+
+
+def by_label(strata: list[CoverageStratum]) -> dict[str, CoverageStratum]:
+    return {s.label: s for s in strata}
+
+
+def test_stratified_coverage_by_truth() -> None:
+    rng = np.random.default_rng(7)
+    galaxy_id, mask, log_mstar = maps_of_galaxies([4] * 30, npix=32)
+    truth = np.where(rng.random(mask.shape) < 0.3, 0.0, rng.random(mask.shape))
+    truth[rng.random(mask.shape) < 0.2] = 1.0
+    t = truth[mask]
+    # Truth 0 always covered, truth 1 never, interior calibrated.
+    pit = np.where(t == 0, 0.5, np.where(t == 1, 0.0, rng.random(t.size)))
+    strata = stratified_coverage(pit, truth, mask, log_mstar, GalaxyBootstrap(galaxy_id, n_replicates=200))
+    truth_strata = by_label([s for s in strata if s.by == "truth"])
+    assert truth_strata["truth = 0"].coverage["0.68"].value == 1.0
+    assert truth_strata["truth = 1"].coverage["0.95"].value == 0.0
+    assert truth_strata["truth = 1"].n_pixels == int((t == 1).sum()) and truth_strata["truth = 1"].n_galaxies == 30
+    interior = truth_strata["0 < truth < 1"]
+    assert interior.coverage["0.68"].value == pytest.approx(0.68, abs=0.02)
+    assert interior.coverage["0.68"].low < interior.coverage["0.68"].value < interior.coverage["0.68"].high
+    bins = [s for s in strata if s.by == "truth"][3:]  # after exact 0, interior, exact 1
+    assert bins[0].label == "0 < truth <= 0.2" and bins[-1].label == "0.8 < truth < 1"
+    assert len(bins) == 5 and sum(s.n_pixels for s in bins) == interior.n_pixels
+    assert all(abs(s.coverage["0.95"].value - 0.95) < 0.03 for s in bins)
+
+
+def test_stratified_coverage_by_radius_mass_and_galaxy_weighting() -> None:
+    galaxy_id, mask, log_mstar = maps_of_galaxies([3, 1, 2, 2, 1, 3, 1, 2, 2])
+    n = len(galaxy_id)
+    truth = np.full(mask.shape, 0.5)
+    boot = GalaxyBootstrap(galaxy_id, n_replicates=100)
+    radius = np.broadcast_to(pixel_radius(16, 4.0), mask.shape)[mask]
+    strata = by_label(stratified_coverage(np.where(radius < 1.0, 0.5, 0.0), truth, mask, log_mstar, boot))
+    assert strata["0.00 <= r/r_half < 0.50"].coverage["0.68"].value == 1.0
+    assert strata["0.50 <= r/r_half < 1.00"].coverage["0.68"].value == 1.0
+    assert strata["1.00 <= r/r_half < 1.50"].coverage["0.68"].value == 0.0
+    assert strata["2.00 <= r/r_half < 2.83"].n_pixels == 0  # the disc ends at 1.9
+    assert np.isnan(strata["2.00 <= r/r_half < 2.83"].coverage["0.68"].value)
+    # Mass terciles hold 3 of the 9 galaxies each; only the heaviest tercile is covered.
+    heavy = np.broadcast_to((galaxy_id >= 6)[:, None, None], mask.shape)[mask]
+    mass = [s for s in stratified_coverage(np.where(heavy, 0.5, 0.0), truth, mask, log_mstar, boot) if s.by == "mass"]
+    assert [s.n_galaxies for s in mass] == [3, 3, 3] and sum(s.n_maps for s in mass) == n
+    assert [s.coverage["0.68"].value for s in mass] == [0.0, 0.0, 1.0]
+    # Galaxy 0 (3 maps) covered, galaxy 1 (1 map) not: galaxy-weighted 1/2, not the map-weighted 3/4.
+    two = GalaxyBootstrap(galaxy_id[:4], n_replicates=10)
+    map_of_pixel = np.nonzero(mask[:4])[0]
+    pit = np.where(map_of_pixel < 3, 0.5, 0.0)
+    overall = by_label(stratified_coverage(pit, truth[:4], mask[:4], log_mstar[:4], two))["0 < truth < 1"]
+    assert overall.coverage["0.68"].value == pytest.approx(0.5)
+    assert (overall.n_maps, overall.n_galaxies) == (4, 2)
+
+
+def test_rank_histogram_of_integrated_fraction() -> None:
+    rng = np.random.default_rng(8)
+    n_galaxies, k = 400, 100
+    galaxy_id = np.repeat(np.arange(n_galaxies), rng.integers(1, 6, n_galaxies))
+    n = len(galaxy_id)
+    # Calibrated: truth and samples from one distribution, a point mass at 0 included (ties).
+    draws = zero_inflated(rng, (n, k + 1), np.full((n, 1), 0.3))
+    boot = GalaxyBootstrap(galaxy_id, n_replicates=10)
+    calibrated = rank_histogram(randomized_pit(draws[:, 1:], draws[:, 0], rng), boot)
+    assert calibrated.ks_pvalue > 0.01
+    np.testing.assert_allclose(calibrated.fraction, 0.1, atol=0.03)
+    assert calibrated.n_maps.sum() == n and calibrated.n_galaxies == n_galaxies
+    # Too narrow: samples around the truth's distribution centre with a tenth of its spread.
+    truth = rng.normal(size=n)
+    narrow = rank_histogram(randomized_pit(rng.normal(scale=0.1, size=(n, k)), truth, rng), boot)
+    assert narrow.ks_pvalue < 1e-6
+    assert narrow.fraction[0] + narrow.fraction[-1] > 0.6

@@ -9,11 +9,25 @@ u = (#(x_s < y) + U * (#(x_s = y) + 1)) / (S + 1), with U ~ Uniform(0, 1), sprea
 each tie uniformly over the ranks it could take, so it is Uniform(0, 1) for a calibrated
 posterior, ties included. Coverage of the central interval at level a is then the fraction
 of u inside [(1 - a) / 2, (1 + a) / 2].
+
+The galaxy-weighted summaries (:func:`tarp_summary`, :func:`stratified_coverage`,
+:func:`rank_histogram`) take a :class:`~exsitu.bootstrap.GalaxyBootstrap`:
+every map of a galaxy weighs 1 / n_los, so each test galaxy counts once, and every headline
+number comes with a 95% interval from resampling galaxies.
 """
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
 import numpy as np
+from scipy import stats
+
+from exsitu.bootstrap import Estimate, GalaxyBootstrap
+from exsitu.io import InputError
+from exsitu.radial import pixel_radius
 
 #: Nominal levels of the central intervals reported in metrics.json.
 COVERAGE_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.7, 0.8, 0.9, 0.95)
@@ -33,7 +47,11 @@ def randomized_pit(samples: np.ndarray, truth: np.ndarray, rng: np.random.Genera
 def central_coverage(pit: np.ndarray, levels: np.ndarray | tuple[float, ...] = COVERAGE_LEVELS) -> np.ndarray:
     """Observed fraction of PIT values inside the central interval of each nominal level."""
     half_width = np.abs(np.asarray(pit).ravel() - 0.5)
-    return np.array([np.mean(half_width <= level / 2) for level in levels]) if half_width.size else np.full(len(levels), np.nan)
+    return (
+        np.array([np.mean(half_width <= level / 2) for level in levels])
+        if half_width.size
+        else np.full(len(levels), np.nan)
+    )
 
 
 def expected_coverage_curve(pit: np.ndarray, n_levels: int = 51) -> tuple[np.ndarray, np.ndarray]:
@@ -84,3 +102,327 @@ def tarp_curve(ranks: np.ndarray, n_levels: int = 51) -> tuple[np.ndarray, np.nd
     upper = alpha >= 0.5
     atc = 2 * float(np.trapezoid(ecp[upper] - alpha[upper], alpha[upper]))
     return alpha, ecp, atc
+
+
+#: Reference-point choices of :func:`tarp_credibility`.
+TARP_REFERENCES: tuple[str, ...] = ("uniform", "posterior")
+#: Interior truth bins of :func:`stratified_coverage` (exact 0 and exact 1 are strata of their own).
+TRUTH_STRATUM_EDGES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+#: Width of the radial strata of :func:`stratified_coverage`, in units of the stellar half-mass radius.
+RADIUS_STEP_RHALF = 0.5
+
+
+def tarp_credibility(
+    samples: np.ndarray,
+    truth: np.ndarray,
+    rng: np.random.Generator,
+    reference: str | np.ndarray = "uniform",
+    mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """Per-map TARP credibility (Lemos et al. 2023, arXiv:2302.03026) of whole maps, two reference choices.
+
+    samples: (N, K, ...) posterior maps; truth: (N, ...); mask: (N, ...) bool galaxy pixels or None
+    (all pixels). Only galaxy pixels enter the distances. For maps whose samples and truth are both 0
+    off the galaxy (as the sampler writes them) this changes nothing: those pixels add the same
+    constant to every squared distance. Returns (N,) values in (0, 1): the fraction of samples closer
+    to the reference than the truth, ties randomized as in :func:`randomized_pit`; Uniform(0, 1) when
+    the posterior is calibrated. Maps are independent, so chunks can be ranked separately and concatenated.
+
+    reference:
+    - ``"uniform"``: a point drawn uniformly in [0, 1]^D (the range of a fraction), the choice of the
+      TARP paper. In D ~ 10^3 dimensions every distance to such a point is dominated by the sum of
+      per-pixel variances, so the test mostly checks the TOTAL posterior variance.
+    - ``"posterior"``: one posterior sample, picked at random and held out; the truth is ranked among
+      the other K - 1. Under calibration the truth and all K samples are exchangeable draws from the
+      same posterior, so the held-out sample is a valid reference independent of the truth, and it
+      lies where the posterior mass is, which probes the shape of the posterior rather than its
+      total variance. A reference built FROM the ranked samples (e.g. their mean, or a Gaussian with
+      their mean and std) is not valid: it sits closer to those samples than to an independent draw,
+      by O(1/K) in squared distance, and in high D that alone biases the ranks.
+    - an array of the shape of ``truth``: given reference points (e.g. to compare with the ``tarp`` package).
+    """
+    n, k = samples.shape[:2]
+    given = isinstance(reference, np.ndarray)
+    if given and reference.shape != truth.shape:
+        raise InputError(f"TARP reference points must have the shape of the truth {truth.shape}, got {reference.shape}")
+    if not given and reference not in TARP_REFERENCES:
+        raise InputError(f"TARP reference must be one of {TARP_REFERENCES} or an array, got {reference!r}")
+    hold_out = not given and reference == "posterior"
+    if hold_out and k < 2:
+        raise InputError(f"TARP with posterior references needs at least 2 samples per map, got {k}")
+    flat, target = samples.reshape(n, k, -1), truth.reshape(n, -1)
+    keep = np.ones(target.shape, bool) if mask is None else np.asarray(mask, bool).reshape(n, -1)
+    d_samples = np.empty((n, k - hold_out))
+    d_truth = np.empty(n)
+    for i in range(n):  # one map at a time bounds the temporaries at K x (galaxy pixels)
+        x, y = flat[i][:, keep[i]].astype(np.float64), target[i][keep[i]].astype(np.float64)
+        if given:
+            ref = reference.reshape(n, -1)[i][keep[i]].astype(np.float64)
+        elif hold_out:
+            held_out = rng.integers(k)
+            ref, x = x[held_out], np.delete(x, held_out, axis=0)
+        else:
+            ref = rng.random(y.shape)
+        # Squared distances: the ranking is the same as with distances, and exact ties stay ties.
+        d_samples[i] = ((x - ref) ** 2).sum(axis=-1)
+        d_truth[i] = ((y - ref) ** 2).sum()
+    return randomized_pit(d_samples, d_truth, rng)
+
+
+def tarp_atc_terms(credibility: np.ndarray) -> np.ndarray:
+    """Per-map terms whose (weighted) mean is the exact TARP ATC of the empirical ECP.
+
+    ATC = 2 * integral over a in [0.5, 1] of (ECP(a) - a) da with ECP(a) = mean(credibility < a);
+    per map the integral of the indicator is 1 - max(c, 0.5), and the integral of a is 3/8, so
+    ATC = mean(2 * (1 - max(c, 0.5)) - 3/4). 0 when calibrated, < 0 when the posterior is too
+    narrow (overconfident), > 0 when too wide; it lies in [-0.75, 0.25] (all c -> 1, all c <= 0.5).
+    Dimensionless.
+    """
+    return 2 * (1 - np.maximum(np.asarray(credibility, dtype=np.float64), 0.5)) - 0.75
+
+
+def weighted_ks_uniform(values: np.ndarray, weights: np.ndarray, n_effective: int) -> tuple[float, float]:
+    """Kolmogorov-Smirnov distance of the weighted empirical CDF of ``values`` from Uniform(0, 1), and its p-value.
+
+    The p-value is that of a one-sample two-sided KS test with ``n_effective`` independent draws
+    (scipy.stats.kstwo). With unit weights and n_effective = len(values) it equals
+    ``scipy.stats.kstest(values, "uniform")`` (exact mode).
+    """
+    order = np.argsort(values, kind="stable")
+    x = np.asarray(values, dtype=np.float64)[order]
+    cdf = np.cumsum(np.asarray(weights, dtype=np.float64)[order])
+    cdf /= cdf[-1]
+    below = np.concatenate([[0.0], cdf[:-1]])
+    distance = float(max(np.max(cdf - x), np.max(x - below)))
+    return distance, float(stats.kstwo.sf(distance, n_effective))
+
+
+@dataclass(frozen=True)
+class TarpSummary:
+    """Galaxy-weighted TARP result: ECP curve (with a bootstrap band), ATC with interval, KS test.
+
+    alpha: (L,) credibility levels in [0, 1]; ecp, ecp_low, ecp_high: (L,) expected coverage
+    probability and its bootstrap interval; atc: the area to curve (see :func:`tarp_atc_terms`);
+    ks_statistic, ks_pvalue: KS test of the credibility values against Uniform(0, 1), weighted, with
+    n = the number of galaxies (conservative: it treats a galaxy's projections as one draw). sbi's
+    ``check_tarp`` instead applies scipy's KS test to the arrays (ecp, alpha), which is not a test of
+    uniformity with a known sample size. n_maps, n_galaxies: what the numbers rest on.
+    """
+
+    alpha: np.ndarray
+    ecp: np.ndarray
+    ecp_low: np.ndarray
+    ecp_high: np.ndarray
+    atc: Estimate
+    ks_statistic: float
+    ks_pvalue: float
+    n_maps: int
+    n_galaxies: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: lists for the curves, {"value", "low", "high"} for the ATC."""
+        return {
+            "alpha": self.alpha.tolist(),
+            "ecp": self.ecp.tolist(),
+            "ecp_low": self.ecp_low.tolist(),
+            "ecp_high": self.ecp_high.tolist(),
+            "atc": self.atc.to_dict(),
+            "ks_statistic": self.ks_statistic,
+            "ks_pvalue": self.ks_pvalue,
+            "n_maps": self.n_maps,
+            "n_galaxies": self.n_galaxies,
+            "interval_level": self.atc.level,
+        }
+
+
+def tarp_summary(credibility: np.ndarray, bootstrap: GalaxyBootstrap, n_levels: int = 51) -> TarpSummary:
+    """TARP ECP curve, ATC (exact, see :func:`tarp_atc_terms`) and KS p-value of per-map ``credibility`` (N,).
+
+    Maps are weighted by ``bootstrap.map_weights`` (1 / n_los: each galaxy counts once); the
+    intervals come from resampling galaxies. For unweighted, independent maps pass
+    ``GalaxyBootstrap(np.arange(N))``.
+    """
+    credibility = np.asarray(credibility, dtype=np.float64)
+    alpha = np.linspace(0.0, 1.0, n_levels)
+    ecp = bootstrap.mean((credibility[:, None] < alpha[None, :]).astype(np.float64))
+    distance, pvalue = weighted_ks_uniform(credibility, bootstrap.map_weights, bootstrap.n_galaxies)
+    return TarpSummary(
+        alpha=alpha,
+        ecp=np.array([e.value for e in ecp]),
+        ecp_low=np.array([e.low for e in ecp]),
+        ecp_high=np.array([e.high for e in ecp]),
+        atc=bootstrap.mean(tarp_atc_terms(credibility)),  # type: ignore[arg-type]
+        ks_statistic=distance,
+        ks_pvalue=pvalue,
+        n_maps=bootstrap.n_maps,
+        n_galaxies=bootstrap.n_galaxies,
+    )
+
+
+@dataclass(frozen=True)
+class RankHistogram:
+    """SBC-style rank histogram (Talts et al. 2018, arXiv:1804.06788) of one scalar per map.
+
+    edges: (B + 1,) bin edges of the normalised rank u in [0, 1]; fraction: (B,) galaxy-weighted
+    fraction of maps per bin (1 / B each when calibrated); n_maps: (B,) unweighted map counts;
+    ks_statistic, ks_pvalue: weighted KS test of u against Uniform(0, 1) with n = the number of galaxies.
+    """
+
+    edges: np.ndarray
+    fraction: np.ndarray
+    n_maps: np.ndarray
+    ks_statistic: float
+    ks_pvalue: float
+    n_galaxies: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "edges": self.edges.tolist(),
+            "fraction": self.fraction.tolist(),
+            "n_maps": self.n_maps.tolist(),
+            "ks_statistic": self.ks_statistic,
+            "ks_pvalue": self.ks_pvalue,
+            "n_galaxies": self.n_galaxies,
+        }
+
+
+def rank_histogram(pit: np.ndarray, bootstrap: GalaxyBootstrap, n_bins: int = 10) -> RankHistogram:
+    """Rank histogram and uniformity test of per-map normalised ranks ``pit`` (N,) in (0, 1).
+
+    For the galaxy-integrated ex-situ fraction: ``pit = randomized_pit(f_samples, f_true, rng)`` with
+    f_samples (N, K) the mass-weighted integrated fraction of each sampled map and f_true (N,) that of
+    the true map (both dimensionless). The SBC integer rank of the truth among the K samples is
+    floor(pit * (K + 1)); ties are broken at random, so pit is Uniform(0, 1) for a calibrated posterior
+    and equal-width bins of pit have equal expected counts.
+    """
+    pit = np.asarray(pit, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.digitize(pit, edges[1:-1]), 0, n_bins - 1)
+    weights = bootstrap.map_weights
+    fraction = np.bincount(which, weights=weights, minlength=n_bins) / weights.sum()
+    distance, pvalue = weighted_ks_uniform(pit, weights, bootstrap.n_galaxies)
+    return RankHistogram(edges, fraction, np.bincount(which, minlength=n_bins), distance, pvalue, bootstrap.n_galaxies)
+
+
+@dataclass(frozen=True)
+class CoverageStratum:
+    """Coverage of the central credible intervals on the galaxy pixels of one stratum.
+
+    by: "truth", "mass" or "radius"; label: human-readable condition; low, high: its bounds in the
+    stratifying quantity (ex-situ fraction; log10 Msun; r / r_half). coverage: nominal level (as
+    "0.68") -> galaxy-weighted observed coverage with bootstrap interval. n_pixels, n_maps,
+    n_galaxies: what the stratum holds.
+    """
+
+    by: str
+    label: str
+    low: float
+    high: float
+    coverage: dict[str, Estimate]
+    n_pixels: int
+    n_maps: int
+    n_galaxies: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "by": self.by,
+            "label": self.label,
+            "low": self.low,
+            "high": self.high,
+            "coverage": {level: e.to_dict() for level, e in self.coverage.items()},
+            "n_pixels": self.n_pixels,
+            "n_maps": self.n_maps,
+            "n_galaxies": self.n_galaxies,
+        }
+
+
+def _strata(
+    truth: np.ndarray,
+    mask: np.ndarray,
+    map_mass: np.ndarray,
+    fov_rhalf: float,
+    truth_edges: tuple[float, ...],
+) -> list[tuple[str, str, float, float, np.ndarray]]:
+    """(by, label, low, high, selector over galaxy pixels) of every stratum; pixels in ``mask`` order."""
+    t = truth[mask]
+    interior = (t > 0) & (t < 1)
+    out = [
+        ("truth", "truth = 0", 0.0, 0.0, t == 0),
+        ("truth", "0 < truth < 1", 0.0, 1.0, interior),
+        ("truth", "truth = 1", 1.0, 1.0, t == 1),
+    ]
+    truth_bin = np.digitize(t, truth_edges[1:-1], right=True)  # bins (lo, hi], the last one open at 1
+    for j, (lo, hi) in enumerate(itertools.pairwise(truth_edges)):
+        relation = "<" if hi >= 1 else "<="
+        out.append(("truth", f"{lo:g} < truth {relation} {hi:g}", lo, hi, interior & (truth_bin == j)))
+    # Terciles of the GALAXIES' masses (not the maps'), so that each holds a third of the galaxies.
+    cuts = np.quantile(np.unique(map_mass), [1 / 3, 2 / 3])
+    map_tercile = np.digitize(map_mass, cuts)
+    pixel_tercile = np.broadcast_to(map_tercile[:, None, None], mask.shape)[mask]
+    for j in range(3):
+        members = map_mass[map_tercile == j]
+        lo, hi = (float(members.min()), float(members.max())) if members.size else (np.nan, np.nan)
+        out.append(("mass", f"log M* tercile {j + 1} [{lo:.2f}, {hi:.2f}]", lo, hi, pixel_tercile == j))
+    # Rings of 0.5 r_half out to the inscribed circle, then the corners out to fov_rhalf / sqrt(2).
+    edges = np.append(np.arange(0.0, fov_rhalf / 2 + 1e-9, RADIUS_STEP_RHALF), fov_rhalf / np.sqrt(2))
+    radius = np.broadcast_to(pixel_radius(mask.shape[-1], fov_rhalf), mask.shape)[mask]
+    ring = np.digitize(radius, edges[1:-1])
+    for j, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        out.append(("radius", f"{lo:.2f} <= r/r_half < {hi:.2f}", float(lo), float(hi), ring == j))
+    return out
+
+
+def stratified_coverage(
+    pit: np.ndarray,
+    truth: np.ndarray,
+    mask: np.ndarray,
+    log_mstar: np.ndarray,
+    bootstrap: GalaxyBootstrap,
+    fov_rhalf: float = 4.0,
+    levels: tuple[float, ...] = (0.68, 0.95),
+    truth_edges: tuple[float, ...] = TRUTH_STRATUM_EDGES,
+) -> list[CoverageStratum]:
+    """Per-pixel coverage stratified by truth, by stellar-mass tercile and by radius, galaxy-weighted.
+
+    pit: (n_pix,) randomized PIT of the galaxy pixels in ``mask`` order (what
+    ``randomized_pit(samples_on_pixels, truth[mask], rng)`` gives; chunks concatenated);
+    truth, mask: (N, P, P) true ex-situ fraction and galaxy pixels; log_mstar: (N,) log10 stellar mass
+    [Msun] of each map's galaxy (a galaxy's maps are placed by the mean over its maps, so a galaxy is in
+    one tercile); fov_rhalf: the map spans this many half-mass radii across (radii from the pixel centres).
+
+    Strata: truth exactly 0, 0 < truth < 1, exactly 1, then the interior split at ``truth_edges``;
+    three mass terciles of the galaxies; radius bins of 0.5 r_half out to fov_rhalf / 2 and a last
+    bin for the corners. Within a stratum, coverage = sum over maps of (1 / n_los) * pixels covered /
+    sum of (1 / n_los) * pixels. An empty stratum has NaN coverage and zero counts.
+    """
+    pit = np.asarray(pit, dtype=np.float64)
+    if pit.shape != (int(mask.sum()),):
+        raise InputError(f"pit must hold one value per galaxy pixel ({int(mask.sum())}), got shape {pit.shape}")
+    index = bootstrap.galaxy_index
+    galaxy_mass = np.bincount(index, weights=log_mstar) / np.bincount(index)
+    map_index = np.nonzero(mask)[0]
+    n_maps = len(truth)
+    covered = np.abs(pit - 0.5)[:, None] <= np.asarray(levels)[None, :] / 2  # (n_pix, L)
+    result = []
+    for by, label, lo, hi, selector in _strata(truth, mask, galaxy_mass[index], fov_rhalf, truth_edges):
+        per_map_pixels = np.bincount(map_index[selector], minlength=n_maps)
+        hits = np.stack(
+            [np.bincount(map_index[selector & covered[:, j]], minlength=n_maps) for j in range(len(levels))], 1
+        )
+        estimates = bootstrap.ratio(hits, per_map_pixels)
+        present = per_map_pixels > 0
+        result.append(
+            CoverageStratum(
+                by=by,
+                label=label,
+                low=lo,
+                high=hi,
+                coverage={f"{level:g}": e for level, e in zip(levels, estimates)},  # type: ignore[arg-type]
+                n_pixels=int(selector.sum()),
+                n_maps=int(present.sum()),
+                n_galaxies=int(np.unique(index[present]).size),
+            )
+        )
+    return result
