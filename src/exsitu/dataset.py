@@ -22,17 +22,23 @@ from exsitu.io import InputError, read_json, read_table
 class MapSet:
     """A subset of the maps, in memory, in the row order of ``table``.
 
-    conditions: (N, C, P, P) float32 (C = len(CHANNELS)), each channel standardised with the training-set mean and
-        std over galaxy pixels (dimensionless), exactly 0 outside the mask.
+    conditions: (N, C, P, P) float32, the model's ``channels`` (a subset of ``contracts.CHANNELS``, in
+        contract order), each standardised with the training-set mean and std over galaxy
+        pixels (dimensionless), exactly 0 outside the mask.
     exsitu: (N, 1, P, P) float32 ex-situ stellar mass fraction per pixel, in [0, 1].
     mask: (N, 1, P, P) bool, pixels with galaxy light.
     table: the split.csv rows of these maps, same order (index reset).
+    log_sigma: (N, P, P) float32 log10 stellar surface density [Msun/kpc^2] (0 outside the mask),
+        kept whatever the conditioning channels: it is the mass weight of every map statistic.
+    channels: the conditioning channels, in the order of the ``conditions`` axis.
     """
 
     conditions: torch.Tensor
     exsitu: torch.Tensor
     mask: torch.Tensor
     table: pd.DataFrame
+    log_sigma: np.ndarray
+    channels: tuple[str, ...] = CHANNELS
 
     def __len__(self) -> int:
         return len(self.table)
@@ -45,10 +51,11 @@ class DatasetFiles:
     maps: Sequence[str]
     split: str
     stats: str
+    channels: Sequence[str] = CHANNELS
 
     def load(self, subset: str) -> MapSet:
         """The normalised maps of ``subset`` (train | val | test)."""
-        return load_subset(self.maps, self.split, self.stats, subset)
+        return load_subset(self.maps, self.split, self.stats, subset, self.channels)
 
 
 def read_stats(stats_json: str) -> tuple[np.ndarray, np.ndarray]:
@@ -76,12 +83,24 @@ def read_split(split_csv: str, subset: str) -> pd.DataFrame:
     return rows
 
 
-def load_subset(map_files: Sequence[str], split_csv: str, stats_json: str, subset: str) -> MapSet:
+def channel_index(channels: Sequence[str]) -> list[int]:
+    """Positions of ``channels`` on the contract's channel axis (config ``conditions.channels``)."""
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown or not channels:
+        raise InputError(f"config key 'conditions.channels': {list(channels)} must be a non-empty subset of {CHANNELS}")
+    return [CHANNELS.index(c) for c in channels]
+
+
+def load_subset(
+    map_files: Sequence[str], split_csv: str, stats_json: str, subset: str, channels: Sequence[str] = CHANNELS
+) -> MapSet:
     """Load the ``subset`` maps listed in ``split_csv`` from the shard files, normalised.
 
-    Conditions are standardised per channel with ``stats_json`` (training galaxy pixels) and
-    set to exactly 0 outside the mask; that is how the models tell background from galaxy.
+    Only ``channels`` are kept as conditions. They are standardised per channel with
+    ``stats_json`` (training galaxy pixels) and set to exactly 0 outside the mask; that is how
+    the models tell background from galaxy.
     """
+    keep = channel_index(channels)
     mean, std = read_stats(stats_json)
     table = read_split(split_csv, subset)
     shards = shard_index(map_files)
@@ -96,6 +115,9 @@ def load_subset(map_files: Sequence[str], split_csv: str, stats_json: str, subse
     where = np.argsort(np.concatenate(positions), kind="stable")
     conditions, exsitu, mask = (np.concatenate([p[i] for p in parts])[where] for i in range(3))
     mask = mask.astype(bool)
+    log_sigma = np.where(mask[:, 0], conditions[:, CHANNELS.index("mass")], 0.0).astype(np.float32)
+    conditions = conditions[:, keep]
+    mean, std = mean[keep], std[keep]
     conditions = (conditions.astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]
     conditions *= mask
     exsitu = exsitu.astype(np.float32)
@@ -108,4 +130,6 @@ def load_subset(map_files: Sequence[str], split_csv: str, stats_json: str, subse
         exsitu=torch.from_numpy(np.ascontiguousarray(exsitu)),
         mask=torch.from_numpy(np.ascontiguousarray(mask)),
         table=table,
+        log_sigma=log_sigma,
+        channels=tuple(CHANNELS[i] for i in keep),
     )

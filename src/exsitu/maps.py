@@ -1,9 +1,11 @@
-"""The maps of one shard, following the plan's lines of sight (stage ``project``).
+"""The maps of one shard: projected along the plan's lines of sight (stage ``project``), and
+observed as an IFU survey would see them (stage ``observe``).
 
 Writes the map contract of docs/design.md (conditions, exsitu, mask, subhalo_id, snapshot,
-galaxy_id, los, rotation, fov_kpc, exsitu_total; attributes channels, units, simulation,
-config_hash, shard, npix). The field of view is ``maps.fov_rhalf`` times the catalogue's
-stellar half-mass radius.
+galaxy_id, los, rotation, fov_kpc, rproj_kpc, exsitu_total; attributes channels, units,
+simulation, config_hash, shard, npix, fov_rhalf, fov_radius). The field of view is
+``maps.fov_rhalf`` times the catalogue's 3D stellar half-mass radius; :func:`observe_shard`
+turns a shard into mock IFU observations scaled by the projected half-mass radius.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+from typing import Any
 
 import h5py
 import numpy as np
 import pandas as pd
 
-from exsitu.contracts import CHANNELS, N_CHANNELS, UNITS, open_shard
+from exsitu.contracts import CHANNELS, MAP_IMAGES, MAP_INDEX, N_CHANNELS, UNITS, open_shard
 from exsitu.io import InputError, atomic_output, read_table
+from exsitu.observe import ObserveSettings, observe_maps, projected_half_mass_radius
 from exsitu.projection import project
 from exsitu.settings import MapSettings
 from exsitu.sightlines import ROTATION_COLUMNS
@@ -55,6 +60,7 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapS
     mask = np.zeros((n, 1, p, p), bool)
     rotation = plan[ROTATION_COLUMNS].to_numpy(np.float64).reshape(n, 3, 3)
     fov = np.zeros(n, np.float32)
+    rproj = np.zeros(n, np.float32)
     galaxy_id = np.zeros(n, np.int64)
     exsitu_total = np.zeros(n, np.float32)
     for (snap, sub), rows in plan.groupby(["snapshot", "subhalo_id"], sort=False):
@@ -76,29 +82,59 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapS
             p,
         )
         fov[at] = fov_kpc
+        # The observable analogue of Re, exact from all the galaxy's stars (the observe stage scales by it).
+        rproj[at] = projected_half_mass_radius(parts["pos"][sl], parts["mass"][sl], rotation[at])
         galaxy_id[at] = int(g["galaxy_id"])
         exsitu_total[at] = float(g["exsitu_total"])
-    with atomic_output(out) as tmp, h5py.File(tmp, "w") as h:
-        h.create_dataset("conditions", data=conditions)
-        h.create_dataset("exsitu", data=exsitu)
-        h.create_dataset("mask", data=mask)
-        h.create_dataset("subhalo_id", data=plan["subhalo_id"].to_numpy(np.int64))
-        h.create_dataset("snapshot", data=plan["snapshot"].to_numpy(np.int64))
-        h.create_dataset("galaxy_id", data=galaxy_id)
-        h.create_dataset("los", data=rotation[:, 2, :].astype(np.float32))
-        h.create_dataset("rotation", data=rotation)
-        h.create_dataset("fov_kpc", data=fov)
-        h.create_dataset("exsitu_total", data=exsitu_total)
-        h.attrs.update(
-            {
-                "channels": list(CHANNELS),
-                "units": list(UNITS),
-                "exsitu_units": "mass fraction",
-                "simulation": simulation,
-                "config_hash": config_hash(settings.to_dict()),
-                "shard": shard,
-                "npix": p,
-                "fov_rhalf": float(fov_rhalf),
-            }
-        )
+    datasets = {
+        "conditions": conditions, "exsitu": exsitu, "mask": mask,
+        "subhalo_id": plan["subhalo_id"].to_numpy(np.int64), "snapshot": plan["snapshot"].to_numpy(np.int64),
+        "galaxy_id": galaxy_id, "los": rotation[:, 2, :].astype(np.float32), "rotation": rotation,
+        "fov_kpc": fov, "rproj_kpc": rproj, "exsitu_total": exsitu_total,
+    }  # fmt: skip
+    attrs = {
+        "channels": list(CHANNELS), "units": list(UNITS), "exsitu_units": "mass fraction", "simulation": simulation,
+        "config_hash": config_hash(settings.to_dict()), "shard": shard, "npix": p, "fov_rhalf": float(fov_rhalf),
+        "fov_radius": "3d",
+    }  # fmt: skip
+    write_map_shard(out, datasets, attrs)
     return n
+
+
+def write_map_shard(out: str | os.PathLike, datasets: dict[str, np.ndarray], attrs: dict[str, Any]) -> None:
+    """Write one map shard (the map contract of docs/design.md) atomically."""
+    with atomic_output(out) as tmp, h5py.File(tmp, "w") as h:
+        for name, value in datasets.items():
+            h.create_dataset(name, data=value)
+        h.attrs.update(attrs)
+
+
+def observe_shard(maps: str, settings: ObserveSettings, out: str) -> int:
+    """Observe every ideal map of a shard (``exsitu.observe``) and write them, same contract, to ``out``.
+
+    The observed maps cover ``fov_rhalf`` projected half-mass radii (``fov_kpc`` is replaced);
+    the ex-situ map stays the intrinsic one on the new grid. The shard adds per map
+    ``redshift``, ``arcsec_per_kpc``, ``psf_fwhm_pix``, ``n_spaxels`` and ``n_bins``, and the
+    observe settings as the attribute ``observe`` (JSON). Deterministic for ``settings.seed`` and
+    the shard number. Returns the map count.
+    """
+    with open_shard(maps) as f:
+        for name in (*MAP_IMAGES, *MAP_INDEX, "rproj_kpc"):
+            if name not in f:
+                raise InputError(f"{maps}: dataset '{name}' is missing (rerun the project stage)")
+        datasets = {name: f[name][()] for name in f}
+        attrs = dict(f.attrs)
+    shard = int(attrs["shard"])
+    obs = observe_maps(
+        datasets["conditions"], datasets["exsitu"], datasets["mask"], datasets["fov_kpc"], datasets["rproj_kpc"],
+        fov_rhalf=float(attrs["fov_rhalf"]), settings=settings,
+        rng=np.random.default_rng([settings.seed, shard]),
+    )  # fmt: skip
+    datasets.update(
+        conditions=obs.conditions, exsitu=obs.exsitu, mask=obs.mask, fov_kpc=obs.fov_kpc.astype(np.float32),
+        redshift=obs.redshift, arcsec_per_kpc=obs.arcsec_per_kpc, psf_fwhm_pix=obs.psf_fwhm_pix,
+        n_spaxels=obs.n_spaxels, n_bins=obs.n_bins,
+    )  # fmt: skip
+    attrs.update(fov_radius="projected", observe=json.dumps(settings.to_dict()))
+    write_map_shard(out, datasets, attrs)
+    return len(obs.conditions)

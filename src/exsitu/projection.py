@@ -97,7 +97,9 @@ def project(
     return conditions, exsitu, mask
 
 
-def _binning(pos: np.ndarray, vel: np.ndarray, rotations: np.ndarray, scale: float, p: int) -> tuple[np.ndarray, np.ndarray]:
+def _binning(
+    pos: np.ndarray, vel: np.ndarray, rotations: np.ndarray, scale: float, p: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per line of sight: flattened pixel index (P*P for outside) and LOS velocity, each (L, n)."""
     n_los = rotations.shape[0]
     u = np.concatenate([rotations[:, 0], rotations[:, 1]]) @ pos.T  # (2L, n): image x rows, then y rows

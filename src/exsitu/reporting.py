@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from exsitu import figures
+from exsitu import figures, relations_figures
 from exsitu.io import InputError, atomic_output, read_json, read_table
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 FIGURES: tuple[str, ...] = (
     "exsitu_distribution", "training_curves", "example_posteriors", "residuals",
     "integrated_fraction", "calibration", "radial_profile",
+    "relation_exsitu_fraction", "relation_size", "relation_dispersion", "relation_exsitu_profile",
+    "relation_metallicity",
 )  # fmt: skip
 FIGURE_FORMATS = (".png", ".svg")
 
@@ -131,6 +133,29 @@ class ReportInputs:
     metrics: str
     summaries: str
     benchmarks: str  # directory of Snakemake benchmark TSVs
+    relations: str  # the relations stage's JSON
+    model_card: str  # results/models/model.json
+
+
+def relations_table(relations: dict[str, Any]) -> pd.DataFrame:
+    """Per mass bin: galaxies, median f_ex against the published band, median r_1/2 and sigma_cen, Z overlap."""
+    edges = relations["mass_edges"]
+    bands = relations["bands"]
+    centres = [0.5 * (lo + hi) for lo, hi in zip(edges[:-1], edges[1:])]
+    band = bands["exsitu_fraction"]
+    lo = np.interp(centres, bands["log_mstar"], band["lo"])
+    hi = np.interp(centres, bands["log_mstar"], band["hi"])
+    rows = {}
+    for k in range(len(centres)):
+        rows[f"log M* {edges[k]:.2f}-{edges[k + 1]:.2f}"] = {
+            "galaxies": relations["exsitu_fraction"]["n"][k],
+            "f_ex median": relations["exsitu_fraction"]["median"][k],
+            "published band": f"{lo[k]:.2f}-{hi[k]:.2f}",
+            "r_1/2 median [kpc]": relations["half_mass_radius"]["median"][k],
+            "sigma_cen median [km/s]": relations["central_dispersion"]["median"][k],
+            "Z overlap in/ex-situ": relations["metallicity"]["overlap"][k],
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]], run_config: dict[str, Any]) -> str:
@@ -143,6 +168,8 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
         for p in inputs.histories
     }
     metrics = read_metrics(inputs.metrics)
+    relations = read_json(inputs.relations, ("mass_edges", "exsitu_fraction", "bands"), "relations file")
+    card = read_json(inputs.model_card, ("channels", "npix", "fov_rhalf", "radius"), "model card")
     try:
         summaries = h5py.File(inputs.summaries, "r")
     except (FileNotFoundError, OSError) as err:
@@ -217,6 +244,16 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
             figures.exsitu_distribution(per_galaxy, plan["exsitu_total"].to_numpy()),
             "ex-situ distribution",
         ),
+        "<h3>Mock against TNG/Illustris</h3>"
+        "<p>Scaling relations of the simulated galaxies at the latest snapshot against published ones "
+        "(bands and citations in <code>exsitu.relations.published_bands</code>). With the built-in mock this "
+        "checks that the stand-in for TNG100 is physical; with TNG data it checks the selection.</p>",
+        table(relations_table(relations), "{:.3g}"),
+        show("relation_exsitu_fraction", relations_figures.exsitu_fraction_figure(relations), "f_ex against M*"),
+        show("relation_size", relations_figures.size_figure(relations), "half-mass radius against M*"),
+        show("relation_dispersion", relations_figures.dispersion_figure(relations), "central dispersion against M*"),
+        show("relation_exsitu_profile", relations_figures.exsitu_profile_figure(relations), "f_ex against radius"),
+        show("relation_metallicity", relations_figures.metallicity_figure(relations), "in/ex-situ metallicities"),
         "<h2>2. Training</h2>",
         show("training_curves", figures.training_curves(histories), "training curves"),
         "<h2>3. Example test galaxies (cf. paper Fig. 2)</h2>",
@@ -240,7 +277,13 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
         "<p>Wall time of each job from Snakemake's benchmark files, summed per stage; jobs that ran in "
         "parallel overlap, so the elapsed time of the run is shorter than the sum.</p>",
         table(times, "{:.1f}") if len(times) else "<p>No benchmark files found.</p>",
-        "<h2>8. Configuration</h2>",
+        "<h2>8. The model directory</h2>",
+        f"<p><code>results/models/</code> holds the weights and <code>model.json</code>: conditioned on "
+        f"{html.escape(', '.join(card['channels']))}; {card['npix']}x{card['npix']} maps over "
+        f"{card['fov_rhalf']:g} {'projected' if card['radius'] == 'projected' else '3D'} half-mass radii; "
+        f"{'mock IFU observations' if card.get('observe') else 'ideal projections'}. Apply it to an observed "
+        "galaxy with <code>exsitu predict --model-dir results/models --out OUT.fits INPUT</code>.</p>",
+        "<h2>9. Configuration</h2>",
         f"<pre>{html.escape(json.dumps(run_config, indent=2, sort_keys=True))}</pre>",
     ]
     body = "\n".join(parts)

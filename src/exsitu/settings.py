@@ -18,6 +18,7 @@ from typing import Any, ClassVar, Self
 import jsonschema
 import yaml
 
+from exsitu.contracts import CHANNELS
 from exsitu.io import InputError
 
 
@@ -115,6 +116,17 @@ class MapSettings(Section):
     npix: int
     fov_rhalf: float  # field of view in stellar half-mass radii
     n_shards: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ConditionSettings(Section):
+    """The observables the model is conditioned on, kept in the contract's channel order."""
+
+    SECTION = "conditions"
+    channels: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(c for c in CHANNELS if c in self.channels))
 
 
 @dataclasses.dataclass(frozen=True)

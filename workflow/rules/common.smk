@@ -16,6 +16,15 @@ if config["simulation"]["source"] == "tng" and not config["simulation"].get("bas
 
 MOCK_ROOT = "results/mock/TNGmock"
 SHARDS = list(range(config["maps"]["n_shards"]))
+OBSERVED = config["observe"]["enabled"]
+# The maps the model stages read: ideal projections, or their mock IFU observations.
+MAPS = (
+    "results/observed/shard_{shard}.h5" if OBSERVED else "results/maps/shard_{shard}.h5"
+)
+# Every config section that shapes a trained model (its model.json records their hash).
+MODEL_SECTIONS = (
+    "simulation", "mock", "selection", "plan", "maps", "observe", "split", "conditions", "cvae", "flow",
+)  # fmt: skip
 
 
 def simulation_basepath():

@@ -98,9 +98,48 @@ rule project:
         "exsitu project {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
+rule observe:
+    input:
+        maps="results/maps/shard_{shard}.h5",
+    output:
+        out="results/observed/shard_{shard}.h5",
+    log:
+        "results/logs/observe/shard_{shard}.log",
+    benchmark:
+        "results/benchmarks/observe/shard_{shard}.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    threads: 1
+    resources:
+        cpus_per_task=resource("project", "cpus", 1),
+        mem_mb=resource("project", "mem_mb", 4000),
+    params:
+        args=stage_args(),
+        settings=settings("observe"),
+    shell:
+        "exsitu observe {params.args} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule relations:
+    input:
+        particles=shard_files("results/particles/shard_{shard}.h5"),
+    output:
+        out="results/catalog/relations.json",
+    log:
+        "results/logs/relations.log",
+    benchmark:
+        "results/benchmarks/relations.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    params:
+        args=stage_args(),
+    shell:
+        "exsitu relations {params.args} > {log} 2>&1"
+
+
 rule split:
     input:
-        maps=shard_files("results/maps/shard_{shard}.h5"),
+        maps=shard_files(MAPS),
     output:
         out_table="results/dataset/split.csv",
         out_stats="results/dataset/normalisation.json",

@@ -3,7 +3,7 @@
 
 
 DATASET = dict(
-    maps=shard_files("results/maps/shard_{shard}.h5"),
+    maps=shard_files(MAPS),
     split="results/dataset/split.csv",
     stats="results/dataset/normalisation.json",
 )
@@ -34,7 +34,7 @@ rule train_cvae:
         args=stage_args(
             device=config["device"], checkpoint="results/checkpoints/cvae.pt"
         ),
-        settings=settings("cvae"),
+        settings=settings("cvae", "conditions"),
     shell:
         "exsitu train_cvae {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -59,7 +59,7 @@ rule train_flow:
         args=stage_args(
             device=config["device"], checkpoint="results/checkpoints/flow.pt"
         ),
-        settings=settings("flow"),
+        settings=settings("flow", "conditions"),
     shell:
         "exsitu train_flow {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -84,7 +84,7 @@ rule train_baseline:
             device=config["device"], checkpoint="results/checkpoints/baseline.pt"
         ),
         # The deterministic baseline shares the cVAE's network; baseline: keys override its optimiser.
-        settings=settings("cvae", "baseline"),
+        settings=settings("cvae", "baseline", "conditions"),
     shell:
         "exsitu train_baseline {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -112,6 +112,26 @@ rule evaluate:
     params:
         args=stage_args(device=config["device"]),
         # maps: fov_rhalf converts pixel radius to r / rhalf for the radial-profile baseline.
-        settings=settings("evaluate", "maps"),
+        settings=settings("evaluate", "maps", "conditions"),
     shell:
         "exsitu evaluate {params.args} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule model_card:
+    input:
+        cvae="results/models/cvae.pt",
+        flow="results/models/flow.pt",
+        stats="results/dataset/normalisation.json",
+    output:
+        out="results/models/model.json",
+    log:
+        "results/logs/model_card.log",
+    benchmark:
+        "results/benchmarks/model_card.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    params:
+        args=stage_args(),
+        settings=settings(*MODEL_SECTIONS),
+    shell:
+        "exsitu model_card {params.args} --settings {params.settings:q} > {log} 2>&1"

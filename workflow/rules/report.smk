@@ -9,6 +9,11 @@ FIGURES = [
     "integrated_fraction",
     "calibration",
     "radial_profile",
+    "relation_exsitu_fraction",
+    "relation_size",
+    "relation_dispersion",
+    "relation_exsitu_profile",
+    "relation_metallicity",
 ]
 
 
@@ -22,6 +27,8 @@ rule report:
         ),
         metrics="results/evaluation/metrics.json",
         summaries="results/evaluation/summaries.h5",
+        relations="results/catalog/relations.json",
+        model_card="results/models/model.json",
     output:
         report=report(
             "results/report.html",

@@ -22,7 +22,7 @@ from exsitu.io import InputError
 
 #: Stage modules in pipeline order, one per Snakemake rule.
 STAGES: tuple[str, ...] = (
-    "simulate_mock", "select", "tag", "plan", "project", "split",
+    "simulate_mock", "select", "tag", "plan", "project", "observe", "split", "relations", "model_card",
     "train_cvae", "train_flow", "train_baseline", "evaluate", "report",
 )  # fmt: skip
 #: Commands for users that are not pipeline rules.

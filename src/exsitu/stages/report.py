@@ -25,14 +25,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--histories", nargs="+", required=True, help="training history CSVs")
     parser.add_argument("--metrics", required=True, help="metrics.json")
     parser.add_argument("--summaries", required=True, help="summaries.h5")
+    parser.add_argument("--relations", required=True, help="relations.json of the relations stage")
+    parser.add_argument("--model-card", required=True, help="results/models/model.json")
     parser.add_argument("--benchmarks", required=True, help="directory of Snakemake benchmark TSVs")
     parser.add_argument("--run-config", default="{}", help="the full config as JSON, shown in the report")
     parser.add_argument("--figures", nargs="+", required=True, help="figure files to write (<name>.png and .svg)")
     parser.add_argument("--report", required=True, help="report.html to write")
     args = parser.parse_args(argv)
     inputs = ReportInputs(
-        args.catalog, args.plan, args.split, args.histories, args.metrics, args.summaries, args.benchmarks
-    )
+        catalog=args.catalog, plan=args.plan, split=args.split, histories=args.histories, metrics=args.metrics,
+        summaries=args.summaries, benchmarks=args.benchmarks, relations=args.relations, model_card=args.model_card,
+    )  # fmt: skip
     text = build_report(inputs, figure_paths(args.figures), json.loads(args.run_config))
     with atomic_output(args.report) as tmp:
         tmp.write_text(text, encoding="utf-8")
