@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from exsitu.contracts import CHANNELS, MAP_IMAGES, MAP_INDEX, N_CHANNELS, UNITS, open_shard
+from exsitu.contracts import CHANNELS, MAP_IMAGES, MAP_INDEX, N_CHANNELS, UNITS, open_shard, shard_number
 from exsitu.io import InputError, atomic_output, read_table
 from exsitu.observe import ObserveSettings, observe_maps, projected_half_mass_radius
 from exsitu.projection import project
@@ -109,7 +109,7 @@ def write_map_shard(out: str | os.PathLike, datasets: dict[str, np.ndarray], att
         h.attrs.update(attrs)
 
 
-def observe_shard(maps: str, settings: ObserveSettings, out: str) -> int:
+def observe_shard(maps: str, shard: int, settings: ObserveSettings, out: str) -> int:
     """Observe every ideal map of a shard (``exsitu.observe``) and write them, same contract, to ``out``.
 
     The observed maps cover ``fov_rhalf`` projected half-mass radii (``fov_kpc`` is replaced);
@@ -122,9 +122,10 @@ def observe_shard(maps: str, settings: ObserveSettings, out: str) -> int:
         for name in (*MAP_IMAGES, *MAP_INDEX, "rproj_kpc"):
             if name not in f:
                 raise InputError(f"{maps}: dataset '{name}' is missing (rerun the project stage)")
+        if shard_number(f) != shard:
+            raise InputError(f"{maps}: holds shard {shard_number(f)} but --shard is {shard}")
         datasets = {name: f[name][()] for name in f}
         attrs = dict(f.attrs)
-    shard = int(attrs["shard"])
     obs = observe_maps(
         datasets["conditions"], datasets["exsitu"], datasets["mask"], datasets["fov_kpc"], datasets["rproj_kpc"],
         fov_rhalf=float(attrs["fov_rhalf"]), settings=settings,

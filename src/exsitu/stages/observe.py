@@ -23,9 +23,10 @@ log = logging.getLogger(__name__)
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__file__, __doc__)
     parser.add_argument("--maps", required=True, help="the project stage's map shard")
+    parser.add_argument("--shard", type=int, required=True, help="the shard number the file must hold")
     parser.add_argument("--out", required=True, help="observed map shard (HDF5, same contract)")
     args = parser.parse_args(argv)
-    n = observe_shard(args.maps, section_of(args.settings, ObserveSettings), args.out)
+    n = observe_shard(args.maps, args.shard, section_of(args.settings, ObserveSettings), args.out)
     log.info("%s: %d maps observed", args.out, n)
 
 
