@@ -39,20 +39,20 @@ def slow_maps(pos, vel, mass, age, z, ex, rot, fov, p):
 def particles():
     rng = np.random.default_rng(3)
     n = 3000
-    return dict(
-        pos=rng.normal(0, 4.0, (n, 3)),
-        vel=rng.normal(0, 100.0, (n, 3)) + [0, 150.0, 0],
-        mass=rng.uniform(1e5, 3e5, n),
-        age=rng.uniform(0.5, 12.0, n),
-        metallicity=ZSUN * 10 ** rng.normal(0, 0.3, n),
-        exsitu_flag=rng.uniform(size=n) < 0.4,
-    )
+    return {
+        "pos": rng.normal(0, 4.0, (n, 3)),
+        "vel": rng.normal(0, 100.0, (n, 3)) + [0, 150.0, 0],
+        "mass": rng.uniform(1e5, 3e5, n),
+        "age": rng.uniform(0.5, 12.0, n),
+        "metallicity": ZSUN * 10 ** rng.normal(0, 0.3, n),
+        "exsitu_flag": rng.uniform(size=n) < 0.4,
+    }
 
 
 def test_kernel_matches_the_slow_implementation(particles) -> None:
     rotations = random_rotations(np.random.default_rng(0), 3)
     fov, p = 20.0, 12
-    cond, ex, mask = project(**particles, rotations=rotations, fov_kpc=fov, npix=p)
+    cond, ex, mask = project(**particles, rotations=rotations, fov_kpc=fov, npix=p, smoothing="none")
     assert cond.shape == (3, 5, p, p) and ex.shape == (3, 1, p, p) and mask.shape == (3, 1, p, p)
     assert cond.dtype == np.float32 and ex.dtype == np.float32 and mask.dtype == bool
     for k, rot in enumerate(rotations):
@@ -70,7 +70,7 @@ def test_pixel_convention_and_velocity_sign() -> None:
     pos = np.array([[5.0, -9.5, 0.5], [0.0, 9.99, 9.99], [0.0, 10.0, 0.0]])  # the last is outside
     vel = np.array([[30.0, 0, 0], [-40.0, 0, 0], [0.0, 0, 0]])
     one = np.ones(3)
-    cond, ex, mask = project(pos, vel, one, one, one * ZSUN, np.array([1, 0, 0]), rot, 20.0, 20)
+    cond, ex, mask = project(pos, vel, one, one, one * ZSUN, np.array([1, 0, 0]), rot, 20.0, 20, smoothing="none")
     assert mask.sum() == 2
     assert mask[0, 0, 10, 0] and mask[0, 0, 19, 19]  # map[iy, ix]: x in [-10 + ix, -9 + ix)
     assert cond[0, 1, 10, 0] == pytest.approx(30.0) and cond[0, 1, 19, 19] == pytest.approx(-40.0)

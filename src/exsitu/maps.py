@@ -80,6 +80,8 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapS
             rotation[at],
             fov_kpc,
             p,
+            smoothing=settings.smoothing,
+            neighbours=settings.kernel_neighbours,
         )
         fov[at] = fov_kpc
         # The observable analogue of Re, exact from all the galaxy's stars (the observe stage scales by it).
@@ -95,7 +97,7 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapS
     attrs = {
         "channels": list(CHANNELS), "units": list(UNITS), "exsitu_units": "mass fraction", "simulation": simulation,
         "config_hash": config_hash(settings.to_dict()), "shard": shard, "npix": p, "fov_rhalf": float(fov_rhalf),
-        "fov_radius": "3d",
+        "fov_radius": "3d", "smoothing": settings.smoothing,
     }  # fmt: skip
     write_map_shard(out, datasets, attrs)
     return n

@@ -116,6 +116,8 @@ class MapSettings(Section):
     npix: int
     fov_rhalf: float  # field of view in stellar half-mass radii
     n_shards: int
+    smoothing: str  # adaptive | none
+    kernel_neighbours: int
 
 
 @dataclasses.dataclass(frozen=True)
