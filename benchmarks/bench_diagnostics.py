@@ -123,7 +123,7 @@ def main() -> None:
         )
     ranks = rank_histogram(np.concatenate(integrated_pit), boot)
     print(f"integrated-fraction ranks: fractions {np.round(ranks.fraction, 3).tolist()}, KS p {ranks.ks_pvalue:.2g}")
-    for stratum in stratified_coverage(np.concatenate(pit), truth, mask, log_mstar, boot, args.fov_rhalf):
+    for stratum in stratified_coverage(np.concatenate(pit), truth, mask, log_mstar, boot, fov_rhalf=args.fov_rhalf):
         c = stratum.coverage["0.68"]
         print(
             f"coverage68 {stratum.by:6s} {stratum.label:32s} {c.value:.3f} [{c.low:.3f}, {c.high:.3f}]"

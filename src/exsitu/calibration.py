@@ -380,6 +380,7 @@ def stratified_coverage(
     mask: np.ndarray,
     log_mstar: np.ndarray,
     bootstrap: GalaxyBootstrap,
+    *,
     fov_rhalf: float = 4.0,
     levels: tuple[float, ...] = (0.68, 0.95),
     truth_edges: tuple[float, ...] = TRUTH_STRATUM_EDGES,

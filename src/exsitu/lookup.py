@@ -84,6 +84,7 @@ def fit_pixel_lookup(
     exsitu: np.ndarray,
     mask: np.ndarray,
     log_mstar: np.ndarray,
+    *,
     k: int = LOOKUP_K,
     max_pixels: int = LOOKUP_MAX_PIXELS,
     seed: int = 0,

@@ -100,13 +100,15 @@ def project(
     )
     scale = p / float(fov_kpc)
     if smoothing == "none":
-        sums = _moment_sums(pos, vel, quantities, rotations, scale, 0.5 * p, p)[:, :, : p * p]
+        sums = _moment_sums(pos, vel, quantities, rotations, scale=scale, offset=0.5 * p, grid=p)[:, :, : p * p]
         return _maps(sums, float(fov_kpc), p, 0.0)
     kernels = adaptive_kernels(pos, fov_kpc, p, int(neighbours))
     point = kernels.cls == 0
     # Point-kernel particles: the plain binning over all particles, the others weighted 0
     # (every moment is a multiple of m), which is cheaper than copying the point subset.
-    sums = _moment_sums(pos, vel, (np.where(point, m, 0.0), *quantities[1:]), rotations, scale, 0.5 * p, p)
+    sums = _moment_sums(
+        pos, vel, (np.where(point, m, 0.0), *quantities[1:]), rotations, scale=scale, offset=0.5 * p, grid=p
+    )
     sums = sums[:, :, : p * p]
     for c, sigma in enumerate(kernels.sigma_px, start=1):
         members = np.flatnonzero(kernels.cls == c)
@@ -114,7 +116,9 @@ def project(
             continue
         pad, g = padded_grid(sigma, p)
         sub = tuple(q[members] for q in quantities)
-        raw = _moment_sums(pos[members], vel[members], sub, rotations, scale, 0.5 * p + pad, g)[:, :, : g * g]
+        raw = _moment_sums(pos[members], vel[members], sub, rotations, scale=scale, offset=0.5 * p + pad, grid=g)[
+            :, :, : g * g
+        ]
         sums += spread(raw.reshape(n_los * 6, g, g), sigma, p).reshape(n_los, 6, p * p)
     return _maps(sums, float(fov_kpc), p, MASK_FLOOR * float(m.mean()) if m.size else 0.0)
 
@@ -124,6 +128,7 @@ def _moment_sums(
     vel: np.ndarray,
     quantities: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     rotations: np.ndarray,
+    *,
     scale: float,
     offset: float,
     grid: int,
