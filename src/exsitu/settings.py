@@ -205,3 +205,4 @@ class EvaluateSettings(Section):
     SECTION = "evaluate"
     n_samples: int
     seed: int
+    n_saved_samples: int

@@ -7,6 +7,12 @@ DATASET = dict(
     split="results/dataset/split.csv",
     stats="results/dataset/normalisation.json",
 )
+# samples.h5 only when evaluate.n_saved_samples > 0 (0 writes no file).
+SAMPLES_OUTPUT = (
+    {"samples": "results/evaluation/samples.h5"}
+    if config["evaluate"]["n_saved_samples"] > 0
+    else {}
+)
 TRAIN_RESOURCES = dict(
     gpu=resource("train", "gpus", 1),
     cpus_per_task=resource("train", "cpus", 4),
@@ -96,6 +102,7 @@ rule evaluate:
         flow="results/models/flow.pt",
         baseline="results/models/baseline.pt",
     output:
+        **SAMPLES_OUTPUT,
         metrics=report(
             "results/evaluation/metrics.json",
             caption="../report/metrics.rst",

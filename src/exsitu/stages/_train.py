@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from exsitu.dataset import MapSet, load_subset
+from exsitu.dataset import DatasetFiles, MapSet
 from exsitu.device import resolve_device
-from exsitu.settings import TrainSettings
+from exsitu.settings import ConditionSettings, TrainSettings, section_of
 from exsitu.stages import add_device_argument, stage_parser
 from exsitu.training import fit, save_outputs
 
@@ -55,8 +55,8 @@ def run_training(parser: argparse.ArgumentParser, build: Build, argv: Sequence[s
     """Parse the flags, load the train/val maps, build the run, fit it and write model + history."""
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    train = load_subset(args.maps, args.split, args.stats, "train")
-    val = load_subset(args.maps, args.split, args.stats, "val")
+    data = DatasetFiles(args.maps, args.split, args.stats, section_of(args.settings, ConditionSettings).channels)
+    train, val = data.load("train"), data.load("val")
     run = build(args, train, val, device)
     result = fit(
         run.model, run.train, run.val, run.settings, device, args.checkpoint,
