@@ -111,7 +111,9 @@ def residual_figures(blocks: Mapping[str, Mapping[str, Any]]) -> Figure:
     for name, block in blocks.items():
         res = block["residuals"]
         edges, counts = np.asarray(res["hist_edges"]), np.asarray(res["hist_counts"], dtype=float)
-        left.stairs(counts / max(counts.sum(), 1) / np.diff(edges), edges, label=f"{name} (MAE {block['mae']:.3f})")
+        left.stairs(
+            counts / max(counts.sum(), 1) / np.diff(edges), edges, label=f"{name} (MAE {block['mae']['value']:.3f})"
+        )
         binned = block["residual_vs_truth"]
         centres = 0.5 * (np.asarray(binned["edges"][1:]) + np.asarray(binned["edges"][:-1]))
         median = np.array([np.nan if v is None else v for v in binned["median"]])
@@ -143,19 +145,70 @@ def integrated_scatter(true: np.ndarray, predicted: Mapping[str, np.ndarray]) ->
 
 
 def calibration_curves(modes: Mapping[str, Mapping[str, Any]]) -> Figure:
-    """Per-pixel expected-coverage curves and TARP whole-map curves, one line per mode."""
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.3), layout="constrained")
+    """Per-pixel expected-coverage curves and TARP whole-map curves (uniform and posterior references)."""
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.3), layout="constrained")
     for name, block in modes.items():
         curve = block["coverage_curve"]
-        left.plot(curve["nominal"], curve["observed"], label=f"{name} (68%: {block['coverage']['0.68']:.2f})")
-        right.plot(block["tarp"]["alpha"], block["tarp"]["ecp"], label=f"{name} (ATC {block['tarp_atc']:+.2f})")
-    for ax, title, xlabel in (
-        (left, "per-pixel coverage (randomized PIT)", "credibility level"),
-        (right, "TARP (whole maps)", r"credibility level $\alpha$"),
-    ):
+        axes[0].plot(
+            curve["nominal"], curve["observed"], label=f"{name} (68%: {block['coverage']['0.68']['value']:.2f})"
+        )
+        for ax, reference in zip(axes[1:], ("uniform", "posterior")):
+            tarp = block["tarp"][reference]
+            atc = tarp["atc"]
+            line = ax.plot(
+                tarp["alpha"],
+                tarp["ecp"],
+                label=f"{name} (ATC {atc['value']:+.2f} [{atc['low']:+.2f}, {atc['high']:+.2f}])",
+            )
+            ax.fill_between(tarp["alpha"], tarp["ecp_low"], tarp["ecp_high"], color=line[0].get_color(), alpha=0.15)
+    titles = ("per-pixel coverage (randomized PIT)", "TARP, uniform references", "TARP, held-out posterior reference")
+    for ax, title in zip(axes, titles):
         ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set(xlabel=xlabel, ylabel="expected coverage", title=title, xlim=(0, 1), ylim=(0, 1))
-        ax.legend(fontsize=8)
+        ax.set(xlabel=r"credibility level $\alpha$", ylabel="expected coverage", title=title, xlim=(0, 1), ylim=(0, 1))
+        ax.legend(fontsize=7)
+    return fig
+
+
+def rank_histograms(modes: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """SBC rank histograms of the galaxy-integrated ex-situ fraction, one panel per posterior."""
+    fig, axes = plt.subplots(1, len(modes), figsize=(3.4 * len(modes), 3.2), layout="constrained", squeeze=False)
+    for ax, (name, block) in zip(axes[0], modes.items()):
+        hist = block["rank_histogram"]
+        edges = np.asarray(hist["edges"])
+        ax.stairs(np.asarray(hist["fraction"]) * (len(edges) - 1), edges, fill=True, alpha=0.6)
+        ax.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax.set(title=f"{name} (KS p {hist['ks_pvalue']:.2g})", xlabel="normalised rank of the truth", ylim=(0, None))
+    axes[0][0].set_ylabel("galaxy-weighted density")
+    return fig
+
+
+def stratified_coverage(strata: Sequence[Mapping[str, Any]], level: str = "0.68") -> Figure:
+    """Coverage of the central ``level`` interval per stratum (truth, mass tercile, radius), with intervals."""
+    groups = [g for g in ("truth", "mass", "radius") if any(s["by"] == g for s in strata)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4), layout="constrained", squeeze=False)
+    for ax, group in zip(axes[0], groups):
+        rows = [s for s in strata if s["by"] == group and s["n_pixels"] > 0]
+        values = [s["coverage"][level] for s in rows]
+        y = np.arange(len(rows))
+        mid = np.array([v["value"] for v in values], dtype=float)
+        err = np.array([[v["value"] - v["low"], v["high"] - v["value"]] for v in values], dtype=float).T
+        ax.errorbar(mid, y, xerr=err, fmt="o")
+        ax.axvline(float(level), color="k", ls="--", lw=0.8)
+        ax.set_yticks(y, [f"{s['label']} (n={s['n_pixels']})" for s in rows], fontsize=7)
+        ax.set(xlabel=f"coverage of the {float(level):.0%} interval", title=f"by {group}", xlim=(0, 1))
+    return fig
+
+
+def latent_kl(history: pd.DataFrame) -> Figure:
+    """Validation KL per latent dimension [nats] at the kept (best) epoch of the cVAE."""
+    columns = sorted(
+        (c for c in history.columns if c.startswith("val_kl_dim_")), key=lambda c: int(c.rsplit("_", 1)[1])
+    )
+    best = int(history["best_epoch"].iloc[-1]) if "best_epoch" in history else int(history["epoch"].iloc[-1])
+    row = history.loc[history["epoch"] == best].iloc[0]
+    fig, ax = plt.subplots(figsize=(5, 3.2), layout="constrained")
+    ax.bar(range(len(columns)), [row[c] for c in columns])
+    ax.set(xlabel="latent dimension", ylabel="KL [nats]", title=f"cVAE latent usage at epoch {best}", yscale="log")
     return fig
 
 

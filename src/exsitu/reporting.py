@@ -32,7 +32,7 @@ FIGURES: tuple[str, ...] = (
     "exsitu_distribution", "training_curves", "example_posteriors", "residuals",
     "integrated_fraction", "calibration", "radial_profile",
     "relation_exsitu_fraction", "relation_size", "relation_dispersion", "relation_exsitu_profile",
-    "relation_metallicity",
+    "relation_metallicity", "latent_kl", "stratified_coverage", "rank_histogram",
 )  # fmt: skip
 FIGURE_FORMATS = (".png", ".svg")
 
@@ -105,21 +105,72 @@ def stage_times(benchmarks: str) -> pd.DataFrame:
     return out
 
 
+def interval(estimate: Mapping[str, float] | None, digits: int = 4) -> str:
+    """ "value [low, high]" of a metrics.json estimate (95% galaxy-bootstrap interval)."""
+    if not estimate or estimate.get("value") is None:
+        return "–"
+    low, high = estimate.get("low"), estimate.get("high")
+    if low is None or high is None:
+        return f"{estimate['value']:.{digits}f}"
+    return f"{estimate['value']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def comparison_table(metrics: dict[str, Any]) -> pd.DataFrame:
-    """All modes and baselines side by side: MAE, CRPS, coverage, ATC, integrated scatter."""
+    """All posteriors and baselines side by side, each number with its 95% galaxy-bootstrap interval."""
     rows = {}
     for group in ("modes", "baselines"):
         for name, block in metrics[group].items():
+            tarp = block.get("tarp", {})
             rows[f"{name} ({'posterior' if group == 'modes' else 'baseline'})"] = {
-                "MAE per pixel": block["mae"],
-                "CRPS": block.get("crps"),
-                "coverage 68%": block.get("coverage", {}).get("0.68"),
-                "coverage 95%": block.get("coverage", {}).get("0.95"),
-                "TARP ATC": block.get("tarp_atc"),
-                "integrated: scatter": block["integrated"]["scatter"],
-                "integrated: bias": block["integrated"]["bias"],
+                "MAE per pixel": interval(block["mae"]),
+                "CRPS": interval(block.get("crps")),
+                "coverage 68%": interval(block.get("coverage", {}).get("0.68"), 3),
+                "coverage 95%": interval(block.get("coverage", {}).get("0.95"), 3),
+                "TARP ATC (uniform)": interval(tarp.get("uniform", {}).get("atc"), 3),
+                "TARP ATC (posterior)": interval(tarp.get("posterior", {}).get("atc"), 3),
+                "integrated: scatter": interval(block["integrated"]["scatter"], 3),
+                "integrated: bias": interval(block["integrated"]["bias"], 3),
             }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def strata_table(strata: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Per-pixel coverage by stratum, with counts and intervals."""
+    rows = {
+        f"{s['by']}: {s['label']}": {
+            "galaxy pixels": s["n_pixels"],
+            "galaxies": s["n_galaxies"],
+            "coverage 68%": interval(s["coverage"].get("0.68"), 3),
+            "coverage 95%": interval(s["coverage"].get("0.95"), 3),
+        }
+        for s in strata
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def tarp_table(modes: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """TARP ATC with both references, intervals and KS p-values, per posterior."""
+    rows = {}
+    for name, block in modes.items():
+        row = {}
+        for reference in ("uniform", "posterior"):
+            tarp = block["tarp"][reference]
+            row[f"ATC, {reference} reference"] = interval(tarp["atc"], 3)
+            row[f"KS p, {reference}"] = f"{tarp['ks_pvalue']:.2g}"
+        row["integrated fraction: rank KS p"] = f"{block['rank_histogram']['ks_pvalue']:.2g}"
+        rows[name] = row
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def latent_summary(history: pd.DataFrame) -> str:
+    """ "N of D latent dimensions active (KL > threshold)" at the kept epoch of the cVAE history."""
+    dims = [c for c in history.columns if c.startswith("val_kl_dim_")]
+    if "active_units" not in history or not dims:
+        return "no KL columns in the history"
+    best = int(history["best_epoch"].iloc[-1])
+    row = history.loc[history["epoch"] == best].iloc[0]
+    total = float(sum(row[c] for c in dims))
+    return f"{int(row['active_units'])} of {len(dims)} dimensions active, {total:.3g} nats in all"
 
 
 @dataclass(frozen=True)
@@ -187,8 +238,10 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
                 catalog["galaxy_id"].nunique(),
                 len(plan),
                 metrics["n_maps"],
+                metrics["n_galaxies"],
                 metrics["n_pixels"],
                 metrics.get("n_samples"),
+                100 * metrics["exact_01_share"],
             ]
         },
         index=[
@@ -196,8 +249,10 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
             "distinct galaxies",
             "maps (projections)",
             "test maps evaluated",
+            "test galaxies (each counts once)",
             "test galaxy pixels",
             "posterior samples per map",
+            "test galaxy pixels with true fraction exactly 0 or 1 [%]",
         ],
     )
     modes = metrics["modes"]
@@ -220,20 +275,31 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
             labels,
         )
         integrated_true = summaries["integrated/true"][()]
-        integrated = {name: summaries[f"integrated/{name}"][()] for name in ("flow", "deterministic", "radial")}
+        integrated = {name: summaries[f"integrated/{name}"][()] for name in ("flow", "deterministic", "lookup")}
         radial = figures.radial_profile(summaries["radial/radius"][()], summaries["radial/exsitu"][()])
 
     times = stage_times(inputs.benchmarks)
-    flow = modes.get("flow", {})
+    flow = modes["flow"]
+    baselines = metrics["baselines"]
+    few = (
+        f"<p><b>Warning:</b> only {metrics['n_galaxies']} test galaxies: the bootstrap intervals are wide and "
+        "unreliable. Use more galaxies (mock.n_galaxies) or a larger test share.</p>"
+        if metrics["few_galaxies"]
+        else ""
+    )
     parts = [
         "<h1>exsitu-sbi run report</h1>",
-        "<p>Posterior 2D maps of the ex-situ stellar mass fraction from 5 observable maps, with a conditional VAE "
-        "and a conditional normalizing flow on its latent space (Angeloudi et al. 2023). All fractions are ex-situ "
-        "stellar mass fractions in [0, 1]; MAE and CRPS are per galaxy pixel of the test set.</p>",
-        f"<p><b>Headline:</b> flow-sampled posterior MAE {flow.get('mae', float('nan')):.4f}, "
-        f"68% interval coverage {flow.get('coverage', {}).get('0.68', float('nan')):.3f}, "
-        f"deterministic baseline MAE {metrics['baselines']['deterministic']['mae']:.4f}, "
-        f"radial-profile baseline MAE {metrics['baselines']['radial']['mae']:.4f}.</p>",
+        f"<p>Posterior 2D maps of the ex-situ stellar mass fraction from the observable maps "
+        f"({html.escape(', '.join(metrics['channels']))}), with a conditional VAE and a conditional normalizing "
+        "flow on its latent space (Angeloudi et al. 2023). All fractions are ex-situ stellar mass fractions in "
+        "[0, 1]; MAE and CRPS are per galaxy pixel of the test set. Every test galaxy counts once (its maps "
+        "weighted 1/n_los); brackets are 95% intervals from a bootstrap over test galaxies.</p>",
+        few,
+        f"<p><b>Headline:</b> flow posterior mean MAE {interval(flow['mae'])}; per-pixel lookup baseline "
+        f"{interval(baselines['lookup']['mae'])}; deterministic U-net {interval(baselines['deterministic']['mae'])}; "
+        f"68% interval coverage {interval(flow['coverage']['0.68'], 3)}; TARP ATC "
+        f"{interval(flow['tarp']['uniform']['atc'], 3)} (uniform references), "
+        f"{interval(flow['tarp']['posterior']['atc'], 3)} (held-out posterior reference).</p>",
         "<h2>1. Data</h2>",
         table(data_table, "{:.0f}"),
         "<h3>Maps per split</h3>",
@@ -256,6 +322,11 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
         show("relation_metallicity", relations_figures.metallicity_figure(relations), "in/ex-situ metallicities"),
         "<h2>2. Training</h2>",
         show("training_curves", figures.training_curves(histories), "training curves"),
+        "<p>What the latent carries: the cVAE's validation KL per latent dimension at the kept epoch "
+        f"({latent_summary(histories['cvae'])}). The KL weight is per map: the reconstruction term is the "
+        "likelihood summed over a map's galaxy pixels, so <code>cvae.beta</code> means the same at every map "
+        "size (see <code>exsitu.cvae</code>).</p>",
+        show("latent_kl", figures.latent_kl(histories["cvae"]), "KL per latent dimension"),
         "<h2>3. Example test galaxies (cf. paper Fig. 2)</h2>",
         "<p>Columns: the 5 condition maps (physical units), the true ex-situ map, the posterior mean for each "
         "sampling mode and the flow posterior's standard deviation.</p>",
@@ -265,13 +336,27 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
         "<h3>Galaxy-integrated (mass-weighted) ex-situ fraction</h3>",
         show("integrated_fraction", figures.integrated_scatter(integrated_true, integrated), "integrated fraction"),
         "<h2>5. Calibration</h2>",
-        "<p>Left: observed fraction of galaxy pixels inside each central credible interval (randomized PIT, so "
-        "pixels whose samples tie with the truth at 0 count fairly). Right: TARP expected coverage of whole maps "
-        "(Lemos et al. 2023); ATC &lt; 0 means too narrow, &gt; 0 too wide.</p>",
+        "<p>Left: galaxy-weighted share of galaxy pixels inside each central credible interval (randomized PIT, "
+        "so pixels whose samples tie with the truth count fairly). Middle and right: TARP expected coverage of "
+        "whole maps (Lemos et al. 2023) with uniform references (in ~10<sup>3</sup> dimensions this mostly tests "
+        "the total variance) and with a held-out posterior sample as reference (tests the shape near the "
+        "posterior); ATC &lt; 0 means too narrow, &gt; 0 too wide; bands are 95% bootstrap intervals. "
+        "<code>flow_mean</code> draws the decoder's mean map per latent z: the spread the latent alone carries; "
+        "<code>flow</code> adds the decoder's likelihood (the full predictive).</p>",
         show("calibration", figures.calibration_curves(modes), "calibration"),
+        table(tarp_table(modes)),
+        "<h3>Per-pixel coverage by stratum (flow posterior)</h3>",
+        table(strata_table(flow["stratified_coverage"])),
+        show("stratified_coverage", figures.stratified_coverage(flow["stratified_coverage"]), "coverage by stratum"),
+        "<h3>Rank histogram of the galaxy-integrated ex-situ fraction</h3>"
+        "<p>Rank of the true integrated fraction among the sampled maps' (SBC, Talts et al. 2018): flat when the "
+        "posterior of the integrated fraction is calibrated, U-shaped when too narrow, peaked when too wide.</p>",
+        show("rank_histogram", figures.rank_histograms(modes), "rank histograms"),
         "<h2>6. Comparison with the baselines</h2>",
         table(comparison_table(metrics)),
-        "<p>The radial baseline is the training-set mean ex-situ fraction against radius:</p>",
+        "<p>The per-pixel lookup predicts each pixel from its own observables and the galaxy's stellar mass "
+        "(k nearest training pixels, no spatial context): the floor that spatial context and the latent must "
+        "beat. The radial baseline is the training-set mean ex-situ fraction against radius:</p>",
         show("radial_profile", radial, "radial profile"),
         "<h2>7. What the run cost</h2>",
         "<p>Wall time of each job from Snakemake's benchmark files, summed per stage; jobs that ran in "

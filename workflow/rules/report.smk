@@ -14,6 +14,9 @@ FIGURES = [
     "relation_dispersion",
     "relation_exsitu_profile",
     "relation_metallicity",
+    "latent_kl",
+    "stratified_coverage",
+    "rank_histogram",
 ]
 
 
