@@ -118,8 +118,9 @@ class MapLikelihood:
         The expectation of ``to_fraction`` under each pixel's Gaussian marginal, by 32-point
         Gauss-Hermite quadrature (exact to ~LOGIT_EPS, the size of the clip's steps).
         """
-        nodes = torch.as_tensor(_HERMITE_NODES, dtype=torch.float32, device=self.loc.device)
-        weights = torch.as_tensor(_HERMITE_WEIGHTS / math.sqrt(math.pi), dtype=torch.float32, device=nodes.device)
-        std = torch.exp(0.5 * self.marginal_log_var())
-        x = self.loc.float()[..., None] + math.sqrt(2.0) * std[..., None] * nodes
-        return (to_fraction(x) * weights).sum(-1) * mask
+        loc, width = self.loc.float(), math.sqrt(2.0) * torch.exp(0.5 * self.marginal_log_var())
+        mean = torch.zeros_like(loc)
+        # Node by node: a (maps, nodes, P, P) tensor would be 32 maps per map at 128 x 128.
+        for node, weight in zip(_HERMITE_NODES, _HERMITE_WEIGHTS / math.sqrt(math.pi)):
+            mean += float(weight) * to_fraction(loc + float(node) * width)
+        return mean * mask
