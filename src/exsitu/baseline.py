@@ -1,8 +1,9 @@
 """The deterministic baseline: the cVAE's condition encoder and decoder without a latent vector.
 
-It is trained on the same censored-Gaussian likelihood as the cVAE (``exsitu.cvae``); its
-prediction (``exsitu.sample.predict_baseline``) is that likelihood's mean, E[ex-situ fraction |
-conditions] per pixel in [0, 1]: the regression counterpart of the cVAE's posterior mean.
+It is trained on the same whole-map likelihood as the cVAE (``exsitu.likelihood.MapLikelihood``,
+low rank + diagonal Gaussian in logit space); its prediction (``exsitu.sample.predict_baseline``)
+is that likelihood's mean, E[ex-situ fraction | conditions] per pixel in [0, 1]: the regression
+counterpart of the cVAE's posterior mean.
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from exsitu.cvae import ConditionEncoder, CVAEConfig, Decoder, censored_gaussian_nll
+from exsitu.cvae import ConditionEncoder, CVAEConfig, Decoder
+from exsitu.likelihood import MapLikelihood
 
 
 class Baseline(nn.Module):
-    """Conditions -> per-pixel censored-Gaussian ``loc`` and ``log_scale`` (no latent)."""
+    """Conditions -> the likelihood of the ex-situ map (``MapLikelihood``; no latent)."""
 
     kind = "baseline"
 
@@ -27,7 +29,7 @@ class Baseline(nn.Module):
     def hparams(self) -> dict[str, int]:
         return self.cfg.to_dict()
 
-    def forward(self, conditions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, conditions: torch.Tensor) -> MapLikelihood:
         features, summary = self.condition_encoder(conditions)
         no_latent = summary.new_zeros(summary.shape[0], 0)
         return self.decoder(no_latent, features, summary)
@@ -35,7 +37,9 @@ class Baseline(nn.Module):
     def loss(
         self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Masked censored-Gaussian NLL (nats per galaxy pixel), batch mean."""
-        loc, log_scale = self(conditions)
-        loss = censored_gaussian_nll(exsitu, loc, log_scale, mask).mean()
-        return loss, {"recon": loss.detach()}
+        """The map NLL as in ``CVAE.loss`` (summed over galaxy pixels, batch mean, divided by P^2).
+
+        Diagnostics: ``recon``, the NLL in nats per map.
+        """
+        recon = self(conditions).nll(exsitu, mask).mean()
+        return recon / exsitu[0].numel(), {"recon": recon.detach()}

@@ -6,12 +6,12 @@ per resolution level and a summary vector; those features enter every convolutio
 the encoder and of the decoder (U-net-like skips), and the summary vector is what the flow
 is conditioned on.
 
-The decoder does not return one map but a per-pixel likelihood with its own spread: a
-Gaussian of location ``loc`` and scale ``scale`` censored to [0, 1] (the ex-situ fraction of a
-pixel is that Gaussian clipped to [0, 1]). Censoring gives the point masses at 0 and 1 that
-real ex-situ maps have (whole pixels of purely in-situ stars), and the learnt spread is the
-part of the uncertainty that the latent vector does not carry, so credible intervals are
-not too narrow.
+The decoder does not return one map but the likelihood of a whole map,
+``exsitu.likelihood.MapLikelihood``: per pixel a mean logit and a log diagonal variance, and
+``rank`` factor maps of a spatially correlated residual (low rank + diagonal Gaussian in logit
+space). Its spread is the part of the uncertainty that the latent vector does not carry; its
+correlations make whole sampled maps as smooth as true ones, so that the posterior is
+calibrated jointly over a map's pixels, not only pixel by pixel.
 """
 
 from __future__ import annotations
@@ -25,11 +25,10 @@ from torch.nn import functional as F
 
 from exsitu.contracts import N_CHANNELS
 from exsitu.io import InputError
+from exsitu.likelihood import LOG_VAR_MAX, LOG_VAR_MIN, MapLikelihood
 from exsitu.settings import CVAESettings
 
 ACTIVE_KL = 0.01  # nats: a latent dimension with less validation KL than this carries nothing
-LOG_SCALE_MIN = math.log(1e-3)  # a pixel's spread below 0.1% ex-situ fraction is not resolvable
-LOG_SCALE_MAX = math.log(1.0)
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class CVAEConfig:
     npix: int
     latent_dim: int = 10
     base_channels: int = 16
+    rank: int = 8
     summary_dim: int = 32
     max_levels: int = 5
 
@@ -47,7 +47,7 @@ class CVAEConfig:
         """The network shape from the cvae settings and the maps' side ``npix``."""
         if npix < 8 or npix & (npix - 1):
             raise InputError(f"the maps are {npix} pixels wide; the cVAE needs a power of two >= 8 (config maps.npix)")
-        return cls(npix=npix, latent_dim=settings.latent_dim, base_channels=settings.base_channels)
+        return cls(npix=npix, latent_dim=settings.latent_dim, base_channels=settings.base_channels, rank=settings.rank)
 
     def levels(self) -> int:
         """Resolution levels: halve P down to 4 pixels, at most ``max_levels``."""
@@ -139,7 +139,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """p(ex-situ map | z, conditions): per-pixel censored-Gaussian ``loc`` and ``log_scale``.
+    """p(ex-situ map | z, conditions) as a ``MapLikelihood`` (mean, diagonal, ``cfg.rank`` factor maps).
 
     With ``latent_dim == 0`` it is the deterministic baseline's decoder (conditions only).
     """
@@ -155,11 +155,9 @@ class Decoder(nn.Module):
         for level in reversed(range(n)):
             self.blocks.append(conv_block(c_prev + cfg.channels(level) + latent_dim, cfg.channels(level)))
             c_prev = cfg.channels(level)
-        self.out = nn.Conv2d(c_prev, 2, 1)
+        self.out = nn.Conv2d(c_prev, 2 + cfg.rank, 1)
 
-    def forward(
-        self, z: torch.Tensor, features: list[torch.Tensor], summary: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, z: torch.Tensor, features: list[torch.Tensor], summary: torch.Tensor) -> MapLikelihood:
         h = self.inp(torch.cat([z, summary], dim=1)).view(-1, self.c_bottom, self.bottom, self.bottom)
         for i, (block, skip) in enumerate(zip(self.blocks, reversed(features))):
             if i:
@@ -167,8 +165,8 @@ class Decoder(nn.Module):
             # z enters every level too, so the skips do not drown it out (posterior collapse).
             z_map = z[:, :, None, None].expand(-1, -1, *h.shape[-2:])
             h = block(torch.cat([h, skip, z_map], dim=1))
-        loc, log_scale = self.out(h).chunk(2, dim=1)
-        return loc, log_scale.clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+        out = self.out(h)
+        return MapLikelihood(out[:, :1], out[:, 1:2].clamp(LOG_VAR_MIN, LOG_VAR_MAX), out[:, 2:])
 
 
 class CVAE(nn.Module):
@@ -186,71 +184,44 @@ class CVAE(nn.Module):
     def hparams(self) -> dict[str, int]:
         return self.cfg.to_dict()
 
-    def forward(self, conditions: torch.Tensor, exsitu: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(
+        self, conditions: torch.Tensor, exsitu: torch.Tensor
+    ) -> tuple[MapLikelihood, torch.Tensor, torch.Tensor]:
+        """One reparameterised pass: the decoded likelihood and q(z | map, conditions)'s (mu, logvar)."""
         features, summary = self.condition_encoder(conditions)
         mu, logvar = self.encoder(exsitu, features, summary)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
-        loc, log_scale = self.decoder(z, features, summary)
-        return {"mu": mu, "logvar": logvar, "loc": loc, "log_scale": log_scale}
+        return self.decoder(z, features, summary), mu, logvar
 
     def loss(
         self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor, *, beta: float, free_bits: float = 0.0
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Equation (1) of the paper, per map: masked reconstruction NLL + beta * KL.
+        """Equation (1) of the paper per map, as a true ELBO at ``beta = 1``.
 
-        The reconstruction term is the per-pixel mean over galaxy pixels (nats/pixel) so that beta
-        has the scale of the paper's 7e-5; KL is summed over latent dimensions. ``free_bits`` (nats
-        per dimension, batch-averaged) keeps the optimiser from pushing a dimension's KL below it,
-        which counters posterior collapse through the skips. Returns the loss and diagnostics
-        (``recon``, ``kl`` and ``kl_dim`` per dimension, all batch means).
+        Per map: recon = -log p(map | z, conditions), SUMMED over the map's galaxy pixels
+        (``MapLikelihood.nll``, nats per map), and KL = sum over latent dimensions of
+        KL(q(z | map, conditions) || N(0, 1)) (nats per map); the loss is the batch mean of
+        recon + beta * KL, divided by the constant P^2 (pixels per image), which changes neither
+        the optimum nor beta's meaning but keeps the loss and its gradients at the per-pixel
+        scale the training loop's gradient clip was set for.
+
+        So beta means the same at every map size: beta = 1 is the evidence lower bound. The
+        paper averages its reconstruction over pixels with beta = 7e-5; the same balance here is
+        beta = 7e-5 x (galaxy pixels per map), ~0.7 at 128 x 128 with ~10^4 galaxy pixels, ~0.04
+        at 32 x 32 with ~600 (the paper's recon is an MSE, i.e. a Gaussian NLL up to a factor
+        1 / (2 sigma^2), so the correspondence is one of orders of magnitude).
+
+        ``free_bits`` (nats per dimension, batch-averaged) keeps the optimiser from pushing a
+        dimension's KL below it, which counters posterior collapse through the skips. Returns the
+        loss and diagnostics (``recon``, ``kl`` in nats per map and ``kl_dim`` per dimension, all
+        batch means).
         """
-        out = self(conditions, exsitu)
-        recon = censored_gaussian_nll(exsitu, out["loc"], out["log_scale"], mask).mean()
-        kl_dims = kl_per_dim(out["mu"], out["logvar"]).mean(0)
+        likelihood, mu, logvar = self(conditions, exsitu)
+        recon = likelihood.nll(exsitu, mask).mean()
+        kl_dims = kl_per_dim(mu, logvar).mean(0)
         kl_term = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl_dims.sum()
-        loss = recon + beta * kl_term
+        loss = (recon + beta * kl_term) / exsitu[0].numel()
         return loss, {"recon": recon.detach(), "kl": kl_dims.sum().detach(), "kl_dim": kl_dims.detach()}
-
-
-def censored_gaussian_nll(
-    target: torch.Tensor, loc: torch.Tensor, log_scale: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Negative log-likelihood of ``target`` per map, averaged over its galaxy pixels (N,).
-
-    The likelihood is N(loc, scale) censored to [0, 1]: a pixel at exactly 0 (or 1) scores
-    the Gaussian mass below 0 (above 1), one inside scores the density. Averaging over the
-    mask, not the whole image, keeps the background from dominating the loss.
-    """
-    loc, log_scale, target = loc.float(), log_scale.float(), target.float()
-    scale = log_scale.exp()
-    normal = torch.distributions.Normal(loc, scale)
-    at_zero = target <= 0
-    at_one = target >= 1
-    log_density = normal.log_prob(target)
-    # log Phi((0 - loc)/scale) and log(1 - Phi((1 - loc)/scale)) stay finite through log_ndtr.
-    log_below = torch.special.log_ndtr(-loc / scale)
-    log_above = torch.special.log_ndtr((loc - 1) / scale)
-    log_p = torch.where(at_zero, log_below, torch.where(at_one, log_above, log_density))
-    mask = mask.to(log_p.dtype)
-    return -(log_p * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
-
-
-def censored_gaussian_sample(
-    loc: torch.Tensor, log_scale: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """One draw per pixel from N(loc, scale) clipped to [0, 1]."""
-    noise = torch.randn(loc.shape, generator=generator, device=loc.device, dtype=loc.dtype)
-    return (loc + noise * log_scale.exp()).clamp(0, 1)
-
-
-def censored_gaussian_mean(loc: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
-    """E[clip(X, 0, 1)] for X ~ N(loc, scale): the map a deterministic prediction reports."""
-    scale = log_scale.exp()
-    normal = torch.distributions.Normal(torch.zeros_like(loc), torch.ones_like(loc))
-    a, b = -loc / scale, (1 - loc) / scale
-    cdf_a, cdf_b = normal.cdf(a), normal.cdf(b)
-    pdf_a, pdf_b = normal.log_prob(a).exp(), normal.log_prob(b).exp()
-    return ((1 - cdf_b) + loc * (cdf_b - cdf_a) + scale * (pdf_a - pdf_b)).clamp(0, 1)
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -4,10 +4,16 @@
 - ``prior``: z ~ N(0, 1);
 - ``flow``: z ~ p_flow(z | condition summary), the realistic inference mode.
 
-Each z is decoded to a per-pixel censored Gaussian and one map is drawn from it, so a sample is
-a draw from the full predictive p(eps | z, theta) and the spread of the samples is the posterior
-uncertainty (latent and per-pixel). The condition encoder runs once per map; its features are
-broadcast over the K samples. Work is batched over (map, sample) pairs on the model's device.
+Each z is decoded to the likelihood of a whole map (``exsitu.likelihood.MapLikelihood``) and then
+``predictive`` decides what a sample is:
+
+- ``"full"``: one map drawn from p(eps | z, theta), spatially correlated residual included; the
+  samples' spread is the whole posterior uncertainty (latent and residual);
+- ``"mean"``: the likelihood's mean map E[eps | z, theta]; the samples' spread is what the
+  latent alone carries.
+
+The condition encoder runs once per map; its features are broadcast over the K samples. Work
+is batched over (map, sample) pairs on the model's device.
 """
 
 from __future__ import annotations
@@ -15,11 +21,12 @@ from __future__ import annotations
 import torch
 
 from exsitu.baseline import Baseline
-from exsitu.cvae import CVAE, censored_gaussian_mean, censored_gaussian_sample, galaxy_mask
+from exsitu.cvae import CVAE, galaxy_mask
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError
 
 MODES = ("reconstruction", "prior", "flow")
+PREDICTIVES = ("full", "mean")
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -80,6 +87,7 @@ def posterior_samples(
     *,
     exsitu: torch.Tensor | None = None,
     flow: LatentFlow | None = None,
+    predictive: str = "full",
     batch_size: int = 64,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
@@ -88,12 +96,15 @@ def posterior_samples(
     conditions: (N, C, P, P) normalised as ``exsitu.dataset.load_subset`` returns them.
     mode: "reconstruction" (needs ``exsitu``, (N, 1, P, P) true maps), "prior", or "flow"
         (needs ``flow``, the model of ``train_flow``).
+    predictive: "full" (draws from the decoded likelihood) or "mean" (its mean map per z).
     batch_size: (map, sample) pairs decoded per forward pass.
     generator: a torch.Generator on the model's device, for reproducible draws.
     Returns (N, K, P, P) float32 in [0, 1] on the CPU; pixels outside the galaxy are 0.
     """
     if mode not in MODES:
         raise InputError(f"sampling mode must be one of {MODES}, got {mode!r}")
+    if predictive not in PREDICTIVES:
+        raise InputError(f"predictive must be one of {PREDICTIVES}, got {predictive!r}")
     if mode == "reconstruction" and exsitu is None:
         raise InputError("sampling mode 'reconstruction' needs the true ex-situ maps (exsitu=...)")
     if mode == "flow" and flow is None:
@@ -119,12 +130,13 @@ def posterior_samples(
         mask = galaxy_mask(cond)
         for first in range(0, owner.numel(), batch_size):
             which = owner[first : first + batch_size]
-            loc, log_scale = cvae.decoder(
+            likelihood = cvae.decoder(
                 z[first : first + batch_size],
                 [f.index_select(0, which) for f in features],
                 summary.index_select(0, which),
             )
-            draw = censored_gaussian_sample(loc.float(), log_scale.float(), generator) * mask.index_select(0, which)
+            galaxy = mask.index_select(0, which)
+            draw = likelihood.sample(galaxy, generator) if predictive == "full" else likelihood.mean(galaxy)
             flat = out[start:stop].view(-1, p, p)
             flat[first : first + batch_size] = draw.squeeze(1).cpu()
     return out
@@ -132,7 +144,8 @@ def posterior_samples(
 
 @torch.no_grad()
 def predict_baseline(baseline: Baseline, conditions: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU.
+    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU: the mean of
+    the baseline's map likelihood, 0 outside the galaxy.
 
     ``conditions`` are normalised (N, 5, P, P) maps as ``exsitu.dataset.load_subset`` returns
     them; they are moved batch by batch to the model's device.
@@ -142,6 +155,5 @@ def predict_baseline(baseline: Baseline, conditions: torch.Tensor, batch_size: i
     out = []
     for start in range(0, conditions.shape[0], batch_size):
         cond = conditions[start : start + batch_size].to(device)
-        loc, log_scale = baseline(cond)
-        out.append(censored_gaussian_mean(loc, log_scale).squeeze(1).float().cpu())
+        out.append(baseline(cond).mean(galaxy_mask(cond)).squeeze(1).float().cpu())
     return torch.cat(out) if out else torch.zeros(0, *conditions.shape[-2:])

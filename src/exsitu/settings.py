@@ -155,11 +155,12 @@ class TrainSettings:
 class CVAESettings(Section):
     SECTION = "cvae"
     latent_dim: int
-    beta: float
+    beta: float  # KL weight per map: 1 is the ELBO (see exsitu.cvae.CVAE.loss)
     epochs: int
     batch_size: int
     lr: float
     base_channels: int
+    rank: int  # factor maps of the correlated pixel residual (exsitu.likelihood)
     free_bits: float  # nats per latent dimension
     patience: int
     seed: int
