@@ -39,15 +39,22 @@ class CVAEConfig:
     latent_dim: int = 10
     base_channels: int = 16
     rank: int = 8
+    n_channels: int = N_CHANNELS  # conditioning channels (config conditions.channels)
     summary_dim: int = 32
     max_levels: int = 5
 
     @classmethod
-    def from_settings(cls, settings: CVAESettings, npix: int) -> CVAEConfig:
-        """The network shape from the cvae settings and the maps' side ``npix``."""
+    def from_settings(cls, settings: CVAESettings, npix: int, n_channels: int = N_CHANNELS) -> CVAEConfig:
+        """The network shape from the cvae settings, the maps' side ``npix`` and the conditioning channel count."""
         if npix < 8 or npix & (npix - 1):
             raise InputError(f"the maps are {npix} pixels wide; the cVAE needs a power of two >= 8 (config maps.npix)")
-        return cls(npix=npix, latent_dim=settings.latent_dim, base_channels=settings.base_channels, rank=settings.rank)
+        return cls(
+            npix=npix,
+            latent_dim=settings.latent_dim,
+            base_channels=settings.base_channels,
+            rank=settings.rank,
+            n_channels=n_channels,
+        )
 
     def levels(self) -> int:
         """Resolution levels: halve P down to 4 pixels, at most ``max_levels``."""
@@ -91,7 +98,7 @@ class ConditionEncoder(nn.Module):
         super().__init__()
         n = cfg.levels()
         self.blocks = nn.ModuleList()
-        c_prev = N_CHANNELS + 1
+        c_prev = cfg.n_channels + 1
         for level in range(n):
             self.blocks.append(conv_block(c_prev, cfg.channels(level)))
             c_prev = cfg.channels(level)

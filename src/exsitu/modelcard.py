@@ -118,6 +118,10 @@ def load_model_dir(model_dir: str | os.PathLike, device: torch.device) -> Traine
     flow = load_model(str(Path(model_dir) / card.files["flow"]), device)
     if not isinstance(cvae, CVAE) or not isinstance(flow, LatentFlow):
         raise InputError(f"{model_dir}: {card.files} must name a cvae and a flow model file")
+    if cvae.cfg.n_channels != len(card.channels):
+        raise InputError(
+            f"{model_dir}: the cVAE takes {cvae.cfg.n_channels} channels but model.json lists {card.channels}"
+        )
     if cvae.cfg.npix != card.npix:
         raise InputError(f"{model_dir}: the cVAE works on {cvae.cfg.npix}^2 maps but model.json says {card.npix}")
     return TrainedModel(card, cvae, flow, Path(model_dir))

@@ -23,7 +23,7 @@ from exsitu.stages._train import Training, run_training, training_parser
 def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.device) -> Training:
     cvae = section_of(args.settings, CVAESettings)
     settings = section_of(args.settings, BaselineSettings).training(cvae)
-    cfg = CVAEConfig.from_settings(cvae, int(train.conditions.shape[-1]))
+    cfg = CVAEConfig.from_settings(cvae, int(train.conditions.shape[-1]), len(train.channels))
     torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
     return Training(
         model=Baseline(cfg),

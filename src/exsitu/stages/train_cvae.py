@@ -20,7 +20,7 @@ from exsitu.stages._train import Training, run_training, training_parser
 
 def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.device) -> Training:
     settings = section_of(args.settings, CVAESettings)
-    cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]))
+    cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]), len(train.channels))
     torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
     return Training(
         model=CVAE(cfg),
