@@ -80,11 +80,14 @@ class Section:
         return dataclasses.asdict(self)
 
 
-def section_of(sections: Mapping[str, Any], cls: type[Section]) -> Section:
-    """Build ``cls`` from ``sections[cls.SECTION]`` (the ``--settings`` object of a stage)."""
-    if cls.SECTION not in sections:
+def section_of(sections: Mapping[str, Any], cls: type[Section], required: bool = True) -> Section:
+    """Build ``cls`` from ``sections[cls.SECTION]`` (the ``--settings`` object of a stage).
+
+    A missing section is an error, unless ``required`` is False: then it takes the schema's defaults.
+    """
+    if cls.SECTION not in sections and required:
         raise InputError(f"config section '{cls.SECTION}' is missing from --settings")
-    return cls.from_config(sections[cls.SECTION])
+    return cls.from_config(sections.get(cls.SECTION, {}))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -55,7 +55,9 @@ def run_training(parser: argparse.ArgumentParser, build: Build, argv: Sequence[s
     """Parse the flags, load the train/val maps, build the run, fit it and write model + history."""
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
-    data = DatasetFiles(args.maps, args.split, args.stats, section_of(args.settings, ConditionSettings).channels)
+    data = DatasetFiles(
+        args.maps, args.split, args.stats, section_of(args.settings, ConditionSettings, required=False).channels
+    )
     train, val = data.load("train"), data.load("val")
     run = build(args, train, val, device)
     result = fit(

@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.n_saved_samples > 0 and args.samples is None:
         parser.error("evaluate.n_saved_samples > 0 needs --samples (the samples.h5 to write)")
     metrics, arrays = evaluate(
-        DatasetFiles(args.maps, args.split, args.stats, section_of(args.settings, ConditionSettings).channels),
+        DatasetFiles(
+            args.maps, args.split, args.stats, section_of(args.settings, ConditionSettings, required=False).channels
+        ),
         {name: load_model(getattr(args, name), device) for name in MODELS},
         settings,
         section_of(args.settings, MapSettings).fov_rhalf,

@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="model.json to write, beside the model files")
     args = parser.parse_args(argv)
     maps = section_of(args.settings, MapSettings)
-    channels = section_of(args.settings, ConditionSettings).channels
+    channels = section_of(args.settings, ConditionSettings, required=False).channels
     observe = section_of(args.settings, ObserveSettings)
     directory = Path(args.out).parent
     for model in (args.cvae, args.flow):
