@@ -53,3 +53,14 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = copy_workflow(tmp_path_factory.mktemp("tiny") / "wf")
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+OBSERVED = REPO / "tests" / "config" / "observed.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_observed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny pipeline with observe on (MaNGA preset) and a kinematics-only model (velocity, dispersion)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny_observed") / "wf")
+    snakemake(workdir, "--cores", "2", "--configfile", str(TINY), str(OBSERVED))
+    return workdir

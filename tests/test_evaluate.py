@@ -77,7 +77,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     for stage, name, settings, extra in (
         (train_cvae, "cvae", {"cvae": cvae}, []),
         (train_flow, "flow", {"flow": flow}, ["--cvae", str(root / "cvae.pt")]),
-        (train_baseline, "baseline", {"cvae": cvae, "baseline": {}}, []),
+        (train_baseline, "baseline", {"cvae": cvae, "baseline": {"epochs": cvae["epochs"]}}, []),
     ):
         stage.main(
             [

@@ -68,7 +68,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, MapSet]:
 
     run(train_cvae, "cvae", {"cvae": cvae})
     run(train_flow, "flow", {"flow": flow}, "--cvae", str(root / "cvae.pt"))
-    run(train_baseline, "baseline", {"cvae": cvae, "baseline": {}})
+    run(train_baseline, "baseline", {"cvae": cvae, "baseline": {"epochs": cvae["epochs"]}})
     models = {name: load_model(str(root / f"{name}.pt"), CPU) for name in ("cvae", "flow", "baseline")}
     return models, load_subset(data["maps"], data["split"], data["stats"], "test")
 

@@ -79,7 +79,7 @@ from exsitu.dataset import DatasetFiles, MapSet, channel_index, read_stats
 from exsitu.io import atomic_output
 from exsitu.lookup import fit_pixel_lookup, log_stellar_mass
 from exsitu.radial import fit_radial_profile
-from exsitu.sample import MODES, posterior_samples, predict_baseline
+from exsitu.sample import MAPS_PER_CALL, MODES, decode_batch, posterior_samples, predict_baseline
 from exsitu.settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,6 @@ POSTERIORS: tuple[tuple[str, str, str], ...] = (
     *((mode, mode, "full") for mode in MODES),
     ("flow_mean", "flow", "mean"),
 )
-CHUNK = 64  # maps per sampling call: bounds memory at CHUNK * K * P^2 floats
 BOOTSTRAP_REPLICATES = 1000
 
 
@@ -290,19 +289,19 @@ def evaluate(
     generator = torch.Generator(device=device).manual_seed(seed)
     accumulators = {name: PosteriorAccumulator() for name, _, _ in POSTERIORS}
     example_samples: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in POSTERIORS}
-    # (map, sample) pairs per decoder pass; the sampler's default of 64 ran ~3x slower on CPU.
-    decode_batch = 2048 if device.type == "cuda" else 512
     keep = settings.n_saved_samples if samples_path is not None else 0
     with ExitStack() as files:
         saved = files.enter_context(_SamplesFile(samples_path, test, min(keep, n_samples))) if keep else None
         for name, mode, predictive in POSTERIORS:
-            for start in range(0, len(test), CHUNK):
-                stop = min(len(test), start + CHUNK)
+            # Each posterior starts from the seed, so exsitu predict reproduces the flow samples of given maps.
+            generator.manual_seed(seed)
+            for start in range(0, len(test), MAPS_PER_CALL):
+                stop = min(len(test), start + MAPS_PER_CALL)
                 samples = posterior_samples(
                     cvae, test.conditions[start:stop], n_samples, mode,
                     exsitu=test.exsitu[start:stop] if mode == "reconstruction" else None,
                     flow=flow if mode == "flow" else None, predictive=predictive,
-                    batch_size=decode_batch, generator=generator,
+                    batch_size=decode_batch(device), generator=generator,
                 ).numpy()  # fmt: skip
                 accumulators[name].add(samples, truth[start:stop], mask[start:stop], weights[start:stop], rng)
                 mine = examples[(examples >= start) & (examples < stop)] - start

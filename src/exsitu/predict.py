@@ -20,7 +20,7 @@ import torch
 from exsitu.io import InputError
 from exsitu.modelcard import TrainedModel
 from exsitu.regrid import PixelGrid, covered_fraction, regrid_mean
-from exsitu.sample import posterior_samples
+from exsitu.sample import MAPS_PER_CALL, decode_batch, posterior_samples
 from exsitu.sky.observed import ObservedGalaxy
 from exsitu.sky.output import PredictionMaps
 
@@ -31,8 +31,6 @@ log = logging.getLogger(__name__)
 RHALF_3D_PER_RE = 4.0 / 3.0
 #: A model pixel is used when at least this share of it is covered by valid spaxels.
 MIN_COVERED = 0.5
-#: Maps per sampling call (bounds memory at chunk x K x P^2 floats).
-CHUNK = 64
 
 
 def normalise(model: TrainedModel, conditions: np.ndarray, mask: np.ndarray) -> torch.Tensor:
@@ -67,8 +65,16 @@ def predict_maps(
     generator = torch.Generator(device=device).manual_seed(seed)
     normed = normalise(model, conditions, mask)
     parts = [
-        posterior_samples(model.cvae, normed[i : i + CHUNK], n_samples, "flow", flow=model.flow, generator=generator)
-        for i in range(0, len(normed), CHUNK)
+        posterior_samples(
+            model.cvae,
+            normed[i : i + MAPS_PER_CALL],
+            n_samples,
+            "flow",
+            flow=model.flow,
+            batch_size=decode_batch(device),
+            generator=generator,
+        )  # fmt: skip
+        for i in range(0, len(normed), MAPS_PER_CALL)
     ]
     return torch.cat(parts).numpy()
 
