@@ -1,6 +1,6 @@
 """The per-pixel lookup baseline: the ex-situ fraction a pixel's own observables predict, with no spatial context.
 
-Each galaxy pixel is described by its 5 condition channels (``CHANNELS``; the normalised units of
+Each galaxy pixel is described by its condition channels (the model's ``conditions.channels``; the normalised units of
 ``exsitu.dataset.MapSet``, or physical units, as long as fit and prediction agree) and its
 galaxy's log10 stellar mass. The prediction is the mean true ex-situ fraction of the k nearest
 TRAINING pixels in that 6-d feature space, each feature standardised to unit variance (k-nearest
@@ -43,12 +43,12 @@ def log_stellar_mass(log_sigma: np.ndarray, mask: np.ndarray, fov_kpc: np.ndarra
 
 
 def pixel_features(conditions: np.ndarray, mask: np.ndarray, log_mstar: np.ndarray) -> np.ndarray:
-    """(n_pix, 6) features of the galaxy pixels in ``mask`` order: the 5 channels, then the map's log10 M* [Msun].
+    """(n_pix, C + 1) features of the galaxy pixels in ``mask`` order: the C channels, then the map's log10 M* [Msun].
 
-    conditions: (N, 5, P, P); mask: (N, P, P) bool; log_mstar: (N,).
+    conditions: (N, C, P, P); mask: (N, P, P) bool; log_mstar: (N,).
     """
-    if conditions.ndim != 4 or conditions.shape[1] != 5 or conditions.shape[2:] != mask.shape[1:]:
-        raise InputError(f"conditions must be (N, 5, P, P) matching mask {mask.shape}, got {conditions.shape}")
+    if conditions.ndim != 4 or conditions.shape[2:] != mask.shape[1:]:
+        raise InputError(f"conditions must be (N, C, P, P) matching mask {mask.shape}, got {conditions.shape}")
     channels = np.moveaxis(conditions, 1, -1)[mask]
     mass = np.broadcast_to(np.asarray(log_mstar, dtype=np.float64)[:, None, None], mask.shape)[mask]
     return np.column_stack([channels.astype(np.float64), mass])
@@ -91,7 +91,7 @@ def fit_pixel_lookup(
 ) -> PixelLookup:
     """Fit the lookup on TRAINING maps.
 
-    conditions: (N, 5, P, P) condition channels; exsitu: (N, P, P) true ex-situ fraction in [0, 1];
+    conditions: (N, C, P, P) condition channels; exsitu: (N, P, P) true ex-situ fraction in [0, 1];
     mask: (N, P, P) bool galaxy pixels; log_mstar: (N,) log10 stellar mass [Msun] of each map's
     galaxy (:func:`log_stellar_mass`). A random subset of at most ``max_pixels`` galaxy pixels
     (drawn with ``seed``) is kept. Deterministic for a seed.
