@@ -17,6 +17,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from exsitu.contracts import CHANNELS  # noqa: E402
+
 CONDITION_LABELS = (
     r"$\log_{10}\Sigma_*$ [M$_\odot$ kpc$^{-2}$]",
     r"$v_{\rm los}$ [km s$^{-1}$]",
@@ -75,32 +77,38 @@ def _show(
 
 def example_posteriors(
     conditions: np.ndarray,
+    channels: Sequence[str],
     truth: np.ndarray,
     means: Mapping[str, np.ndarray],
     std: np.ndarray,
+    *,
     mask: np.ndarray,
     labels: Sequence[str],
 ) -> Figure:
-    """The paper's Fig. 2: per row one test map: 5 condition maps, truth, posterior means, std.
+    """The paper's Fig. 2: per row one test map: its condition maps, truth, posterior means, std.
 
-    conditions (E, C, P, P) physical units (C = len(CHANNELS)); truth, std, mask and each of ``means`` (E, P, P).
+    conditions (E, C, P, P) physical units, ``channels`` their names (contracts.CHANNELS order);
+    truth, std, mask and each of ``means`` (E, P, P).
     """
-    n_cols = len(CONDITION_LABELS) + 1 + len(means) + 1
+    style = {name: (label, cmap) for name, label, cmap in zip(CHANNELS, CONDITION_LABELS, CONDITION_CMAPS)}
+    n_cond = len(channels)
+    n_cols = n_cond + 1 + len(means) + 1
     fig, axes = plt.subplots(
         len(truth), n_cols, figsize=(1.9 * n_cols, 1.9 * len(truth) + 0.4), layout="constrained", squeeze=False
     )
     for row, axrow in enumerate(axes):
         m = mask[row]
-        for c in range(len(CONDITION_LABELS)):
+        for c, name in enumerate(channels):
+            label, cmap = style[name]
             values = conditions[row, c][m]
-            if c == 1:  # symmetric velocity scale so that rotation reads as red/blue
+            if name == "velocity":  # symmetric velocity scale so that rotation reads as red/blue
                 lim = float(np.abs(values).max()) if values.size else 1.0
-                _show(axrow[c], conditions[row, c], m, CONDITION_LABELS[c], CONDITION_CMAPS[c], vmin=-lim, vmax=lim)
+                _show(axrow[c], conditions[row, c], m, label, cmap, vmin=-lim, vmax=lim)
             else:
-                _show(axrow[c], conditions[row, c], m, CONDITION_LABELS[c], CONDITION_CMAPS[c])
-        _show(axrow[len(CONDITION_LABELS)], truth[row], m, f"truth\n{labels[row]}", "inferno", vmin=0, vmax=1)
+                _show(axrow[c], conditions[row, c], m, label, cmap)
+        _show(axrow[n_cond], truth[row], m, f"truth\n{labels[row]}", "inferno", vmin=0, vmax=1)
         for k, (mode, mean) in enumerate(means.items()):
-            _show(axrow[len(CONDITION_LABELS) + 1 + k], mean[row], m, f"mean ({mode})", "inferno", vmin=0, vmax=1)
+            _show(axrow[n_cond + 1 + k], mean[row], m, f"mean ({mode})", "inferno", vmin=0, vmax=1)
         _show(axrow[-1], std[row], m, "std (flow)", "Greys", vmin=0)
     return fig
 

@@ -268,11 +268,12 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
         ]
         fig2 = figures.example_posteriors(
             summaries["examples/conditions"][()],
+            metrics["channels"],
             summaries["truth"][()][index].astype(np.float32),
             {mode: mean[index] for mode, mean in means.items()},
             summaries["std/flow"][()][index].astype(np.float32),
-            mask[index],
-            labels,
+            mask=mask[index],
+            labels=labels,
         )
         integrated_true = summaries["integrated/true"][()]
         integrated = {name: summaries[f"integrated/{name}"][()] for name in ("flow", "deterministic", "lookup")}
@@ -328,7 +329,7 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
         "size (see <code>exsitu.cvae</code>).</p>",
         show("latent_kl", figures.latent_kl(histories["cvae"]), "KL per latent dimension"),
         "<h2>3. Example test galaxies (cf. paper Fig. 2)</h2>",
-        "<p>Columns: the 5 condition maps (physical units), the true ex-situ map, the posterior mean for each "
+        "<p>Columns: the condition maps (physical units), the true ex-situ map, the posterior mean for each "
         "sampling mode and the flow posterior's standard deviation.</p>",
         show("example_posteriors", fig2, "example posteriors"),
         "<h2>4. Residuals (cf. paper Fig. 3)</h2>",
