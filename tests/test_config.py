@@ -61,7 +61,7 @@ def test_paper_overlay_builds_the_paper_dag(workflow_copy):
     out = proc.stdout
     assert "simulate_mock" not in out, "TNG runs must not generate the mock universe"
     assert len(re.findall(r"^rule project:", out, flags=re.M)) == 64
-    assert '"npix": 128' in out and '"beta": 7e-05' in out and '"latent_dim": 10' in out
+    assert '"npix": 128' in out and '"beta": 0.8' in out and '"latent_dim": 10' in out
     assert '"epochs": 200' in out and "--device cuda" in out
     train = out[out.index("rule train_cvae:") :].split("\n\n")[0]
     assert "gpu=1" in train, train

@@ -21,6 +21,7 @@ from exsitu.dataset import DatasetFiles
 from exsitu.io import InputError
 from exsitu.modelcard import MODEL_CARD, load_model_dir
 from exsitu.predict import model_grid, predict_maps
+from exsitu.sample import MAPS_PER_CALL
 from exsitu.sky import read_observation
 
 CPU = torch.device("cpu")
@@ -55,11 +56,12 @@ def test_predict_reproduces_the_evaluate_posterior(tiny_observed_run: Path) -> N
     assert model.card.observe["psf_fwhm_arcsec"] == 2.5
     with h5py.File(tiny_observed_run / "results" / "evaluation" / "samples.h5") as h5:
         saved = h5["samples"][()].astype(np.float32)
-    n = min(len(saved), 5)
+    # Evaluate samples the test maps in calls of MAPS_PER_CALL maps: the same call gives the same samples.
+    n = min(len(saved), MAPS_PER_CALL)
     conditions, mask = first_test_maps(tiny_observed_run, n, model.card.channels)
-    k = saved.shape[1]
-    samples = predict_maps(model, conditions, mask, k, seed=0)  # evaluate.seed is 0 in the tiny config
-    np.testing.assert_allclose(samples[:n, :k], saved[:n], atol=2e-3)  # samples.h5 stores float16
+    k = saved.shape[1]  # min(n_saved_samples, n_samples): the tiny config draws n_samples = 10
+    samples = predict_maps(model, conditions, mask, 10, seed=0)  # evaluate.seed is 0 in the tiny config
+    np.testing.assert_allclose(samples[:, :k], saved[:n], atol=2e-3)  # samples.h5 stores float16
 
 
 def test_kinematics_only_model_predicts_from_a_dap_maps_file(tiny_observed_run: Path, tmp_path: Path) -> None:

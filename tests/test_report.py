@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import re
+import shutil
+import zipfile
 from pathlib import Path
 
 import matplotlib.image
 import pytest
+from conftest import snakemake
 
 from exsitu import reporting
 from exsitu.io import InputError
@@ -31,6 +34,14 @@ def test_tiny_run_report_is_self_contained(tiny_run: Path) -> None:
         assert pixels.shape[0] > 100 and pixels.shape[1] > 100 and pixels.std() > 0.01  # not blank
     for heading in ("Data", "Training", "Fig. 2", "Fig. 3", "Calibration", "baselines", "cost", "Configuration"):
         assert heading in text
+    for section in ("Mock against TNG/Illustris", "per-pixel lookup", "held-out posterior reference", "by stratum",
+                    "Rank histogram", "exactly 0 or 1", "model.json"):  # fmt: skip
+        assert section in text, section
+    # Every figure is a file of its own (PNG embedded above, SVG for papers).
+    for name in reporting.FIGURES:
+        png = tiny_run / "results" / "figures" / f"{name}.png"
+        assert base64.b64encode(png.read_bytes()).decode() in text, name
+        assert (png.with_suffix(".svg")).read_text().lstrip().startswith(("<?xml", "<svg"))
     for stage in ("train_cvae", "evaluate", "project"):  # from results/benchmarks/**/*.tsv
         assert f"<th>{stage}</th>" in text
 
@@ -75,3 +86,13 @@ def test_bad_catalog_is_a_clear_error_and_writes_nothing(tmp_path: Path) -> None
             ]
         )
     assert not out.exists() and list(tmp_path.iterdir()) == [catalog]
+
+
+def test_snakemake_report_zip_holds_the_figures(tiny_run: Path, tmp_path: Path) -> None:
+    workdir = tmp_path / "wf"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    snakemake(workdir, "--report", "report.zip")
+    with zipfile.ZipFile(workdir / "report.zip") as archive:
+        figures = [n for n in archive.namelist() if n.endswith(".png")]
+    names = {Path(n).stem for n in figures}
+    assert len(names & set(reporting.FIGURES)) >= 6, sorted(names)

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, snakemake
+from conftest import OBSERVED, TINY, snakemake
 
-MODEL_AND_AFTER = {"train_flow", "evaluate", "report", "all"}
-PROJECT_AND_AFTER = {"project", "split", "train_cvae", "train_flow", "train_baseline", "evaluate", "report", "all"}
+MODEL_AND_AFTER = {"train_flow", "model_card", "evaluate", "report", "all"}
+TRAINING_AND_AFTER = {"split", "train_cvae", "train_flow", "train_baseline", "model_card", "evaluate", "report", "all"}
+PROJECT_AND_AFTER = {"project", *TRAINING_AND_AFTER}
 
 
 @pytest.fixture
@@ -24,9 +25,12 @@ def finished_copy(tiny_run: Path, tmp_path: Path) -> Path:
     return dest
 
 
-def _with_overlay(workdir: Path, change: dict, *args: str):
-    """Run with the tiny overlay plus ``change`` (one --configfile: the last flag wins)."""
-    config = yaml.safe_load(TINY.read_text())
+def _with_overlay(workdir: Path, change: dict, *args: str, base: tuple[Path, ...] = (TINY,)):
+    """Run with the ``base`` overlays plus ``change`` (one --configfile: the last flag wins)."""
+    config: dict = {}
+    for path in base:
+        for section, values in yaml.safe_load(path.read_text()).items():
+            config.setdefault(section, {}).update(values)
     for section, values in change.items():
         config.setdefault(section, {}).update(values)
     overlay = workdir / "change.yaml"
@@ -81,3 +85,12 @@ def test_npix_reruns_projection_and_after_but_never_the_data_stages(finished_cop
 def test_forcerun_one_stage(finished_copy):
     proc = snakemake(finished_copy, "--dry-run", "--forcerun", "train_flow")
     assert _planned_rules(proc.stdout + proc.stderr) == MODEL_AND_AFTER, proc.stdout
+
+
+def test_observe_setting_reruns_observe_and_after_never_project(tiny_observed_run: Path, tmp_path: Path):
+    workdir = tmp_path / "observed"
+    shutil.copytree(tiny_observed_run, workdir, symlinks=True)
+    proc = _with_overlay(workdir, {"observe": {"psf_fwhm_arcsec": 1.5}}, "--dry-run", base=(TINY, OBSERVED))
+    planned = _planned_rules(proc.stdout + proc.stderr)
+    assert planned == {"observe", *TRAINING_AND_AFTER}, proc.stdout
+    assert "Params have changed" in _reasons(proc.stdout)["observe"]
