@@ -138,3 +138,21 @@ def test_independent_pixels_with_the_same_marginals_are_jointly_miscalibrated() 
     assert np.allclose(coverage, [0.5, 0.68, 0.9], atol=0.015)  # every pixel's interval is right ...
     # ... but whole maps are not: over 8 seeds this ATC was -0.140 +- 0.014.
     assert abs(atc) > 0.08
+
+
+def test_training_loss_is_the_nll_with_faithful_gradients() -> None:
+    """Value: the NLL. Gradients: the mean's from the squared logit error, the covariance's from the NLL."""
+    n, p = 2, 6
+    mask = disc(p, 2.8).expand(n, 1, p, p)
+    target = torch.rand(n, 1, p, p, generator=torch.Generator().manual_seed(3))
+    params = [t.requires_grad_() for t in vars(random_likelihood(n, p, 2, seed=5)).values()]
+    lik = MapLikelihood(*params)
+    loss = lik.training_loss(target, mask)
+    assert torch.allclose(loss, lik.nll(target, mask))
+    loss.sum().backward()
+    grads = [t.grad.clone() for t in params]
+    assert torch.allclose(grads[0], -(to_logit(target) - lik.loc.detach()) * mask)
+    for t in params:
+        t.grad = None
+    lik.nll(target, mask).sum().backward()
+    assert torch.allclose(grads[1], params[1].grad, atol=1e-5) and torch.allclose(grads[2], params[2].grad, atol=1e-5)

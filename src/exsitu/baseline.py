@@ -41,5 +41,5 @@ class Baseline(nn.Module):
 
         Diagnostics: ``recon``, the NLL in nats per map.
         """
-        recon = self(conditions).nll(exsitu, mask).mean()
+        recon = self(conditions).training_loss(exsitu, mask).mean()
         return recon / exsitu[0].numel(), {"recon": recon.detach()}

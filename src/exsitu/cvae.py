@@ -206,7 +206,8 @@ class CVAE(nn.Module):
         """Equation (1) of the paper per map, as a true ELBO at ``beta = 1``.
 
         Per map: recon = -log p(map | z, conditions), SUMMED over the map's galaxy pixels
-        (``MapLikelihood.nll``, nats per map), and KL = sum over latent dimensions of
+        (nats per map; ``MapLikelihood.training_loss``: the NLL's value, with the mean trained
+        on the squared logit error so the factors cannot hide its errors), and KL = sum over latent dimensions of
         KL(q(z | map, conditions) || N(0, 1)) (nats per map); the loss is the batch mean of
         recon + beta * KL, divided by the constant P^2 (pixels per image), which changes neither
         the optimum nor beta's meaning but keeps the loss and its gradients at the per-pixel
@@ -224,7 +225,7 @@ class CVAE(nn.Module):
         batch means).
         """
         likelihood, mu, logvar = self(conditions, exsitu)
-        recon = likelihood.nll(exsitu, mask).mean()
+        recon = likelihood.training_loss(exsitu, mask).mean()
         kl_dims = kl_per_dim(mu, logvar).mean(0)
         kl_term = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl_dims.sum()
         loss = (recon + beta * kl_term) / exsitu[0].numel()
