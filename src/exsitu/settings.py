@@ -169,7 +169,7 @@ class CVAESettings(Section):
     seed: int
 
     def training(self) -> TrainSettings:
-        return TrainSettings(self.epochs, self.batch_size, float(self.lr), self.patience, self.seed)
+        return _training(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +184,12 @@ class FlowSettings(Section):
     seed: int
 
     def training(self) -> TrainSettings:
-        return TrainSettings(self.epochs, self.batch_size, float(self.lr), self.patience, self.seed)
+        return _training(self)
+
+
+def _training(section: CVAESettings | FlowSettings) -> TrainSettings:
+    """The optimiser settings a model section holds."""
+    return TrainSettings(section.epochs, section.batch_size, float(section.lr), section.patience, section.seed)
 
 
 @dataclasses.dataclass(frozen=True)
