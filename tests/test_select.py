@@ -57,7 +57,7 @@ def test_selection_cuts_units_and_galaxy_ids(mock: Path, tmp_path: Path) -> None
 def test_mass_field_is_configurable(mock: Path, tmp_path: Path) -> None:
     total = run_select(mock / "output", tmp_path / "a.csv")
     in_rad = run_select(
-        mock / "output", tmp_path / "b.csv", '{"min_stellar_mass": 1e10, "mass_field": "SubhaloMassInRadType"}'
+        mock / "output", tmp_path / "b.csv", '{"selection": {"min_stellar_mass": 1e10, "mass_field": "SubhaloMassInRadType"}}'
     )
     assert len(in_rad) <= len(total)
     assert (

@@ -50,7 +50,7 @@ def settings(*sections):
 def _flag(name, value):
     values = value if isinstance(value, list) else [value]
     return " ".join(
-        ["--" + name.replace("_", "-"), *(shlex.quote(str(v)) for v in values)]
+        [f"--{name.replace('_', '-')}", *(shlex.quote(str(v)) for v in values)]
     )
 
 
