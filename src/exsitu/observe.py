@@ -55,21 +55,23 @@ import logging
 import math
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from astropy.cosmology import FlatLambdaCDM
 from scipy.ndimage import gaussian_filter
 
 from exsitu.io import InputError
 from exsitu.projection import Z_FLOOR
 from exsitu.regrid import PixelGrid, covered_fraction, regrid_sum
 from exsitu.settings import Section
-from exsitu.units import ZSUN
+from exsitu.units import ZSUN, tng_cosmology
+
+if TYPE_CHECKING:
+    from astropy.cosmology import LambdaCDM
 
 log = logging.getLogger(__name__)
 
-# IllustrisTNG's cosmology (Planck 2015, Planck Collaboration XIII 2016): flat LambdaCDM.
-TNG_COSMOLOGY = FlatLambdaCDM(H0=67.74, Om0=0.3089)
+TNG_COSMOLOGY = tng_cosmology()
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 PSF_TRUNCATE = 4.0  # Gaussian kernel radius in sigma; spaxel grids are padded by it so no flux leaves
 HEX_COS30 = math.sqrt(3.0) / 2.0  # apothem / circumradius of a regular hexagon
@@ -159,13 +161,13 @@ class Observation:
     n_bins: np.ndarray
 
 
-def arcsec_per_kpc(z: float | np.ndarray, cosmo: FlatLambdaCDM = TNG_COSMOLOGY) -> np.ndarray:
+def arcsec_per_kpc(z: float | np.ndarray, cosmo: LambdaCDM = TNG_COSMOLOGY) -> np.ndarray:
     """Proper angular scale [arcsec per kpc] at redshift ``z``: 206264.8 / angular diameter distance [kpc]."""
     return np.asarray(cosmo.arcsec_per_kpc_proper(z).to_value("arcsec/kpc"), dtype=np.float64)
 
 
 def draw_redshifts(
-    rproj_kpc: np.ndarray, settings: ObserveSettings, rng: np.random.Generator, cosmo: FlatLambdaCDM = TNG_COSMOLOGY
+    rproj_kpc: np.ndarray, settings: ObserveSettings, rng: np.random.Generator, cosmo: LambdaCDM = TNG_COSMOLOGY
 ) -> np.ndarray:
     """(L,) redshifts, uniform in ``settings.redshift`` where the footprint's angular size fits the IFUs.
 
@@ -351,7 +353,7 @@ def observe_maps(
     fov_rhalf: float,
     settings: ObserveSettings,
     rng: np.random.Generator,
-    cosmo: FlatLambdaCDM = TNG_COSMOLOGY,
+    cosmo: LambdaCDM = TNG_COSMOLOGY,
 ) -> Observation:
     """Observe L ideal projections (see the module docstring for the model); deterministic for ``rng``'s state.
 

@@ -24,19 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from astropy.cosmology import FlatLambdaCDM
 from astropy.io import fits
 from astropy.wcs import WCS
 
 from exsitu.contracts import CHANNELS
 from exsitu.io import InputError
+from exsitu.units import tng_cosmology
 
 log = logging.getLogger(__name__)
 
-# Observed angles -> kpc with TNG's own cosmology (Planck 2015: h = 0.6774, Omega_m = 0.3089;
-# Nelson et al. 2019, Comput. Astrophys. Cosmol. 6, 2), so observed and simulated maps share
-# one length scale. Other flat LCDM choices move kpc/arcsec by a few per cent at z < 0.15.
-COSMOLOGY = FlatLambdaCDM(H0=67.74, Om0=0.3089)
 C_KMS = 299792.458  # speed of light [km/s]
 
 
@@ -103,10 +99,11 @@ class ObservedGalaxy:
 
 
 def kpc_per_arcsec(redshift: float) -> float:
-    """Proper transverse scale [kpc/arcsec] at ``redshift`` in :data:`COSMOLOGY`."""
+    """Proper transverse scale [kpc/arcsec] at ``redshift`` in TNG's cosmology
+    (:func:`exsitu.units.tng_cosmology`; other flat LCDM choices move it by a few per cent at z < 0.15)."""
     if not np.isfinite(redshift) or redshift <= 0:
         raise InputError(f"redshift must be a positive number to convert arcsec to kpc, got {redshift}")
-    return float(COSMOLOGY.kpc_proper_per_arcmin(redshift).value / 60.0)
+    return float(tng_cosmology().kpc_proper_per_arcmin(redshift).value / 60.0)
 
 
 def check_channel_names(channels: tuple[str, ...] | list[str]) -> tuple[str, ...]:

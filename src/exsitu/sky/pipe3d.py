@@ -25,7 +25,7 @@ keys) the names are checked against the table; a mismatch is an error rather tha
 read of the wrong plane.
 
 Conversions to the model units: mass per spaxel -> per kpc^2 with the spaxel's proper size
-at the redshift (``exsitu.sky.observed.COSMOLOGY``; Pipe3D's own luminosity distances use a
+at the redshift (``exsitu.units.tng_cosmology``; Pipe3D's own luminosity distances use a
 slightly different cosmology, a < 0.05 dex effect); age 10**(log age - 9) Gyr; metallicity
 re-referenced from Pipe3D's solar value (:data:`PIPE3D_ZSUN`) to TNG's (0.0127). Errors in dex
 become inverse variances in the model units (for age: sigma_Gyr = age ln(10) sigma_dex).
