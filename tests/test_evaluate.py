@@ -15,7 +15,7 @@ from exsitu.calibration import COVERAGE_LEVELS
 from exsitu.contracts import CHANNELS
 from exsitu.io import InputError
 from exsitu.radial import fit_radial_profile, pixel_radius
-from exsitu.stages import evaluate, train_baseline, train_cvae, train_flow
+from exsitu.stages import evaluate, recalibrate, train_baseline, train_cvae, train_flow
 
 POSTERIORS = ("reconstruction", "prior", "flow", "flow_mean")
 BASELINES = ("deterministic", "radial", "lookup")
@@ -93,8 +93,15 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                 *extra,
             ]
         )
+    noise_scale = root / "noise_scale.json"
+    recalibrate.main(
+        [*common, "--cvae", str(root / "cvae.pt"), "--flow", str(root / "flow.pt"), "--out", str(noise_scale),
+         "--settings", json.dumps({"recalibrate": {"n_samples": 8}})]
+    )  # fmt: skip
     args = [
         *common,
+        "--noise-scale",
+        str(noise_scale),
         "--cvae",
         str(root / "cvae.pt"),
         "--flow",
@@ -121,6 +128,7 @@ def test_metrics_and_summaries(evaluated) -> None:
     run_evaluate(ctx["args"], settings)
     metrics = json.loads((root / "out" / "metrics.json").read_text())
     check_schema(metrics)
+    assert metrics["noise_scale"] == json.loads((root / "noise_scale.json").read_text())["noise_scale"]
     with h5py.File(root / "out" / "samples.h5") as h5:
         n, p = metrics["n_maps"], h5["mask"].shape[-1]
         assert h5["samples"].shape == (n, 5, p, p) and h5["samples"].dtype == np.float16

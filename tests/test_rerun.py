@@ -12,8 +12,9 @@ import pytest
 import yaml
 from conftest import OBSERVED, TINY, snakemake
 
-MODEL_AND_AFTER = {"train_flow", "model_card", "evaluate", "report", "all"}
-TRAINING_AND_AFTER = {"split", "train_cvae", "train_flow", "train_baseline", "model_card", "evaluate", "report", "all"}
+RECALIBRATION_AND_AFTER = {"recalibrate", "model_card", "evaluate", "report", "all"}
+MODEL_AND_AFTER = {"train_flow", *RECALIBRATION_AND_AFTER}
+TRAINING_AND_AFTER = {"split", "train_cvae", "train_baseline", *MODEL_AND_AFTER}
 PROJECT_AND_AFTER = {"project", *TRAINING_AND_AFTER}
 
 
@@ -72,6 +73,12 @@ def test_flow_hyperparameter_reruns_only_flow_evaluate_report(finished_copy):
     _with_overlay(finished_copy, change, "--cores", "2")
     assert {rel: (finished_copy / rel).stat().st_mtime_ns for rel in upstream} == before
     assert _planned_rules(_with_overlay(finished_copy, change, "--dry-run").stdout) == set()
+
+
+def test_recalibration_setting_reruns_neither_training_nor_data(finished_copy):
+    proc = _with_overlay(finished_copy, {"recalibrate": {"n_samples": 16}}, "--dry-run")
+    assert _planned_rules(proc.stdout + proc.stderr) == RECALIBRATION_AND_AFTER, proc.stdout
+    assert "Params have changed" in _reasons(proc.stdout)["recalibrate"]
 
 
 def test_npix_reruns_projection_and_after_but_never_the_data_stages(finished_copy):

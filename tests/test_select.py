@@ -56,9 +56,8 @@ def test_selection_cuts_units_and_galaxy_ids(mock: Path, tmp_path: Path) -> None
 
 def test_mass_field_is_configurable(mock: Path, tmp_path: Path) -> None:
     total = run_select(mock / "output", tmp_path / "a.csv")
-    in_rad = run_select(
-        mock / "output", tmp_path / "b.csv", '{"selection": {"min_stellar_mass": 1e10, "mass_field": "SubhaloMassInRadType"}}'
-    )
+    in_radius = '{"selection": {"min_stellar_mass": 1e10, "mass_field": "SubhaloMassInRadType"}}'
+    in_rad = run_select(mock / "output", tmp_path / "b.csv", in_radius)
     assert len(in_rad) <= len(total)
     assert (
         in_rad["stellar_mass"]

@@ -263,12 +263,15 @@ def evaluate(
     settings: EvaluateSettings,
     fov_rhalf: float,
     samples_path: str | os.PathLike | None = None,
+    noise_scale: float = 1.0,
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """Evaluate the trained ``models`` (keys cvae, flow, baseline; all on one device) on the test set.
 
     ``fov_rhalf`` is the maps' field of view in half-mass radii (config ``maps.fov_rhalf``), for
     the radial baseline and the radius strata. With ``samples_path`` and ``settings.n_saved_samples``
-    > 0 the flow posterior samples are written there (samples.h5, atomically). Returns (metrics,
+    > 0 the flow posterior samples are written there (samples.h5, atomically). ``noise_scale`` is the
+    recalibrated factor on the decoder's residual std (``exsitu.recalibration``), applied in every
+    posterior. Returns (metrics,
     arrays for summaries.h5), see the module doc.
     """
     n_samples, seed = settings.n_samples, settings.seed
@@ -300,7 +303,7 @@ def evaluate(
                 samples = posterior_samples(
                     cvae, test.conditions[start:stop], n_samples, mode,
                     exsitu=test.exsitu[start:stop] if mode == "reconstruction" else None,
-                    flow=flow if mode == "flow" else None, predictive=predictive,
+                    flow=flow if mode == "flow" else None, predictive=predictive, noise_scale=noise_scale,
                     batch_size=decode_batch(device), generator=generator,
                 ).numpy()  # fmt: skip
                 accumulators[name].add(samples, truth[start:stop], mask[start:stop], weights[start:stop], rng)
@@ -326,6 +329,7 @@ def evaluate(
         "n_galaxies": boot.n_galaxies,
         "n_samples": n_samples,
         "seed": seed,
+        "noise_scale": noise_scale,
         "interval_level": boot.level,
         "weighting": "each test galaxy counts once: maps weighted 1 / n_los; intervals from a galaxy bootstrap",
         "few_galaxies": boot.n_galaxies < MIN_GALAXIES,

@@ -112,6 +112,15 @@ class MapLikelihood:
         squared = 0.5 * residual.pow(2).sum(1)
         return detached.nll(target, mask) + squared - squared.detach()
 
+    def scaled(self, scale: float) -> MapLikelihood:
+        """The same likelihood with every residual standard deviation times ``scale`` (covariance
+        times scale^2): the recalibrated noise of ``exsitu.recalibration``. Draws from it use the
+        random numbers in the same order, so a draw at ``scale`` is loc + scale * (draw at 1 - loc).
+        """
+        if scale == 1.0:
+            return self
+        return MapLikelihood(self.loc, self.log_var + 2.0 * math.log(scale), self.factors * scale)
+
     def sample_logit(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """One draw x = loc + F eps + sqrt(d) eta per map: (N, 1, P, P) logits (every pixel)."""
         loc = self.loc.float()

@@ -4,8 +4,9 @@ to apply them to maps made elsewhere (a laptop, an observed galaxy).
 ``model.json`` holds the file-contract version, the conditioning channels in model order with
 their units, the normalisation statistics of those channels (physical units), the map size, the
 field-of-view definition (``fov_rhalf`` half-mass radii, projected or 3D), the ``observe``
-settings the training maps were made with (null for ideal maps), the config hash and the model
-files. Copy the directory anywhere; :func:`load_model_dir` rebuilds the models from it.
+settings the training maps were made with (null for ideal maps), the config hash, the noise
+scale of the decoder's residual (``exsitu.recalibration``) and the model files. Copy the
+directory anywhere; :func:`load_model_dir` rebuilds the models from it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +51,7 @@ class ModelCard:
     radius: str  # one of RADII
     observe: dict[str, Any] | None
     config_hash: str
+    noise_scale: float  # factor on the decoder's residual std (recalibrate stage; 1 = as trained)
     files: dict[str, str] = field(default_factory=lambda: {"cvae": "cvae.pt", "flow": "flow.pt"})
     units: tuple[str, ...] = ()
     format: str = CARD_FORMAT
@@ -98,6 +101,8 @@ def read_model_card(model_dir: str | os.PathLike) -> ModelCard:
         raise InputError(f"{path}: channels {list(card.channels)} and their mean/std do not match the contract")
     if card.radius not in RADII:
         raise InputError(f"{path}: radius must be one of {RADII}, got {card.radius!r}")
+    if not (isinstance(card.noise_scale, int | float) and math.isfinite(card.noise_scale) and card.noise_scale > 0):
+        raise InputError(f"{path}: noise_scale must be a finite number > 0, got {card.noise_scale!r}")
     return card
 
 

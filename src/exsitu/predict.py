@@ -71,6 +71,7 @@ def predict_maps(
             n_samples,
             "flow",
             flow=model.flow,
+            noise_scale=card.noise_scale,
             batch_size=decode_batch(device),
             generator=generator,
         )  # fmt: skip

@@ -344,6 +344,10 @@ def build_report(inputs: ReportInputs, figure_files: Mapping[str, Sequence[Path]
         "posterior); ATC &lt; 0 means too narrow, &gt; 0 too wide; bands are 95% bootstrap intervals. "
         "<code>flow_mean</code> draws the decoder's mean map per latent z: the spread the latent alone carries; "
         "<code>flow</code> adds the decoder's likelihood (the full predictive).</p>",
+        f"<p>Every posterior here draws the decoder's residual with its standard deviations times "
+        f"<b>{metrics['noise_scale']:.3f}</b>: the noise scale the <code>recalibrate</code> stage fitted on the "
+        "validation maps (minimum of the energy score of the flow's full predictive; 1 means the likelihood as "
+        "trained; <code>results/models/noise_scale.json</code> holds the score curve).</p>",
         show("calibration", figures.calibration_curves(modes), "calibration"),
         table(tarp_table(modes)),
         "<h3>Per-pixel coverage by stratum (flow posterior)</h3>",

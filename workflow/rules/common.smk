@@ -24,6 +24,7 @@ MAPS = (
 # Every config section that shapes a trained model (its model.json records their hash).
 MODEL_SECTIONS = (
     "simulation", "mock", "selection", "plan", "maps", "observe", "split", "conditions", "cvae", "flow",
+    "recalibrate",
 )  # fmt: skip
 
 

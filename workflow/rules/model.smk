@@ -70,6 +70,27 @@ rule train_flow:
         "exsitu train_flow {params.args} --settings {params.settings:q} > {log} 2>&1"
 
 
+rule recalibrate:
+    input:
+        **DATASET,
+        cvae="results/models/cvae.pt",
+        flow="results/models/flow.pt",
+    output:
+        out="results/models/noise_scale.json",
+    log:
+        "results/logs/recalibrate.log",
+    benchmark:
+        "results/benchmarks/recalibrate.tsv"
+    conda:
+        "../../envs/exsitu.yaml"
+    threads: 2
+    params:
+        args=stage_args(device=config["device"]),
+        settings=settings("recalibrate", "conditions"),
+    shell:
+        "exsitu recalibrate {params.args} --settings {params.settings:q} > {log} 2>&1"
+
+
 rule train_baseline:
     input:
         **DATASET,
@@ -101,6 +122,7 @@ rule evaluate:
         cvae="results/models/cvae.pt",
         flow="results/models/flow.pt",
         baseline="results/models/baseline.pt",
+        noise_scale="results/models/noise_scale.json",
     output:
         **SAMPLES_OUTPUT,
         metrics=report(
@@ -129,6 +151,7 @@ rule model_card:
         cvae="results/models/cvae.pt",
         flow="results/models/flow.pt",
         stats="results/dataset/normalisation.json",
+        noise_scale="results/models/noise_scale.json",
     output:
         out="results/models/model.json",
     log:

@@ -12,6 +12,7 @@ from exsitu.checkpoint import load_model
 from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
 from exsitu.evaluation import evaluate, write_outputs
+from exsitu.recalibration import read_noise_scale
 from exsitu.settings import ConditionSettings, EvaluateSettings, MapSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
@@ -25,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stats", required=True, help="normalisation.json")
     for name in MODELS:
         parser.add_argument(f"--{name}", required=True, help=f"trained {name} model file")
+    parser.add_argument("--noise-scale", required=True, help="noise_scale.json of the recalibrate stage")
     add_device_argument(parser)
     parser.add_argument("--metrics", required=True, help="metrics.json to write")
     parser.add_argument("--summaries", required=True, help="summaries.h5 to write")
@@ -41,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         {name: load_model(getattr(args, name), device) for name in MODELS},
         settings,
         section_of(args.settings, MapSettings).fov_rhalf,
+        noise_scale=read_noise_scale(args.noise_scale),
         samples_path=args.samples,
     )
     write_outputs(metrics, arrays, args.metrics, args.summaries)

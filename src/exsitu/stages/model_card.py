@@ -15,6 +15,7 @@ from exsitu.dataset import channel_index, read_stats
 from exsitu.io import InputError
 from exsitu.modelcard import ModelCard, config_hash, write_model_card
 from exsitu.observe import ObserveSettings
+from exsitu.recalibration import read_noise_scale
 from exsitu.settings import ConditionSettings, MapSettings, section_of
 from exsitu.stages import run_stage, stage_parser
 
@@ -24,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cvae", required=True, help="trained cVAE (results/models/cvae.pt)")
     parser.add_argument("--flow", required=True, help="trained flow (results/models/flow.pt)")
     parser.add_argument("--stats", required=True, help="results/dataset/normalisation.json")
+    parser.add_argument("--noise-scale", required=True, help="noise_scale.json of the recalibrate stage")
     parser.add_argument("--out", required=True, help="model.json to write, beside the model files")
     args = parser.parse_args(argv)
     maps = section_of(args.settings, MapSettings)
@@ -44,6 +46,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         radius="projected" if observe.enabled else "3d",
         observe=observe.to_dict() if observe.enabled else None,
         config_hash=config_hash(json.loads(json.dumps(args.settings))),
+        noise_scale=read_noise_scale(args.noise_scale),
         files={"cvae": Path(args.cvae).name, "flow": Path(args.flow).name},
     )
     write_model_card(args.out, card)
