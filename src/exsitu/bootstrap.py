@@ -70,6 +70,12 @@ def per_map_totals(values: np.ndarray, map_index: np.ndarray, n_maps: int) -> np
     return out.reshape(n_maps, *values.shape[1:])
 
 
+def galaxy_weights(galaxy_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(galaxies, galaxy index of each map, map weights 1 / n_los): each galaxy's maps sum to weight 1."""
+    galaxies, index = np.unique(np.asarray(galaxy_id), return_inverse=True)
+    return galaxies, index, 1.0 / np.bincount(index)[index]
+
+
 class GalaxyBootstrap:
     """Galaxy-weighted point values and bootstrap intervals for statistics of per-map values.
 
@@ -84,9 +90,7 @@ class GalaxyBootstrap:
             raise InputError(f"galaxy ids must be a non-empty 1-d array, got shape {galaxy_id.shape}")
         if not (isinstance(n_replicates, int) and n_replicates >= 1 and 0 < level < 1):
             raise InputError(f"bootstrap needs n_replicates >= 1 and 0 < level < 1, got {n_replicates!r}, {level!r}")
-        self.galaxies, self.galaxy_index = np.unique(galaxy_id, return_inverse=True)
-        n_los = np.bincount(self.galaxy_index)
-        self.map_weights = 1.0 / n_los[self.galaxy_index]
+        self.galaxies, self.galaxy_index, self.map_weights = galaxy_weights(galaxy_id)
         self.level = float(level)
         g = len(self.galaxies)
         # A multinomial draw of G galaxies is exactly G draws with replacement, tallied.

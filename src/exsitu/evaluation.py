@@ -271,8 +271,7 @@ def evaluate(
     the radial baseline and the radius strata. With ``samples_path`` and ``settings.n_saved_samples``
     > 0 the flow posterior samples are written there (samples.h5, atomically). ``noise_scale`` is the
     recalibrated factor on the decoder's residual std (``exsitu.recalibration``), applied in every
-    posterior. Returns (metrics,
-    arrays for summaries.h5), see the module doc.
+    posterior. Returns (metrics, arrays for summaries.h5), see the module doc.
     """
     n_samples, seed = settings.n_samples, settings.seed
     cvae, flow, baseline = models["cvae"], models["flow"], models["baseline"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from exsitu.contracts import CHANNELS, UNITS
 from exsitu.cvae import CVAE
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output
+from exsitu.recalibration import check_noise_scale
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ def read_model_card(model_dir: str | os.PathLike) -> ModelCard:
         raise InputError(f"{path}: channels {list(card.channels)} and their mean/std do not match the contract")
     if card.radius not in RADII:
         raise InputError(f"{path}: radius must be one of {RADII}, got {card.radius!r}")
-    if not (isinstance(card.noise_scale, int | float) and math.isfinite(card.noise_scale) and card.noise_scale > 0):
-        raise InputError(f"{path}: noise_scale must be a finite number > 0, got {card.noise_scale!r}")
+    check_noise_scale(card.noise_scale, path)
     return card
 
 

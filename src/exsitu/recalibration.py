@@ -28,12 +28,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from exsitu.bootstrap import galaxy_weights
 from exsitu.cvae import CVAE
 from exsitu.dataset import MapSet
 from exsitu.flow import LatentFlow
@@ -68,15 +69,8 @@ class NoiseScaleFit:
     n_samples: int
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "noise_scale": self.noise_scale,
-            "method": "minimum of the validation energy score of the flow's full predictive (fraction units)",
-            "scales": list(self.scales),
-            "energy_score": list(self.energy_score),
-            "n_maps": self.n_maps,
-            "n_galaxies": self.n_galaxies,
-            "n_samples": self.n_samples,
-        }
+        method = "minimum of the validation energy score of the flow's full predictive (fraction units)"
+        return {**asdict(self), "method": method}
 
 
 def energy_scores(samples: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -140,9 +134,8 @@ def fit_noise_scale(
     Every candidate scale is scored on the same ``settings.n_samples`` flow draws per map.
     """
     device = next(cvae.parameters()).device
-    galaxies = maps.table["galaxy_id"].to_numpy()
-    _, inverse, counts = np.unique(galaxies, return_inverse=True, return_counts=True)
-    weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+    galaxies, _, map_weights = galaxy_weights(maps.table["galaxy_id"].to_numpy())
+    weights = torch.as_tensor(map_weights, dtype=torch.float64, device=device)
     generator = torch.Generator(device=device).manual_seed(settings.seed)
     totals = torch.zeros(len(scales), dtype=torch.float64)
     for start in range(0, len(maps), MAPS_PER_CALL):
@@ -152,9 +145,9 @@ def fit_noise_scale(
             flow=flow, batch_size=decode_batch(device), generator=generator,
         )  # fmt: skip
         # scored on the model's device: at 128 x 128 the K^2 pair distances are most of the work
-        on_device = [t.to(device) for t in (loc, residual, maps.exsitu[start:stop, 0], maps.mask[start:stop, 0])]
-        totals += scale_scores(*on_device, weights[start:stop].to(device), scales).cpu()
-    mean = (totals / weights.sum()).numpy()
+        truth, mask = maps.exsitu[start:stop, 0].to(device), maps.mask[start:stop, 0].to(device)
+        totals += scale_scores(loc, residual, truth, mask, weights[start:stop], scales).cpu()
+    mean = (totals / weights.sum().cpu()).numpy()
     scale = best_scale(np.asarray(scales), mean)
     if not math.isfinite(scale) or scale <= 0:
         raise InputError(f"the noise-scale fit gave {scale}; the validation energy scores were {mean}")
@@ -163,7 +156,7 @@ def fit_noise_scale(
         scales=tuple(float(s) for s in scales),
         energy_score=tuple(float(v) for v in mean),
         n_maps=len(maps),
-        n_galaxies=len(counts),
+        n_galaxies=len(galaxies),
         n_samples=settings.n_samples,
     )
 
@@ -179,9 +172,13 @@ def write_noise_scale(path: str | os.PathLike, fit: NoiseScaleFit) -> None:
         tmp.write_text(json.dumps(fit.to_dict(), indent=2))
 
 
+def check_noise_scale(scale: Any, source: str | os.PathLike) -> float:
+    """``scale`` as a float if it is a finite number > 0; otherwise one error naming ``source`` and the key."""
+    if not (isinstance(scale, int | float) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+        raise InputError(f"{source}: 'noise_scale' must be a finite number > 0, got {scale!r}")
+    return float(scale)
+
+
 def read_noise_scale(path: str | os.PathLike) -> float:
     """The fitted noise scale from the recalibrate stage's JSON; a bad file is one clear error."""
-    scale = read_json(path, ("noise_scale",), "noise-scale file")["noise_scale"]
-    if not (isinstance(scale, int | float) and math.isfinite(scale) and scale > 0):
-        raise InputError(f"{path}: 'noise_scale' must be a finite number > 0, got {scale!r}")
-    return float(scale)
+    return check_noise_scale(read_json(path, ("noise_scale",), "noise-scale file")["noise_scale"], path)

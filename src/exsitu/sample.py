@@ -203,21 +203,22 @@ def posterior_logits(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The full-predictive draws of :func:`posterior_samples` split into (loc, residual) logits.
 
-    Both (N, K, P, P) float32 on the CPU: the decoded mean logit per z and one residual draw
+    Both (N, K, P, P) float32 on the model's device (their consumer scores them there): the
+    decoded mean logit per z and one residual draw
     (coherent + diagonal) at noise scale 1. ``to_fraction(loc + s * residual) * mask`` is the
     sample that ``posterior_samples(..., noise_scale=s)`` draws from the same generator state,
     so one pass serves every candidate scale.
     """
     _check(mode, n_samples, batch_size, exsitu, flow)
     n, p = conditions.shape[0], conditions.shape[-1]
-    loc = torch.empty(n, n_samples, p, p, dtype=torch.float32)
+    loc = torch.empty(n, n_samples, p, p, dtype=torch.float32, device=_device(cvae))
     residual = torch.empty_like(loc)
     for maps, pairs, likelihood, _ in _decoded(
         cvae, conditions, n_samples, mode, exsitu=exsitu, flow=flow, batch_size=batch_size, generator=generator
     ):
         centre = likelihood.loc.float()
-        loc[maps].view(-1, p, p)[pairs] = centre.squeeze(1).cpu()
-        residual[maps].view(-1, p, p)[pairs] = (likelihood.sample_logit(generator) - centre).squeeze(1).cpu()
+        loc[maps].view(-1, p, p)[pairs] = centre.squeeze(1)
+        residual[maps].view(-1, p, p)[pairs] = (likelihood.sample_logit(generator) - centre).squeeze(1)
     return loc, residual
 
 
