@@ -13,13 +13,14 @@ from matplotlib.figure import Figure
 from exsitu.catalog import select_snapshot
 from exsitu.io import InputError
 from exsitu.mock.simulate import simulate
-from exsitu.relations import MASS_EDGES, measure_relations
+from exsitu.relations import mass_edges, measure_relations
 from exsitu.relations_figures import (
     dispersion_figure,
     exsitu_fraction_figure,
     exsitu_profile_figure,
     metallicity_figure,
     size_figure,
+    within_galaxy_figure,
 )
 from exsitu.tagging import tag_shard
 
@@ -31,31 +32,33 @@ def mock_relations(tmp_path_factory) -> dict:
     simulate(root, [99], 40, seed=3)
     base = str(root / "output")
     shard = root.parent / "shard_0.h5"
-    tag_shard(base, select_snapshot(base, 99, 1e10, "SubhaloMassType"), 0, 1, str(shard))
-    return measure_relations([shard])
+    catalog = select_snapshot(base, 99, 1e10, "SubhaloMassType")
+    catalog.to_csv(root.parent / "subhalos.csv", index=False)
+    tag_shard(base, catalog, 0, 1, str(shard))
+    return measure_relations([shard], root.parent / "subhalos.csv")
 
 
-def _band_at(relations: dict, key: str, log_m: float) -> tuple[float, float]:
-    bands = relations["bands"]
-    return tuple(float(np.interp(log_m, bands["log_mstar"], bands[key][e])) for e in ("lo", "hi"))
-
-
-def test_mock_exsitu_fraction_medians_lie_in_the_published_band(mock_relations: dict) -> None:
-    centres = 0.5 * (np.array(MASS_EDGES[:-1]) + np.array(MASS_EDGES[1:]))
-    checked = 0
-    for c, median in zip(centres, mock_relations["exsitu_fraction"]["median"]):
-        if median is None:
-            continue
-        lo, hi = _band_at(mock_relations, "exsitu_fraction", c)
-        assert lo <= median <= hi, f"median f_ex {median:.3f} at log M* {c} outside [{lo:.2f}, {hi:.2f}]"
-        checked += 1
-    assert checked >= 2
+def test_the_comparison_with_tng100_is_complete(mock_relations: dict) -> None:
+    tng = mock_relations["tng100"]
+    assert len(tng["bins"]) == len(mass_edges()) - 1 == 7
+    assert sum(b["n"] for b in tng["bins"]) == 40
+    assert sum(b["share"] for b in tng["bins"]) == pytest.approx(1.0)
+    for b in tng["bins"]:
+        assert b["tng100"]["fex_median"] > 0 and 0.5 < b["tng100"]["central_share"] < 0.8
+        if b["n"] >= 3:
+            assert b["fex_p16"] <= b["fex_median"] <= b["fex_p84"]
+            assert 0.0 <= b["central_share"] <= 1.0
+    checked = {c["what"] for c in tng["checks"]}
+    assert {"fex_median", "fex_p16", "fex_p84", "share"} <= checked  # the bins with >= 10 galaxies
+    assert tng["all_passed"] == all(c["passed"] for c in tng["checks"])
 
 
 def test_relations_are_json_and_self_consistent(mock_relations: dict) -> None:
     again = json.loads(json.dumps(mock_relations))
     assert again["n_galaxies"] == 40 and again["snapshot"] == 99
     assert sum(again["exsitu_fraction"]["n"]) == 40
+    within = again["within_galaxy"]["metallicity_overlap"]
+    assert all(0.0 <= v <= 1.0 for v in within["median"] if v is not None)
     met = again["metallicity"]
     width = np.diff(met["edges"])
     for b, overlap in enumerate(met["overlap"]):
@@ -74,7 +77,8 @@ def _write_shard(path: Path, galaxies: list[dict]) -> None:
         f["galaxies/snapshot"] = np.full(len(galaxies), 99)
         f["galaxies/start"] = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         f["galaxies/count"] = np.array(counts, np.int64)
-        for name in ("pos", "vel", "mass", "metallicity", "exsitu"):
+        f["galaxies/subhalo_id"] = np.arange(len(galaxies), dtype=np.int64)
+        for name in ("pos", "vel", "mass", "age", "metallicity", "exsitu"):
             f[f"particles/{name}"] = np.concatenate([g[name] for g in galaxies])
 
 
@@ -89,6 +93,7 @@ def test_measures_of_a_known_galaxy(tmp_path: Path) -> None:
         "vel": rng.choice([-100.0, 100.0], size=(2000, 3)),
         "mass": np.full(2000, 1e8),
         "metallicity": np.repeat([0.02, 0.002], 1000),
+        "age": np.repeat([4.0, 11.0], 1000),
         "exsitu": np.repeat([False, True], 1000),
     }
     _write_shard(tmp_path / "s.h5", [galaxy])
@@ -97,22 +102,33 @@ def test_measures_of_a_known_galaxy(tmp_path: Path) -> None:
     assert rel["galaxies"]["exsitu_fraction"] == [pytest.approx(0.5)]
     assert rel["galaxies"]["rhalf_kpc"][0] == pytest.approx(1.0, abs=1e-6)
     assert rel["galaxies"]["sigma_central_kms"][0] == pytest.approx(100.0, rel=0.1)
-    assert rel["metallicity"]["overlap"][3] == pytest.approx(0.0)  # log M* = 11.3: Z separates them fully
-    assert 1.0 < rel["exsitu_profile"]["transition_kpc"][3] < 5.0
+    assert rel["metallicity"]["overlap"][5] == pytest.approx(0.0)  # log M* = 11.3: Z separates them fully
+    assert rel["galaxies"]["metallicity_overlap"] == [pytest.approx(0.0)]
+    assert rel["galaxies"]["metallicity_insitu_minus_exsitu"] == [pytest.approx(1.0, abs=0.01)]
+    assert rel["galaxies"]["age_insitu_minus_exsitu"] == [pytest.approx(-7.0, abs=0.01)]
+    assert 1.0 < rel["exsitu_profile"]["transition_kpc"][5] < 5.0
 
 
 def test_a_shard_without_particle_metallicity_is_named(tmp_path: Path) -> None:
     with h5py.File(tmp_path / "s.h5", "w") as f:
-        for name in ("snapshot", "start", "count"):
+        for name in ("snapshot", "start", "count", "subhalo_id"):
             f[f"galaxies/{name}"] = np.zeros(1, np.int64)
-        for name in ("pos", "vel", "mass", "exsitu"):
+        for name in ("pos", "vel", "mass", "age", "exsitu"):
             f[f"particles/{name}"] = np.zeros(1)
     with pytest.raises(InputError, match=r"s\.h5.*metallicity"):
         measure_relations([tmp_path / "s.h5"])
 
 
 @pytest.mark.parametrize(
-    "figure", [exsitu_fraction_figure, size_figure, dispersion_figure, exsitu_profile_figure, metallicity_figure]
+    "figure",
+    [
+        exsitu_fraction_figure,
+        size_figure,
+        dispersion_figure,
+        exsitu_profile_figure,
+        metallicity_figure,
+        within_galaxy_figure,
+    ],
 )
 def test_figures_draw_the_mock_and_the_bands(mock_relations: dict, figure) -> None:
     fig = figure(mock_relations)
@@ -120,4 +136,4 @@ def test_figures_draw_the_mock_and_the_bands(mock_relations: dict, figure) -> No
     artists = [a for ax in fig.axes for a in (*ax.collections, *ax.lines, *ax.patches)]
     assert len(artists) >= 2
     if figure in (exsitu_fraction_figure, size_figure, dispersion_figure):
-        assert any(t.get_text().startswith(("Rodriguez", "Kravtsov", "Zahid")) for t in fig.axes[0].get_legend().texts)
+        assert any(t.get_text().startswith(("TNG100", "Kravtsov", "Zahid")) for t in fig.axes[0].get_legend().texts)

@@ -1,4 +1,5 @@
-"""Figures of the galaxy relations measured by :func:`exsitu.relations.measure_relations`, with the published bands.
+"""Figures of the galaxy relations measured by :func:`exsitu.relations.measure_relations`, against the TNG100-1
+population and published bands.
 
 Each function takes the relations dict and returns a matplotlib Figure (the report embeds
 it). Units as in :mod:`exsitu.relations`: Msun, kpc, km/s, dex.
@@ -11,6 +12,7 @@ from matplotlib.figure import Figure
 
 BAND_COLOUR = "tab:orange"
 MOCK_COLOUR = "tab:blue"
+TNG_COLOUR = "k"
 
 
 def _centres(relations: dict) -> np.ndarray:
@@ -47,13 +49,49 @@ def _scaling(relations: dict, key: str, ylabel: str, log_y: bool) -> Figure:
 
 
 def exsitu_fraction_figure(relations: dict) -> Figure:
-    """Ex-situ stellar mass fraction vs stellar mass, with the Illustris/TNG band."""
-    return _scaling(relations, "exsitu_fraction", "ex-situ fraction", log_y=False)
+    """Left: ex-situ fraction against stellar mass, the simulated galaxies' 16/50/84th percentiles per bin beside
+    TNG100-1's. Right: the share of galaxies per mass bin (the stellar mass function above 1e10 Msun), both."""
+    fig = Figure(figsize=(9.0, 3.8), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    gal = relations["galaxies"]
+    left.scatter(
+        gal["log_mstar"], gal["exsitu_fraction"], s=4, color=MOCK_COLOUR, alpha=0.3, label="simulated galaxies"
+    )
+    bins = relations["tng100"]["bins"]
+    centre = np.array([0.5 * (b["log_mstar"][0] + b["log_mstar"][1]) for b in bins])
+    for offset, colour, label, row in (
+        (-0.02, MOCK_COLOUR, "this simulation: median, 16-84%", lambda b: b),
+        (0.02, TNG_COLOUR, "TNG100-1: median, 16-84%", lambda b: b["tng100"]),
+    ):
+        have = [k for k, b in enumerate(bins) if row(b)["fex_median"] is not None]
+        med = np.array([row(bins[k])["fex_median"] for k in have])
+        err = np.array(
+            [[med[i] - row(bins[k])["fex_p16"], row(bins[k])["fex_p84"] - med[i]] for i, k in enumerate(have)]
+        )
+        left.errorbar(
+            centre[have] + offset, med, yerr=err.reshape(-1, 2).T, fmt="o", color=colour, capsize=3, label=label
+        )
+    left.set(xlabel=r"$\log_{10} M_\star\ [M_\odot]$", ylabel="ex-situ fraction", ylim=(0, 1))
+    left.legend(fontsize=6, loc="upper left")
+    width = np.array([b["log_mstar"][1] - b["log_mstar"][0] for b in bins])
+    right.bar(centre - 0.05, [b["share"] for b in bins], width=0.1, color=MOCK_COLOUR, label="this simulation")
+    right.bar(centre + 0.05, [b["tng100"]["share"] for b in bins], width=0.1, color=TNG_COLOUR, label="TNG100-1")
+    right.set(xlabel=r"$\log_{10} M_\star\ [M_\odot]$ (bin centre)", ylabel="share of galaxies per bin", yscale="log")
+    right.legend(fontsize=6)
+    right.set_title(f"bin widths {', '.join(f'{w:g}' for w in np.unique(width))} dex", fontsize=7)
+    return fig
 
 
 def size_figure(relations: dict) -> Figure:
-    """3D stellar half-mass radius [kpc] vs stellar mass, with the Kravtsov 2013 band and Shen+2003 lines."""
-    return _scaling(relations, "half_mass_radius", r"$r_{1/2}$ [kpc]", log_y=True)
+    """3D stellar half-mass radius [kpc] vs stellar mass, with TNG100-1's medians, the Kravtsov 2013 band and
+    Shen+2003 lines."""
+    fig = _scaling(relations, "half_mass_radius", r"$r_{1/2}$ [kpc]", log_y=True)
+    ax = fig.axes[0]
+    bins = relations["tng100"]["bins"]
+    centre = [0.5 * (b["log_mstar"][0] + b["log_mstar"][1]) for b in bins]
+    ax.plot(centre, [b["tng100"]["rhalf_median_kpc"] for b in bins], "s", color=TNG_COLOUR, label="TNG100-1 median")
+    ax.legend(fontsize=6, loc="best")
+    return fig
 
 
 def dispersion_figure(relations: dict) -> Figure:
@@ -103,4 +141,24 @@ def metallicity_figure(relations: dict) -> Figure:
         ax.set_xlabel(r"$\log_{10} Z/Z_\odot$")
     axes[0].set_ylabel("mass-weighted density")
     axes[0].legend(fontsize=6)
+    return fig
+
+
+def within_galaxy_figure(relations: dict) -> Figure:
+    """Per galaxy, the overlap of the in-situ and ex-situ metallicity (left) and age (right) distributions
+    against stellar mass: 0 when the quantity alone separates the populations, 1 when it says nothing."""
+    fig = Figure(figsize=(9.0, 3.4), layout="constrained")
+    gal = relations["galaxies"]
+    centres = _centres(relations)
+    for ax, name, label in zip(fig.subplots(1, 2), ("metallicity", "age"), ("metallicity", "age")):
+        values = np.array([np.nan if v is None else v for v in gal[f"{name}_overlap"]])
+        ax.scatter(gal["log_mstar"], values, s=4, color=MOCK_COLOUR, alpha=0.3, label="simulated galaxies")
+        binned = relations["within_galaxy"][f"{name}_overlap"]
+        have = [i for i, m in enumerate(binned["median"]) if m is not None]
+        med = np.array([binned["median"][i] for i in have])
+        err = np.array([[med[k] - binned["p16"][i], binned["p84"][i] - med[k]] for k, i in enumerate(have)])
+        ax.errorbar(centres[have], med, yerr=err.reshape(-1, 2).T, fmt="o-", color=MOCK_COLOUR, capsize=3,
+                    label="median, 16-84%")  # fmt: skip
+        ax.set(xlabel=r"$\log_{10} M_\star\ [M_\odot]$", ylabel=f"in-/ex-situ {label} overlap", ylim=(0, 1))
+        ax.legend(fontsize=6)
     return fig

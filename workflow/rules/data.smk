@@ -123,6 +123,7 @@ rule observe:
 rule relations:
     input:
         particles=shard_files("results/particles/shard_{shard}.h5"),
+        catalog="results/catalog/subhalos.csv",
     output:
         out="results/catalog/relations.json",
     log:

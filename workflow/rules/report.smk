@@ -14,6 +14,7 @@ FIGURES = [
     "relation_dispersion",
     "relation_exsitu_profile",
     "relation_metallicity",
+    "relation_within_galaxy",
     "latent_kl",
     "stratified_coverage",
     "rank_histogram",

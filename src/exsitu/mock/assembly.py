@@ -1,97 +1,369 @@
-"""Assembly histories of mock galaxies: cosmic time, halo and size scales, the stellar
-mass-metallicity relation, and the satellites each galaxy accreted.
+"""Assembly histories of mock galaxies: the dark halo's growth and mergers, and what they bring in stars.
 
-A galaxy's ex-situ stars are the stars of the satellites it accreted. The accreted mass
-follows the ex-situ fraction-stellar mass relation of Illustris/IllustrisTNG
-(Rodriguez-Gomez et al. 2016, MNRAS 458, 2371; Pillepich et al. 2018, MNRAS 475, 648) with
-its large scatter, and is split by merger mass ratio as in Rodriguez-Gomez et al. 2016: on
-average 50% from major mergers (stellar mass ratio > 1/4), 20% minor (1/10-1/4), 20% very
-minor (< 1/10) and 10% stripped from satellites that still survive. A share too small for
-one merger of its class (a major merger cannot bring less than a quarter of the host's
-mass at infall) falls to the next class down, so low-mass hosts grow by minor mergers and
-massive ones by major mergers, as in the simulations. Each satellite carries its infall
-time, stellar mass and orbit; :mod:`exsitu.mock.debris` turns it into star particles.
+A galaxy's ex-situ stars are the stars of the satellites it accreted; how many there are follows
+from the halo physics, not from a drawn ex-situ fraction (:mod:`exsitu.mock.population` chooses
+the halo and history of a galaxy of given stellar mass):
 
-Units: Gyr (lookback times unless named otherwise), Msun, kpc, km/s; metallicity in dex
-relative to solar.
-"""
+1. The host halo is grown backwards in time with the mean accretion rate of Fakhouri, Ma &
+   Boylan-Kolchin 2010 (eq. 2), times a per-galaxy factor (earlier or later forming haloes).
+2. Its own (in-situ) stars grow along the stellar-to-halo mass relation of the time (Kravtsov et
+   al. 2018 at z = 0, evolved as Behroozi et al. 2013) until the galaxy quenches (at ~10^10.4 Msun,
+   as TNG's kinetic AGN feedback does; :func:`insitu_track`).
+3. Haloes fall in at the rate of Fakhouri et al. 2010 (eq. 1) per unit redshift and halo mass
+   ratio xi, drawn as Poisson events on a time grid. Each satellite's stellar mass at infall is
+   the stellar-to-halo mass relation at its redshift, with 0.2 dex of scatter (0.35 in dwarf haloes).
+4. A satellite sinks by dynamical friction and coalesces after the merging time of
+   Boylan-Kolchin, Ma & Quataert 2008 for its mass ratio and orbit (circularity and orbital
+   energy drawn per satellite); all its stars are then ex-situ stars of the host. A satellite that
+   has not coalesced by the snapshot has lost the share of its stars that its time in the host is
+   of its merging time (the host's "stripped" ex-situ stars: Rodriguez-Gomez et al. 2016 find ~10%
+   of the ex-situ mass there; this model gives 9%).
+5. Star-forming satellites keep forming stars after infall for the delay of Wetzel et al. 2013
+   (2-4 Gyr, longer at low mass), from the gas they brought (Tacconi et al. 2018), until they
+   quench or coalesce; those stars are ex-situ too. The gas a star-forming satellite still has when
+   it coalesces becomes IN-SITU stars of the host (:data:`MERGER_GAS_TO_STARS`).
+6. A galaxy that is itself a satellite today stops accreting new satellites when it falls into its
+   host (companions that fell in earlier still coalesce).
+
+The merger mix that results (by stellar mass ratio at infall: 50% major, 23% minor, 18% very minor,
+9% stripped, averaged over the TNG mass function) is that of Rodriguez-Gomez et al. 2016.
+
+Calibrated against the TNG100-1 population (``exsitu/data/tng100_population.json``), once, on
+large mock populations of seeds other than the default universe's, within the ranges the physics
+allows: the quenching mass and the in-situ growth after it (:data:`QUENCH_LOG_MSTAR`,
+:data:`QUENCHED_GROWTH`), the share of merger gas turned into stars (:data:`MERGER_GAS_TO_STARS`),
+the in-situ scatter (:data:`exsitu.mock.population.INSITU_SCATTER_DEX`) and the debris radii
+(:data:`DEPOSIT_SCALE`). Everything else is taken from the cited relations as published.
+
+Units: Gyr (lookback times unless named otherwise), Msun, kpc, km/s; metallicity in dex relative
+to solar."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-# Planck 2015 cosmology of IllustrisTNG (flat LambdaCDM); the analytic age formula is exact for it.
-HUBBLE, OMEGA_M = 0.6774, 0.3089
-HUBBLE_TIME_GYR = 977.792 / (100.0 * HUBBLE)  # 1/H0
-G_KPC = 4.30091e-6  # gravitational constant [kpc (km/s)^2 / Msun]
-RHO_CRIT = 277.5366 * HUBBLE**2  # critical density today [Msun / kpc^3]
-SIZE_TO_R200 = 0.015  # galaxy 3D half-mass radius / R200 (Kravtsov 2013, ApJ 764, L31)
-HOST_GROWTH = 1.7  # M*(z) = M*(0) (1+z)^-1.7: main-progenitor growth (Moster et al. 2013, Behroozi et al. 2013)
-
-# Merger classes: name, mass-ratio range (satellite / host stellar mass at infall), infall lookback range [Gyr],
-# mean share of the ex-situ mass (Rodriguez-Gomez et al. 2016, Sect. 4.2). Infall is uniform in time: the
-# merger rate per galaxy per unit time is roughly constant since z ~ 2 (Rodriguez-Gomez et al. 2015, MNRAS
-# 449, 49), so most accreted mass arrives at z < 1 when satellites are massive.
-MERGER_CLASSES = (
-    ("major", 0.25, 1.0, (0.6, 11.0), 0.5),
-    ("minor", 0.1, 0.25, (0.6, 11.5), 0.2),
-    ("very_minor", 0.003, 0.1, (0.6, 12.0), 0.2),
+from exsitu.literature import (
+    MZR_SCATTER_DEX,
+    halo_growth_rate,
+    halo_merger_rate,
+    log_mstar_of_halo,
+    lookback_of_redshift,
+    main_sequence_ssfr,
+    merging_time_gyr,
+    redshift_at_lookback,
+    satellite_quenching_delay_gyr,
+    stellar_metallicity,
 )
-STRIPPED = ("stripped", 0.01, 0.3, (0.3, 9.0), 0.1)  # surviving satellites: their stripped stars only
-MIX_CONCENTRATION = 6.0  # Dirichlet concentration of the per-galaxy class mix (galaxy-to-galaxy scatter)
-MAX_EVENTS = 40  # per class; the last event absorbs what is left
-DEPOSIT_SCALE = 1.4  # debris half-mass radius / size scale for mass ratio 1 at z=0
+
+#: Lookback-time grid of the assembly history [Gyr]: step edges, 0 to ~z = 5.
+STEP_GYR = 0.25
+GRID_EDGES = np.arange(0.0, 12.5 + STEP_GYR / 2, STEP_GYR)
+GRID = 0.5 * (GRID_EDGES[1:] + GRID_EDGES[:-1])
+#: Halo mass ratios drawn (log-spaced bin edges); below 1e-3 satellites bring no stars worth a particle.
+XI_EDGES = np.geomspace(1e-3, 1.0, 25)
+SHMR_SCATTER_DEX = 0.2  # satellites' stellar mass at fixed halo mass (Behroozi et al. 2013)
+SHMR_SCATTER_DWARF_DEX = 0.35  # ... rising in dwarf haloes of 1e10 Msun (Garrison-Kimmel et al. 2017, MNRAS 464, 3108)
+GROWTH_SCATTER = 0.3  # lognormal, per galaxy, on the mean halo growth rate (formation-time scatter)
+MERGER_GAS_TO_STARS = 0.8  # share of a coalescing satellite's cold gas that the host turns into stars
+QUENCH_LOG_MSTAR = 10.4  # in-situ stellar mass [log Msun] at which a galaxy's own star formation stops
+QUENCH_SCATTER_DEX = 0.1
+QUENCHED_GROWTH = 0.2  # in-situ growth past the quenching mass, share of the relation's
+MIN_DEPOSIT = 1e-4  # satellites bringing less than this share of the host's mass are dropped
+DEPOSIT_SCALE = 3.5  # debris half-mass radius / size scale for mass ratio 1 at z = 0
 COPLANAR_CHANCE = 0.2  # a recent minor/major merger on a prograde orbit in the disc plane (accreted disc)
-
-# Stellar mass-metallicity relation at z=0, log10(Z*/Zsun) vs log10(M*/Msun): Kirby et al. 2013 (ApJ 779,
-# 102; [Fe/H] = -1.69 + 0.30 log(M*/1e6 Msun), +0.2 dex for alpha enhancement) below 1e9 Msun, the medians of
-# Gallazzi et al. 2005 (MNRAS 362, 41, Table 2) above.
-MZR_LOG_MASS = np.array([5.0, 6.0, 7.0, 8.0, 8.9, 9.5, 9.9, 10.1, 10.3, 10.5, 10.7, 10.9, 11.1, 11.3, 11.5, 11.9, 12.5])
-MZR_LOG_Z = np.array(
-    [-1.79, -1.49, -1.19, -0.89, -0.6, -0.6, -0.41, -0.23, -0.11, -0.01, 0.04, 0.07, 0.1, 0.12, 0.13, 0.15, 0.16]
-)
-MZR_SCATTER_DEX = 0.15  # galaxy-to-galaxy scatter about the relation (Gallazzi et al. 2005; Kirby et al. 2013)
+MAJOR, MINOR = 0.25, 0.1  # stellar mass ratios at infall that separate major, minor and very minor mergers
 
 
-def cosmic_time(z: np.ndarray | float) -> np.ndarray:
-    """Age of the Universe [Gyr] at redshift ``z`` (flat LambdaCDM, analytic)."""
-    ol = 1.0 - OMEGA_M
-    x = np.sqrt(ol / OMEGA_M) * (1.0 + np.asarray(z, dtype=np.float64)) ** -1.5
-    return 2.0 * HUBBLE_TIME_GYR / (3.0 * np.sqrt(ol)) * np.arcsinh(x)
+@dataclass(frozen=True)
+class Satellite:
+    """One accreted satellite: what it brought and how it fell in.
 
-
-T0_GYR = float(cosmic_time(0.0))
-
-
-def redshift_at_lookback(lookback_gyr: np.ndarray | float) -> np.ndarray:
-    """Redshift at ``lookback_gyr`` before z=0 (inverse of :func:`cosmic_time`); lookbacks are clipped to 13.5 Gyr."""
-    ol = 1.0 - OMEGA_M
-    t = T0_GYR - np.minimum(np.asarray(lookback_gyr, dtype=np.float64), 13.5)
-    x = np.sinh(1.5 * np.sqrt(ol) * t / HUBBLE_TIME_GYR) / np.sqrt(ol / OMEGA_M)
-    return x ** (-2.0 / 3.0) - 1.0
-
-
-def lookback_of_redshift(z: np.ndarray | float) -> np.ndarray:
-    """Lookback time [Gyr] to redshift ``z``."""
-    return T0_GYR - cosmic_time(z)
-
-
-def host_mass(m0: float, z: np.ndarray | float) -> np.ndarray:
-    """Stellar mass [Msun] of the main progenitor at redshift ``z`` of a galaxy of ``m0`` Msun at z=0."""
-    return m0 * (1.0 + np.asarray(z, dtype=np.float64)) ** -HOST_GROWTH
-
-
-def stellar_metallicity(log_mstar: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Mean log10(Z*/Zsun) of a galaxy of ``log_mstar`` at redshift ``z``.
-
-    The z=0 relation (Kirby et al. 2013 + Gallazzi et al. 2005) shifted by the evolution of
-    the stellar mass-metallicity relation in the FIRE simulations, 0.67 (exp(-z/2) - 1) dex
-    (Ma et al. 2016, MNRAS 456, 2140).
+    ``log_mass`` is the stellar mass [log Msun] it deposited; ``log_mstar_sat`` its own stellar mass when it
+    stopped forming stars [log Msun] (more than it deposited if it survives); ``mass_ratio`` its stellar mass over the
+    host's at infall; ``infall_gyr`` the lookback time of infall into the host's halo; ``arrival_gyr``
+    when its stars joined the host (coalescence; infall for a surviving, stripped satellite);
+    ``quench_gyr`` when its star formation stopped (infall or later); ``start_gyr`` when it began;
+    ``sfh_shape`` > 1 skews its star formation late, < 1 early; ``z_offset`` its offset from the
+    mass-metallicity relation [dex]; ``z_gradient`` its internal metallicity gradient [dex from its
+    most bound to its least bound stars]; ``axis`` the unit normal of its orbital plane (host
+    frame); ``eccentricity`` of its orbit; ``radius_kpc`` the half-mass radius of its debris once
+    phase mixed; ``coplanar`` marks debris that settles into an accreted disc in the host's disc plane.
     """
-    z = np.asarray(z, dtype=np.float64)
-    return np.interp(log_mstar, MZR_LOG_MASS, MZR_LOG_Z) + 0.67 * (np.exp(-0.5 * z) - 1.0)
+
+    kind: str
+    log_mass: float
+    log_mstar_sat: float
+    mass_ratio: float
+    infall_gyr: float
+    arrival_gyr: float
+    quench_gyr: float
+    start_gyr: float
+    sfh_shape: float
+    z_offset: float
+    z_gradient: float
+    axis: tuple[float, float, float]
+    eccentricity: float
+    radius_kpc: float
+    coplanar: bool
+
+
+@dataclass(frozen=True)
+class History:
+    """A galaxy's assembly history, before it is given a stellar mass: what fell in and its own star formation.
+
+    Arrays have one entry per accreted satellite: ``deposit`` the stellar mass it brought [Msun],
+    ``mass_ratio`` its stellar mass over the host's at infall, ``infall``, ``arrival`` and ``quench``
+    lookback times [Gyr] (see :class:`Satellite`), ``merged`` whether it coalesced (else its stars
+    were stripped while it survives), ``xi`` its halo mass ratio at infall, ``mstar_sat`` its own stellar mass when it
+    stopped forming stars [Msun], ``gas`` the cold gas it brought on coalescence [Msun], which
+    becomes in-situ stars of the host after its arrival. ``log_insitu_track`` is log10 of the main progenitor's in-situ
+    stellar mass [Msun] at the lookback times :data:`GRID`, at the median of the stellar-to-halo
+    relation (shift it by the galaxy's offset); ``formation_gyr`` when the halo had half its mass.
+    """
+
+    log_mhalo: float
+    deposit: np.ndarray
+    mass_ratio: np.ndarray
+    infall: np.ndarray
+    arrival: np.ndarray
+    quench: np.ndarray
+    merged: np.ndarray
+    gas: np.ndarray
+    xi: np.ndarray
+    mstar_sat: np.ndarray
+    log_insitu_track: np.ndarray
+    formation_gyr: float
+
+    @property
+    def merger_gas(self) -> float:
+        """Cold gas brought by coalescing satellites [Msun]: in-situ stars formed after each arrival."""
+        return float(self.gas.sum())
+
+    @property
+    def accreted(self) -> float:
+        """Total accreted stellar mass [Msun]."""
+        return float(self.deposit.sum())
+
+    def kinds(self) -> np.ndarray:
+        """Merger class of each satellite: major, minor, very_minor (coalesced, by mass ratio) or stripped."""
+        by_ratio = np.where(
+            self.mass_ratio >= MAJOR, "major", np.where(self.mass_ratio >= MINOR, "minor", "very_minor")
+        )
+        return np.where(self.merged, by_ratio, "stripped")
+
+
+def host_log_mstar(track: tuple[float, ...] | np.ndarray, lookback_gyr: np.ndarray | float) -> np.ndarray:
+    """log10 M* [Msun] of the main progenitor at ``lookback_gyr`` from its track on :data:`GRID`."""
+    return np.interp(np.asarray(lookback_gyr, dtype=np.float64), GRID, np.asarray(track))
+
+
+def halo_track(rng: np.random.Generator | None, log_mhalo: float) -> np.ndarray:
+    """log10 M200 [Msun] of the main progenitor halo at :data:`GRID` (backwards from ``log_mhalo`` today).
+
+    The mean growth rate dM/dt = -A(t) M^1.1 (lookback t) integrates exactly:
+    M(t)^-0.1 = M(0)^-0.1 + 0.1 s integral_0^t A dt', with ``s`` the galaxy's growth-speed factor
+    (lognormal, :data:`GROWTH_SCATTER`; 1 without ``rng``: the median track).
+    """
+    speed = 1.0 if rng is None else float(rng.lognormal(0.0, GROWTH_SCATTER))
+    return (-10.0 * np.log10(10 ** (-0.1 * log_mhalo) + 0.1 * speed * _growth_integral())).astype(np.float64)
+
+
+@functools.cache
+def _growth_integral() -> np.ndarray:
+    """integral_0^t A(t') dt' at each lookback of :data:`GRID` (A: the mean halo growth rate over M^1.1)."""
+    fine = np.linspace(0.0, GRID[-1], 2000)
+    rate = halo_growth_rate(1.0, redshift_at_lookback(fine))
+    cumulative = np.concatenate([[0.0], np.cumsum(0.5 * (rate[1:] + rate[:-1]) * np.diff(fine))])
+    return np.interp(GRID, fine, cumulative)
+
+
+def formation_gyr(halo: np.ndarray) -> float:
+    """Lookback time [Gyr] at which a halo track (on :data:`GRID`) had half its mass today."""
+    return float(np.interp(halo[0] - np.log10(2.0), halo[::-1], GRID[::-1]))
+
+
+def insitu_track(rng: np.random.Generator, halo: np.ndarray, z_grid: np.ndarray) -> np.ndarray:
+    """log10 of the in-situ stellar mass [Msun] along the halo track ``halo`` (on :data:`GRID`), before scatter.
+
+    The in-situ stars grow along the stellar-to-halo mass relation of the time until the galaxy
+    quenches. In TNG the kinetic mode of AGN feedback quenches a galaxy once its black hole passes
+    ~10^8.2 Msun (Weinberger et al. 2017, MNRAS 465, 3291; Zinger et al. 2020, MNRAS 499, 768), so
+    the quenched fraction of TNG galaxies rises sharply at M* ~ 10^10.5 Msun (Donnari et al. 2021,
+    MNRAS 500, 4004): past :data:`QUENCH_LOG_MSTAR` (drawn per galaxy with
+    :data:`QUENCH_SCATTER_DEX`) only :data:`QUENCHED_GROWTH` of the relation's growth continues.
+    """
+    along = 10 ** log_mstar_of_halo(halo, z_grid)
+    quench = 10 ** (QUENCH_LOG_MSTAR + rng.normal(0.0, QUENCH_SCATTER_DEX))
+    growth = np.maximum(np.diff(along[::-1], prepend=0.0), 0.0)  # forward in time, oldest first
+    growth = np.where(np.cumsum(growth) - growth > quench, QUENCHED_GROWTH * growth, growth)
+    return np.log10(np.maximum(np.cumsum(growth)[::-1], 1.0))
+
+
+def _quiescent_at_infall(rng: np.random.Generator, log_mstar: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Whether satellites were already quenched when they fell in: the quiescent fraction of centrals
+    rises with mass, half at ~10^10.6 Msun today and at higher mass earlier (Peng et al. 2010, ApJ 721, 193)."""
+    centre = 10.6 + 0.3 * z
+    return rng.uniform(size=log_mstar.size) < 1.0 / (1.0 + np.exp(-(log_mstar - centre) / 0.25))
+
+
+def draw_history(
+    rng: np.random.Generator,
+    log_mhalo: float,
+    satellite_since_gyr: float | None = None,
+) -> History:
+    """The assembly history of a galaxy in a halo of ``log_mhalo`` today (module doc).
+
+
+    ``satellite_since_gyr`` is the lookback time it fell into its present host (None for a central):
+    no satellite falls in after it, though companions that fell in earlier still coalesce.
+    Satellite properties that only matter for the particles (orbits, debris radii, populations) are
+    drawn by :func:`satellites`.
+    """
+    halo = halo_track(rng, log_mhalo)
+    z_grid = redshift_at_lookback(GRID)
+    track = insitu_track(rng, halo, z_grid)
+    formation = formation_gyr(halo)
+
+    # Infall events: Poisson counts per (time step, mass-ratio bin), placed uniformly inside both.
+    dz = np.diff(redshift_at_lookback(GRID_EDGES))
+    xi_mid = np.sqrt(XI_EDGES[1:] * XI_EDGES[:-1])
+    expected = halo_merger_rate(10 ** halo[:, None], xi_mid[None, :], z_grid[:, None]) * np.diff(XI_EDGES)
+    n_events = rng.poisson(expected * dz[:, None])
+    step, xi_bin = (np.repeat(i, n_events[n_events > 0]) for i in np.nonzero(n_events))
+    n = step.size
+    log_xi = np.log10(XI_EDGES[xi_bin]) + rng.uniform(size=n) * np.diff(np.log10(XI_EDGES))[xi_bin]
+    infall = GRID[step] + (rng.uniform(size=n) - 0.5) * STEP_GYR
+    z_in = redshift_at_lookback(infall)
+    log_msat_halo = halo[step] + log_xi
+    scatter = np.interp(log_msat_halo, [10.0, 11.5], [SHMR_SCATTER_DWARF_DEX, SHMR_SCATTER_DEX])
+    log_ms = log_mstar_of_halo(log_msat_halo, z_in) + rng.normal(0.0, 1.0, n) * scatter
+
+    # Orbits (circularity and orbital energy as in Boylan-Kolchin et al. 2008) set when each coalesces.
+    merge_time = merging_time_gyr(10**log_xi, z_in, rng.uniform(0.2, 1.0, n), rng.uniform(0.5, 1.0, n))
+    arrival = infall - merge_time
+    stop = 0.0 if satellite_since_gyr is None else float(satellite_since_gyr)
+    merged = arrival > 0.0
+
+    # Star formation after infall, from the gas the satellite brought, until it quenches or coalesces.
+    quenched = _quiescent_at_infall(rng, log_ms, z_in)
+    delay = satellite_quenching_delay_gyr(log_ms) * rng.lognormal(0.0, 0.2, n)
+    quench = np.where(quenched, infall, np.maximum(infall - delay, np.maximum(arrival, 0.0)))
+    growth = 1.0 + _post_infall_growth(log_ms, z_in, infall - quench)
+    # A star-forming satellite that coalesces brings the gas it has not turned into stars; the host turns it
+    # into IN-SITU stars soon after (merger-driven star formation, e.g. Mihos & Hernquist 1996, ApJ 464, 641).
+    wet = merged & ~quenched
+    gas = np.where(wet, 10**log_ms * np.maximum(gas_to_stars(log_ms, z_in) + 1.0 - growth, 0.0), 0.0)
+    gas *= MERGER_GAS_TO_STARS
+    # A survivor has lost the share of its stars that its time in the host is of its merging time.
+    share = np.where(merged, 1.0, np.clip(infall / merge_time, 0.0, 1.0))
+    deposit = 10**log_ms * growth * share * (infall > stop)
+
+    keep = deposit > 0.0
+    return History(
+        log_mhalo=log_mhalo,
+        deposit=deposit[keep],
+        gas=gas[keep] * (infall > stop)[keep],
+        xi=10 ** log_xi[keep],
+        mstar_sat=(10**log_ms * growth)[keep],
+        mass_ratio=10 ** log_ms[keep],  # relative mass; made a ratio to the host by :func:`with_host`
+        infall=infall[keep],
+        arrival=np.where(merged, arrival, infall)[keep],
+        quench=quench[keep],
+        merged=merged[keep],
+        log_insitu_track=track,
+        formation_gyr=formation,
+    )
+
+
+def with_host(history: History, log_insitu_offset: float) -> History:
+    """``history`` for a galaxy whose in-situ stars are ``log_insitu_offset`` dex off the median track:
+    satellites too small to matter are dropped and mass ratios become ratios to the host at infall
+    (its in-situ stars then plus the satellites that had already arrived)."""
+    track = history.log_insitu_track + log_insitu_offset
+    keep = history.deposit >= MIN_DEPOSIT * 10 ** track[0]
+    deposit, infall, arrival = history.deposit[keep], history.infall[keep], history.arrival[keep]
+    order = np.argsort(-arrival)  # oldest arrival first
+    arrived = np.concatenate([[0.0], np.cumsum(deposit[order])])
+    host = 10 ** host_log_mstar(track, infall) + arrived[np.searchsorted(-arrival[order], -infall)]
+    return replace(
+        history,
+        deposit=deposit,
+        mass_ratio=np.minimum(history.mass_ratio[keep] / host, 1.0),
+        infall=infall,
+        arrival=arrival,
+        quench=history.quench[keep],
+        merged=history.merged[keep],
+        gas=history.gas[keep],
+        xi=history.xi[keep],
+        mstar_sat=history.mstar_sat[keep],
+        log_insitu_track=track,
+    )
+
+
+def satellites(rng: np.random.Generator, history: History, r_ref_kpc: float, spin: np.ndarray) -> tuple[Satellite, ...]:
+    """The satellites of ``history`` (after :func:`with_host`) with their populations, orbits and debris radii.
+
+    Debris of a satellite with stellar mass ratio mu falling in at redshift z is deposited at a
+    half-mass radius ~ mu^-0.3 (1+z)^-0.75 ``r_ref_kpc``: massive satellites sink deep by dynamical
+    friction before they are disrupted, small ones are stripped far out (Amorisco 2017, MNRAS 464,
+    2882; Cooper et al. 2010, MNRAS 406, 744), and early debris settles where the smaller galaxy of
+    the time was (sizes grow as (1+z)^-0.75 at fixed mass, van der Wel et al. 2014, ApJ 788, 28).
+    ``spin`` is the host's disc axis (accreted discs settle in its plane). Satellites' internal
+    metallicity gradients span 0.1-0.5 dex from their centres to their outskirts (dwarf galaxies:
+    Taibi et al. 2022, A&A 665, A92; Leaman et al. 2013, ApJ 767, 131).
+    """
+    out = []
+    spin = np.asarray(spin, dtype=np.float64)
+    for i, kind in enumerate(history.kinds()):
+        z = float(redshift_at_lookback(history.infall[i]))
+        coplanar = kind in ("major", "minor") and z < 1.5 and rng.uniform() < COPLANAR_CHANCE
+        axis = spin + rng.normal(0.0, 0.2, 3) if coplanar else rng.normal(size=3)
+        mu = float(history.mass_ratio[i])
+        depth = DEPOSIT_SCALE * max(mu, 1e-3) ** -0.3 * (1.6 if kind == "stripped" else 1.0) / (1.0 + z) ** 0.75
+        out.append(
+            Satellite(
+                kind=str(kind),
+                log_mass=float(np.log10(history.deposit[i])),
+                log_mstar_sat=float(np.log10(history.mstar_sat[i])),
+                mass_ratio=mu,
+                infall_gyr=float(history.infall[i]),
+                arrival_gyr=float(history.arrival[i]),
+                quench_gyr=float(history.quench[i]),
+                start_gyr=float(max(lookback_of_redshift(rng.uniform(3.5, 8.0)), history.infall[i] + 0.5)),
+                sfh_shape=float(rng.lognormal(0.0, 0.5)),
+                z_offset=float(rng.normal(0.0, MZR_SCATTER_DEX)),
+                z_gradient=float(-rng.uniform(0.1, 0.5)),
+                axis=_unit(axis),
+                eccentricity=float(rng.uniform(0.3, 0.95)),
+                radius_kpc=float(depth * r_ref_kpc * rng.lognormal(0.0, 0.25)),
+                coplanar=bool(coplanar),
+            )
+        )
+    return tuple(out)
+
+
+def gas_to_stars(log_mstar: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Cold gas over stellar mass of star-forming galaxies: mu_gas = 0.2 (1 + z)^2.5 (M* / 1e10 Msun)^-0.35
+    on the main sequence (Tacconi et al. 2018, ApJ 853, 179), kept between 0.02 and 3."""
+    return np.clip(0.2 * (1.0 + z) ** 2.5 * 10 ** (-0.35 * (np.asarray(log_mstar) - 10.0)), 0.02, 3.0)
+
+
+def _post_infall_growth(log_mstar: np.ndarray, z: np.ndarray, duration_gyr: np.ndarray) -> np.ndarray:
+    """Stellar mass formed after infall over the stellar mass at infall, for ``duration_gyr`` of star formation.
+
+    A satellite cut off from fresh gas (strangulation) turns its cold-gas reservoir (:func:`gas_to_stars`)
+    into stars at the main-sequence rate (Speagle et al. 2014) until it is used up, so the growth is
+    mu_gas (1 - exp(-sSFR t / mu_gas)).
+    """
+    gas = gas_to_stars(log_mstar, z)
+    return gas * (1.0 - np.exp(-main_sequence_ssfr(log_mstar, z) * np.maximum(duration_gyr, 0.0) / gas))
+
+
+def _unit(v: np.ndarray) -> tuple[float, float, float]:
+    return tuple(float(x) for x in v / np.linalg.norm(v))
 
 
 def star_metallicities(
@@ -102,158 +374,11 @@ def star_metallicities(
     A galaxy that stops forming stars at ``z_end`` with mass ``log_m_end`` has the mean stellar
     metallicity of the relation there; its stars spread about that mean as the galaxy's
     enrichment history dictates: a star formed at ``z_form`` when the galaxy had ``log_m_form``
-    is offset by the change of :func:`stellar_metallicity` between then and the galaxy's
-    stellar-mass-weighted mean. So old stars are metal poor and the galaxy average stays on
+    is offset by the change of :func:`~exsitu.literature.stellar_metallicity` between then and the
+    galaxy's stellar-mass-weighted mean. So old stars are metal poor and the galaxy average stays on
     the observed relation.
     """
     history = stellar_metallicity(log_m_form, z_form)
     counts = np.maximum(np.bincount(group), 1)
     mean = (np.bincount(group, weights=history) / counts)[group]
     return stellar_metallicity(log_m_end, z_end) + history - mean
-
-
-def halo_mass(log_mstar: float) -> float:
-    """log10 M200 [Msun] of the halo hosting ``log_mstar`` (median relation).
-
-    Inverts the stellar-to-halo mass relation of Kravtsov, Vikhlinin & Meshcheryakov 2018
-    (Astron. Lett. 44, 8; Behroozi et al. 2013 functional form), which counts the extended
-    light of massive galaxies as TNG's bound stellar mass does.
-    """
-    log_m1, log_eps, alpha, delta, gamma = 11.35, -1.642, -1.779, 4.394, 0.547
-
-    def f(x: np.ndarray) -> np.ndarray:
-        return -np.log10(10 ** (alpha * x) + 1.0) + delta * np.log10(1.0 + np.exp(x)) ** gamma / (1.0 + np.exp(10**-x))
-
-    log_mh = np.linspace(10.0, 15.5, 400)
-    log_ms = log_eps + log_m1 + f(log_mh - log_m1) - f(np.zeros(1))
-    return float(np.interp(log_mstar, log_ms, log_mh))
-
-
-def r200_kpc(log_mhalo: float) -> float:
-    """Radius [kpc] enclosing 200 times the critical density around a halo of ``log_mhalo``."""
-    return float((3.0 * 10**log_mhalo / (4.0 * np.pi * 200.0 * RHO_CRIT)) ** (1.0 / 3.0))
-
-
-def concentration(log_mhalo: float) -> float:
-    """NFW concentration c200 at z=0 (Dutton & Maccio 2014, MNRAS 441, 3359)."""
-    return float(10 ** (0.905 - 0.101 * (log_mhalo - 12.0 + np.log10(HUBBLE))))
-
-
-def median_exsitu_fraction(log_mstar: np.ndarray | float) -> np.ndarray:
-    """Median ex-situ stellar mass fraction at z=0 (Illustris/TNG, Rodriguez-Gomez et al. 2016, Pillepich et al. 2018).
-
-    Logistic in log M*: ~0.09 at 1e10, ~0.2 at 3e10, ~0.38 at 1e11, ~0.6 at 3e11, ~0.78 at 1e12 Msun.
-    """
-    return 1.0 / (1.0 + np.exp(-(-0.5 + 1.8 * (np.asarray(log_mstar, dtype=np.float64) - 11.0))))
-
-
-def exsitu_scatter_logit(log_mstar: float) -> float:
-    """Scatter of logit(f_ex) at fixed mass: wide for low-mass galaxies, narrower for massive ones (RG16, Fig. 4)."""
-    return float(np.clip(1.0 - 0.15 * (log_mstar - 10.0), 0.6, 1.1))
-
-
-@dataclass(frozen=True)
-class Satellite:
-    """One accreted satellite: what it brought and how it fell in.
-
-    ``log_mass`` is the stellar mass [log Msun] it deposited; ``mass_ratio`` its stellar mass over the
-    host's at infall; ``infall_gyr`` the lookback time of infall (its star formation stops there);
-    ``start_gyr`` the lookback time its star formation began; ``sfh_shape`` > 1 skews its star
-    formation late, < 1 early; ``z_offset`` its offset from the mass-metallicity relation [dex];
-    ``axis`` the unit normal of its orbital plane (host frame); ``eccentricity`` of its orbit;
-    ``radius_kpc`` the half-mass radius of its debris once phase mixed; ``coplanar`` marks debris
-    that settles into an accreted disc in the host's disc plane.
-    """
-
-    kind: str
-    log_mass: float
-    mass_ratio: float
-    infall_gyr: float
-    start_gyr: float
-    sfh_shape: float
-    z_offset: float
-    axis: tuple[float, float, float]
-    eccentricity: float
-    radius_kpc: float
-    coplanar: bool
-
-
-def _unit(v: np.ndarray) -> tuple[float, float, float]:
-    return tuple(float(x) for x in v / np.linalg.norm(v))
-
-
-def _draw_class(
-    rng: np.random.Generator, m0: float, budget: float, cls: tuple, last: bool, stripped_share: float = 1.0
-) -> tuple[list[tuple[float, float, float]], float]:
-    """Events (mass, mass ratio, infall z) of one merger class filling ``budget`` Msun; returns them and the rest.
-
-    A satellite brings ``stripped_share`` of its mass (1 for mergers). When the next draw no
-    longer fits, the rest goes to the next class unless it still makes a merger of this class.
-    """
-    _, mu_lo, mu_hi, (t_lo, t_hi), _ = cls
-    events: list[tuple[float, float, float]] = []
-    left = budget
-    while left > 0.0:
-        z = float(redshift_at_lookback(rng.uniform(t_lo, t_hi)))
-        mu = float(np.exp(rng.uniform(np.log(mu_lo), np.log(mu_hi))))
-        per_ratio = float(host_mass(m0, z)) * stripped_share
-        if mu * per_ratio < left and len(events) < MAX_EVENTS - 1:
-            events.append((mu * per_ratio, mu, z))
-            left -= mu * per_ratio
-            continue
-        fit = left / per_ratio
-        if fit >= mu_lo or last or len(events) >= MAX_EVENTS - 1:
-            events.append((left, fit, z))
-            left = 0.0
-        break
-    return events, left
-
-
-def draw_history(
-    rng: np.random.Generator, log_mstar: float, r_ref_kpc: float, spin: np.ndarray
-) -> tuple[float, tuple[Satellite, ...]]:
-    """Ex-situ fraction and accreted satellites of a z=0 galaxy of ``log_mstar`` (see the module docstring).
-
-    ``r_ref_kpc`` is the galaxy's size scale (debris radii scale with it) and ``spin`` its disc axis.
-    Debris of a satellite with mass ratio mu falling in at redshift z is deposited at a half-mass radius
-    ~ mu^-0.3 (1+z)^-0.75 ``r_ref_kpc``: massive satellites sink deep by dynamical friction before they are
-    disrupted, small ones are stripped far out (Amorisco 2017, MNRAS 464, 2882; Cooper et al. 2010, MNRAS
-    406, 744), and early debris settles where the smaller galaxy of the time was (sizes grow as
-    (1+z)^-0.75 at fixed mass, van der Wel et al. 2014, ApJ 788, 28).
-    """
-    m0 = 10**log_mstar
-    logit = np.log(median_exsitu_fraction(log_mstar) / (1.0 - median_exsitu_fraction(log_mstar)))
-    fex = float(1.0 / (1.0 + np.exp(-(logit + rng.normal(0.0, exsitu_scatter_logit(log_mstar))))))
-    shares = rng.dirichlet(MIX_CONCENTRATION * np.array([c[4] for c in (*MERGER_CLASSES, STRIPPED)]))
-    m_ex = fex * m0
-    events: list[tuple[str, float, float, float]] = []
-    stripped_share = float(rng.uniform(0.1, 0.6))
-    got, rest = _draw_class(rng, m0, m_ex * shares[-1], STRIPPED, last=False, stripped_share=stripped_share)
-    events += [("stripped", *e) for e in got]
-    carry = rest
-    for k, cls in enumerate(MERGER_CLASSES):
-        got, carry = _draw_class(rng, m0, m_ex * shares[k] + carry, cls, last=k == len(MERGER_CLASSES) - 1)
-        events += [(cls[0], *e) for e in got]
-    spin = np.asarray(spin, dtype=np.float64)
-    sats = []
-    for kind, mass, mu, z in events:
-        infall = float(lookback_of_redshift(z))
-        coplanar = kind in ("major", "minor") and z < 1.5 and rng.uniform() < COPLANAR_CHANCE
-        axis = spin + rng.normal(0.0, 0.2, 3) if coplanar else rng.normal(size=3)
-        depth = DEPOSIT_SCALE * max(mu, 1e-3) ** -0.3 * (1.6 if kind == "stripped" else 1.0) / (1.0 + z) ** 0.75
-        sats.append(
-            Satellite(
-                kind=kind,
-                log_mass=float(np.log10(mass)),
-                mass_ratio=float(mu),
-                infall_gyr=infall,
-                start_gyr=float(lookback_of_redshift(rng.uniform(3.5, 8.0))),
-                sfh_shape=float(rng.lognormal(0.0, 0.5)),
-                z_offset=float(rng.normal(0.0, MZR_SCATTER_DEX)),
-                axis=_unit(axis),
-                eccentricity=float(rng.uniform(0.3, 0.95)),
-                radius_kpc=float(depth * r_ref_kpc * rng.lognormal(0.0, 0.25)),
-                coplanar=bool(coplanar),
-            )
-        )
-    return fex, tuple(sats)

@@ -1,15 +1,17 @@
 """Star particles of accreted satellites: their own populations, deposited by mass ratio and orbit.
 
-Each satellite's stars formed in the satellite between ``start_gyr`` and infall, with the
-metallicity of the satellite at that time from the stellar mass-metallicity relation (so a
-massive satellite accreted late is as metal rich as the host's own stars). Where they end
-up follows particle tagging (Cooper et al. 2010, MNRAS 406, 744): the debris of a satellite
-phase-mixes over a few orbital periods at its deposition radius, so old and major-merger
-debris forms a smooth, hot, slightly flattened and radially anisotropic spheroid, while
-recent minor debris is still coherent: streams on low-eccentricity orbits, shells on
-radial ones (Amorisco 2015, MNRAS 450, 575; Hendel & Johnston 2015, MNRAS 454, 2472). A
-satellite flagged ``coplanar`` settles into a thick, rotating accreted disc in the host's
-disc plane (Abadi et al. 2003, ApJ 597, 21; Read et al. 2008, MNRAS 389, 1041).
+Each satellite's stars formed in the satellite between ``start_gyr`` and ``quench_gyr`` (infall,
+or later for a satellite that kept forming stars in the host's halo), with the metallicity of the
+satellite at that time from the stellar mass-metallicity relation (so a massive satellite accreted
+late is as metal rich as the host's own stars) and its internal gradient: the most bound stars are
+the most metal rich and end up deepest in the host, the outskirts are stripped first and are
+deposited farther out (Amorisco 2017, MNRAS 464, 2882). Where they end up follows particle
+tagging (Cooper et al. 2010, MNRAS 406, 744): the debris of a satellite phase-mixes over a few
+orbital periods at its deposition radius, so old and major-merger debris forms a smooth, hot,
+slightly flattened and radially anisotropic spheroid, while recent minor debris is still coherent:
+streams on low-eccentricity orbits, shells on radial ones (Amorisco 2015, MNRAS 450, 575; Hendel &
+Johnston 2015, MNRAS 454, 2472). A satellite flagged ``coplanar`` settles into a thick, rotating
+accreted disc in the host's disc plane (Abadi et al. 2003, ApJ 597, 21; Read et al. 2008, MNRAS 389, 1041).
 
 Units: kpc, km/s, Msun, Gyr (lookback), metallicity as a mass fraction.
 """
@@ -20,13 +22,17 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from exsitu.mock.assembly import HOST_GROWTH, Satellite, host_mass, redshift_at_lookback, star_metallicities
+from exsitu.literature import redshift_at_lookback
+from exsitu.mock.assembly import Satellite, star_metallicities
 from exsitu.mock.dynamics import Potential, frame, spheroid
 from exsitu.mock.particles import Particles
 from exsitu.units import ZSUN
 
 KPC_PER_KMS_GYR = 0.9778  # 1 kpc / (1 km/s) in Gyr
 MIXING_ORBITS = 4.0  # orbits after which debris is smooth at the maps' resolution
+SATELLITE_GROWTH = (
+    1.7  # a satellite's stellar mass grew as (1+z)^-1.7 before it stopped forming stars (Moster et al. 2013)
+)
 INTERNAL_SPREAD_DEX = 0.15  # metallicity spread inside a satellite at fixed formation time
 
 
@@ -38,7 +44,6 @@ def debris(
     rng: np.random.Generator,
     sats: Sequence[Satellite],
     counts: np.ndarray,
-    log_mstar_host: float,
     lookback_gyr: float,
     pot: Potential,
     *,
@@ -47,8 +52,8 @@ def debris(
 ) -> Particles:
     """``counts[j]`` star particles of satellite ``sats[j]``, seen ``lookback_gyr`` before z=0 (masses left empty).
 
-    Ages are z=0 lookback times; the caller shifts them to the snapshot. Only satellites that
-    fell in before ``lookback_gyr`` may be passed.
+    Ages are z=0 lookback times; the caller shifts them to the snapshot. Only satellites whose stars
+    arrived before ``lookback_gyr`` may be passed.
     """
     idx = np.repeat(np.arange(len(sats)), counts)
     n = idx.size
@@ -56,19 +61,21 @@ def debris(
         return Particles(
             np.empty((0, 3)), np.empty((0, 3)), np.empty(0), np.empty(0), np.empty(0), np.empty(0, np.int8)
         )
-    infall, start = _gather(sats, "infall_gyr", idx), _gather(sats, "start_gyr", idx)
-    age = infall + (start - infall) * rng.uniform(size=n) ** _gather(sats, "sfh_shape", idx)
-    z_form, z_infall = redshift_at_lookback(age), redshift_at_lookback(infall)
-    m_infall = _gather(sats, "mass_ratio", idx) * host_mass(10**log_mstar_host, z_infall)
-    log_m_form = np.log10(m_infall) - HOST_GROWTH * np.log10((1.0 + z_form) / (1.0 + z_infall))
-    log_z = star_metallicities(np.log10(m_infall), z_infall, log_m_form, z_form, idx) + _gather(sats, "z_offset", idx)
-    log_z += rng.normal(0.0, INTERNAL_SPREAD_DEX, n)
+    quench, start = _gather(sats, "quench_gyr", idx), _gather(sats, "start_gyr", idx)
+    age = quench + (start - quench) * rng.uniform(size=n) ** _gather(sats, "sfh_shape", idx)
+    z_form, z_quench = redshift_at_lookback(age), redshift_at_lookback(quench)
+    log_m_end = _gather(sats, "log_mstar_sat", idx)
+    log_m_form = log_m_end - SATELLITE_GROWTH * np.log10((1.0 + z_form) / (1.0 + z_quench))
+    log_z = star_metallicities(log_m_end, z_quench, log_m_form, z_form, idx) + _gather(sats, "z_offset", idx)
+    bound = rng.uniform(size=n)  # share of the satellite's stars more bound than this one
+    log_z += _gather(sats, "z_gradient", idx) * (bound - 0.5) + rng.normal(0.0, INTERNAL_SPREAD_DEX, n)
 
-    radius = _gather(sats, "radius_kpc", idx)
+    # Four binding classes (not one radius per star: each distinct radius costs a Jeans solution).
+    radius = _gather(sats, "radius_kpc", idx) * (0.6 + 0.8 * (np.floor(4.0 * bound) + 0.5) / 4.0)
     axes = np.array([s.axis for s in sats])[idx]
     ecc = _gather(sats, "eccentricity", idx)
     v_dep = pot.circular_speed(radius)
-    orbits = (infall - lookback_gyr) * v_dep / (2.0 * np.pi * radius * KPC_PER_KMS_GYR)
+    orbits = (_gather(sats, "arrival_gyr", idx) - lookback_gyr) * v_dep / (2.0 * np.pi * radius * KPC_PER_KMS_GYR)
     major = np.array([s.kind == "major" for s in sats])[idx]
     orbits = np.where(major, 3.0 * orbits, orbits)  # violent relaxation mixes major-merger debris fast
     coplanar = np.array([s.coplanar for s in sats])[idx]
@@ -88,7 +95,7 @@ def debris(
         rotation=np.where(major, 0.5, 0.3)[mixed] * spin[mixed],
         beta=0.3,
     )
-    sigma_sat = np.clip(15.0 * (m_infall / 1e9) ** 0.25, 5.0, 80.0)
+    sigma_sat = np.clip(15.0 * (10**log_m_end / 1e9) ** 0.25, 5.0, 80.0)
     for mask, fn in ((stream, _stream), (shell, _shell)):
         if mask.any():
             pos[mask], vel[mask] = fn(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from exsitu.mock.assembly import G_KPC, concentration, r200_kpc
+from exsitu.literature import G_KPC, concentration, r200_kpc
 
 JEANS_GRID = 160  # log-spaced radii per tracer scale, 1e-3 to 1e3 scale lengths
 

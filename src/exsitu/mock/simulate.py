@@ -18,18 +18,21 @@ from exsitu.io import InputError
 from exsitu.mock.galaxies import GalaxyModel, draw_galaxy, draw_population, progenitor
 from exsitu.mock.tng_layout import write_snapshot, write_tree
 from exsitu.mock.universe import Member, build_snapshot
-from exsitu.units import cosmology
+from exsitu.units import tng_cosmology
 
 log = logging.getLogger(__name__)
 
-H, OMEGA0, OMEGA_LAMBDA, BOX = 0.6774, 0.3089, 0.6911, 75000.0  # TNG100 (Planck 2015), box in ckpc/h
+BOX = 75000.0  # TNG100's box [ckpc/h]
 REDSHIFT = {99: 0.0, 91: 0.1, 84: 0.2, 78: 0.3, 72: 0.4, 67: 0.5}  # TNG snapshot -> redshift
-SATELLITE_SHARE = 0.25
 EDGE_SHARE = 0.05  # groups placed on the box boundary, so readers must wrap periodically
 
 
 def _members(rng: np.random.Generator, mains: list[GalaxyModel]) -> tuple[list[Member], int]:
-    """Group membership of the main galaxies and of the extras the selection must reject."""
+    """Group membership of the main galaxies and of the extras the selection must reject.
+
+    A galaxy whose history makes it a satellite joins the group of a more massive central (at least
+    0.3 dex more massive when there is one); the most massive satellites may find none and stay centrals.
+    """
     n = len(mains)
     order = np.argsort([-m.log_mstar for m in mains])
     members: list[Member] = []
@@ -41,17 +44,19 @@ def _members(rng: np.random.Generator, mains: list[GalaxyModel]) -> tuple[list[M
         return Member(model, host, False, flag, galaxy, tuple(offset), tuple(rng.normal(0.0, 200.0, 3)))
 
     for i in order:
-        hosts = [g for g, lm in centrals if lm > mains[i].log_mstar + 0.3]
-        if hosts and rng.uniform() < SATELLITE_SHARE:
+        hosts = [g for g, lm in centrals if lm > mains[i].log_mstar + 0.3] or [
+            g for g, lm in centrals if lm > mains[i].log_mstar
+        ]
+        if hosts and mains[i].is_satellite:
             members.append(satellite(mains[i], int(rng.choice(hosts)), 1, int(i)))
         else:
             centrals.append((len(centrals), mains[i].log_mstar))
             members.append(Member(mains[i], len(centrals) - 1, True, 1, int(i)))
     groups = [g for g, _ in centrals]
     for _ in range(max(1, n // 10)):  # non-cosmological clumps: above the cut but SubhaloFlag=0
-        members.append(satellite(draw_galaxy(rng, rng.uniform(10.0, 10.6)), int(rng.choice(groups)), 0, -1))
+        members.append(satellite(draw_galaxy(rng, rng.uniform(10.0, 10.6), True), int(rng.choice(groups)), 0, -1))
     for _ in range(max(2, n // 5)):  # dwarfs below the mass cut
-        members.append(satellite(draw_galaxy(rng, rng.uniform(8.7, 9.9)), int(rng.choice(groups)), 1, -1))
+        members.append(satellite(draw_galaxy(rng, rng.uniform(8.7, 9.9), True), int(rng.choice(groups)), 1, -1))
     return members, len(centrals)
 
 
@@ -64,11 +69,12 @@ def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int) -
     rng = np.random.default_rng(seed)
     mains = draw_population(rng, n_galaxies)
     members, n_groups = _members(rng, mains)
-    centres = rng.uniform(0.0, BOX / H, (n_groups, 3))  # comoving kpc
+    cosmo = tng_cosmology()
+    h, omega0, omega_lambda = cosmo.H0.value / 100.0, float(cosmo.Om0), float(cosmo.Ode0)
+    centres = rng.uniform(0.0, BOX / h, (n_groups, 3))  # comoving kpc
     edge = rng.uniform(size=n_groups) < EDGE_SHARE
-    centres[edge, 0] = rng.uniform(-2.0, 2.0, edge.sum()) % (BOX / H)
+    centres[edge, 0] = rng.uniform(-2.0, 2.0, edge.sum()) % (BOX / h)
     group_vel = rng.normal(0.0, 150.0, (n_groups, 3))
-    cosmo = cosmology({"HubbleParam": H, "Omega0": OMEGA0, "OmegaLambda": OMEGA_LAMBDA})
     t0 = float(cosmo.age(0.0).to_value("Gyr"))
 
     # Tree rows: per main galaxy, its nodes from the latest snapshot backwards (main branch).
@@ -80,14 +86,14 @@ def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int) -
         a = 1.0 / (1.0 + z)
         t_now = float(cosmo.age(z).to_value("Gyr"))
         snap = build_snapshot(
-            members, centres * a, group_vel, a, h=H, box=BOX, t_now_gyr=t_now, age_shift_gyr=t0 - t_now,
-            seed=seed * 1000 + num, omega0=OMEGA0, omega_lambda=OMEGA_LAMBDA,
+            members, centres * a, group_vel, a, h=h, box=BOX, t_now_gyr=t_now, age_shift_gyr=t0 - t_now,
+            seed=seed * 1000 + num, omega0=omega0, omega_lambda=omega_lambda,
         )  # fmt: skip
         gal = snap.galaxy_of_subhalo
         tree_subfind[gal[gal >= 0], k] = np.flatnonzero(gal >= 0)
         rows = np.full(gal.size, -1, np.int64)
         rows[gal >= 0] = gal[gal >= 0] * n_snaps + k
-        write_snapshot(root, num, snap, OMEGA0, OMEGA_LAMBDA, rows)
+        write_snapshot(root, num, snap, omega0, omega_lambda, rows)
         n_subhalos.append(gal.size)
         log.info("snapshot %d (z=%.2f): %d subhalos, %d PartType4 entries", num, z, gal.size, snap.insitu.size)
         # The next (earlier) snapshot holds the progenitors; extras are redrawn as-is.
