@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 
 WEIGHT_DECAY = 1e-4
 GRAD_CLIP = 5.0  # max gradient norm: one bad batch must not throw the weights far
-CHECKSUM_ROWS = 1024  # maps per float64 partial sum of the data checksum (bounds its temporary)
+CHECKSUM_ROWS = 256  # maps per float64 partial sum of the data checksum (bounds its temporary)
 
 #: A random transform of one training batch (on the device, float32), drawing from ``generator``.
 BatchTransform = Callable[[list[torch.Tensor], torch.Generator], list[torch.Tensor]]
