@@ -23,7 +23,7 @@ import torch
 from exsitu.bootstrap import GalaxyBootstrap, per_map_totals
 from exsitu.calibration import randomized_pit, rank_histogram, stratified_coverage, tarp_credibility, tarp_summary
 from exsitu.checkpoint import load_model
-from exsitu.dataset import CHANNELS, MapSet, load_subset, read_stats
+from exsitu.dataset import CHANNELS, DatasetFiles, MapSet, read_stats
 from exsitu.lookup import fit_pixel_lookup, log_stellar_mass
 from exsitu.sample import posterior_samples, predict_baseline
 
@@ -62,8 +62,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     centre, scale = read_stats(args.stats)
-    train = load_subset(args.maps, args.split, args.stats, "train")
-    test = load_subset(args.maps, args.split, args.stats, "test")
+    data = DatasetFiles(args.maps, args.split, args.stats)
+    train, test = data.load("train"), data.load("test")
     truth, mask = test.exsitu[:, 0].numpy(), test.mask[:, 0].numpy()
     weights, log_mstar = masses(test, centre, scale)
     _, train_log_mstar = masses(train, centre, scale)

@@ -25,13 +25,9 @@ import numpy as np
 
 from exsitu.mock.galaxies import draw_population, make_particles
 from exsitu.mock.particles import half_mass_radius
-from exsitu.observe import (
-    ObserveSettings,
-    observe_maps,
-    projected_half_mass_radius,
-    voronoi_bins,
-)
+from exsitu.observe import observe_maps, projected_half_mass_radius, voronoi_bins
 from exsitu.projection import project
+from exsitu.settings import ObserveSettings
 from exsitu.sightlines import random_rotations
 
 PRESET = ObserveSettings.from_config({})

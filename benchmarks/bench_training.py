@@ -74,7 +74,7 @@ def activation_bytes(model: CVAE, batch: tuple[torch.Tensor, ...]) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss, _ = model.loss(*batch, beta=7e-5)
-    loss.backward()
+    loss.mean().backward()
     return total
 
 
@@ -91,7 +91,7 @@ def bench_device(device: torch.device, repeats: int) -> dict[str, float]:
     flow = LatentFlow(FlowConfig(latent_dim=10, context_dim=32, num_layers=5, hidden_features=64))
     flow.set_standardisation(z, torch.randn(8192, 32))
     flow_train = (z, torch.full_like(z, 0.1), torch.randn(8192, 32))
-    out["flow"] = epoch_throughput(flow, flow_train, flow_train, 256, device, repeats + 1, amp=False)
+    out["flow"] = epoch_throughput(flow, flow_train, flow_train, 256, device, repeats + 1, precision="fp32")
     for name in ("cvae", "baseline", "flow"):
         print(
             f"training throughput {name:8s} (32x32, default config): {out[name]:9.0f} samples/s "
@@ -102,7 +102,8 @@ def bench_device(device: torch.device, repeats: int) -> dict[str, float]:
     out["sampling"] = sampling_throughput(cvae, flow, val[0][:32].to(device), 100, repeats, 1024)
     print(f"posterior sampling (flow mode, K=100, 32x32): {out['sampling']:9.0f} maps*samples/s (median of {repeats})")
 
-    # The paper's setup: 128x128 maps, ~18k training maps, batch 64, 200 epochs.
+    # The paper's setup: 128x128 maps, ~18k training maps, batch 64, 200 epochs (benchmarks/bench_gpu_epoch.py
+    # times it with the paper's width, per precision and memory format).
     paper = CVAEConfig(npix=128, latent_dim=10, base_channels=16)
     torch.manual_seed(0)
     big = CVAE(paper).to(device)
@@ -111,12 +112,13 @@ def bench_device(device: torch.device, repeats: int) -> dict[str, float]:
         torch.cuda.reset_peak_memory_stats(device)
     act = activation_bytes(big, batch)
     params = sum(p.numel() for p in big.parameters())
-    data_gb = (PAPER_TRAIN_MAPS + PAPER_VAL_MAPS) * 128 * 128 * (6 * 4 + 1) / 1e9
+    # Host memory of the training stages: float16 conditions (5) and target, bool mask, float32 log_sigma.
+    data_gb = (PAPER_TRAIN_MAPS + PAPER_VAL_MAPS) * 128 * 128 * (5 * 2 + 2 + 1 + 4) / 1e9
     state_gb = params * 4 * 4 / 1e9  # weights, grads, two AdamW moments (float32)
     print(
-        f"paper config: {params / 1e6:.2f} M parameters; data set in memory {data_gb:.2f} GB; "
-        f"activations per batch of 64 (float32) {act / 1e9:.2f} GB; weights+grads+AdamW {state_gb:.3f} GB; "
-        f"total ~{data_gb + act / 1e9 + state_gb:.1f} GB"
+        f"paper config: {params / 1e6:.2f} M parameters; data set in host memory (float16) {data_gb:.2f} GB; "
+        f"on the device: activations per batch of 64 (float32) {act / 1e9:.2f} GB, weights+grads+AdamW "
+        f"{state_gb:.3f} GB"
     )
     n_small = 256 if device.type == "cpu" else 4096
     small_train, small_val = fake_maps(n_small, 128), fake_maps(n_small // 8, 128)
@@ -138,7 +140,7 @@ def bench_device(device: torch.device, repeats: int) -> dict[str, float]:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 1e9
         total = torch.cuda.get_device_properties(device).total_memory / 1e9
-        print(f"paper config GPU peak memory (AMP, batch 64, {n_small} maps resident): {peak:.2f} GB of {total:.0f} GB")
+        print(f"paper config GPU peak memory (bf16, batch 64): {peak:.2f} GB of {total:.0f} GB")
     return out
 
 

@@ -81,9 +81,26 @@ def test_no_positional_parameter_lists_longer_than_about_six():
                 assert len(positional) <= 6, f"{path.name}:{node.name} takes {len(positional)} positional parameters"
 
 
+#: Schema sections that only the Snakefile reads (no stage builds settings from them).
+WORKFLOW_ONLY_SECTIONS = {"simulation", "resources"}
+
+
+def test_every_settings_section_lives_in_settings_py():
+    # Found by reading the sources, not Section.__subclasses__(): that would list only the
+    # classes of the modules pytest happened to import before this test.
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and any(ast.unparse(b) == "Section" for b in node.bases):
+                assert path.name == "settings.py", f"{path.name}:{node.name} is a config section outside settings.py"
+
+
 def test_section_dataclasses_match_the_schema():
     schema = settings.schema()["properties"]
-    for cls in settings.Section.__subclasses__():
+    sections = [c for c in vars(settings).values() if isinstance(c, type) and issubclass(c, settings.Section)]
+    sections.remove(settings.Section)
+    objects = {name for name, sub in schema.items() if "properties" in sub}
+    assert {cls.SECTION for cls in sections} == objects - WORKFLOW_ONLY_SECTIONS
+    for cls in sections:
         fields = {f.name for f in dataclasses.fields(cls)}
         assert fields == set(schema[cls.SECTION]["properties"]), cls.__name__
         cls.from_config({})  # every key has a schema default

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from exsitu.calibration import central_coverage, randomized_pit, tarp_curve, tarp_ranks
+from exsitu.calibration import central_coverage, randomized_pit, tarp_atc_terms, tarp_credibility
 from exsitu.likelihood import LOGIT_EPS, LOGIT_LOW, MapLikelihood, to_fraction, to_logit
 
 
@@ -119,7 +119,7 @@ def calibration(lik: MapLikelihood, truth_field: MapLikelihood, mask: torch.Tens
     samples = draws(lik, mask, N_MAPS * N_SAMPLES, seed=2).reshape(N_MAPS, N_SAMPLES, -1)
     rng = np.random.default_rng(0)
     pit = randomized_pit(samples.transpose(0, 2, 1), truth, rng)
-    _, _, atc = tarp_curve(tarp_ranks(samples, truth, rng))
+    atc = float(tarp_atc_terms(tarp_credibility(samples, truth, rng)).mean())
     return central_coverage(pit, (0.5, 0.68, 0.9)), atc
 
 

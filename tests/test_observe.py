@@ -12,11 +12,9 @@ from scipy.stats import norm
 
 from exsitu.io import InputError
 from exsitu.observe import (
-    ObserveSettings,
     arcsec_per_kpc,
     convolve_psf,
     draw_redshifts,
-    half_mass_radius_from_map,
     hexagon_mask,
     maps_from_moments,
     moments_from_maps,
@@ -26,6 +24,7 @@ from exsitu.observe import (
     voronoi_bins,
 )
 from exsitu.regrid import PixelGrid, regrid_sum
+from exsitu.settings import ObserveSettings
 
 P, FOV, RPROJ = 32, 20.0, 5.0  # ideal field = output field (fov_rhalf 4 x R_proj 5 kpc)
 V_LEFT, V_RIGHT, MASS_RATIO = 100.0, -100.0, 9.0
@@ -204,7 +203,7 @@ def test_redshift_draw_puts_the_footprint_within_the_ifu_sizes():
     assert free.min() < 0.02 and free.max() > 0.14
 
 
-def test_projected_half_mass_radius_from_particles_and_from_the_map():
+def test_projected_half_mass_radius_from_particles():
     rng = np.random.default_rng(2)
     n = 200_000
     r = rng.gamma(2.0, 2.0, n)  # an exponential disc of scale length 2 kpc: p(R) ~ R exp(-R/2)
@@ -217,10 +216,6 @@ def test_projected_half_mass_radius_from_particles_and_from_the_map():
     np.testing.assert_allclose(rproj, exact, rtol=0.01)
     edge_on = np.array([[[1.0, 0, 0], [0, 0, 1], [0, 1, 0]]])
     assert projected_half_mass_radius(pos, mass, edge_on)[0] < rproj[0]  # projection only shrinks radii
-    fov = 8 * exact
-    counts, _, _ = np.histogram2d(pos[:, 1], pos[:, 0], bins=64, range=[[-fov / 2, fov / 2]] * 2)
-    surface = np.log10(np.maximum(counts, 1e-30) / (fov / 64) ** 2)
-    np.testing.assert_allclose(half_mass_radius_from_map(surface, counts > 0, fov), exact, rtol=0.05)
 
 
 @pytest.mark.parametrize(

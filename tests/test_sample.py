@@ -10,7 +10,7 @@ import torch
 from test_dataset import write_synthetic_dataset
 
 from exsitu.checkpoint import load_model
-from exsitu.dataset import MapSet, load_subset
+from exsitu.dataset import DatasetFiles, MapSet
 from exsitu.io import InputError
 from exsitu.sample import posterior_samples, predict_baseline
 from exsitu.stages import train_baseline, train_cvae, train_flow
@@ -70,7 +70,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, MapSet]:
     run(train_flow, "flow", {"flow": flow}, "--cvae", str(root / "cvae.pt"))
     run(train_baseline, "baseline", {"cvae": cvae, "baseline": {"epochs": cvae["epochs"]}})
     models = {name: load_model(str(root / f"{name}.pt"), CPU) for name in ("cvae", "flow", "baseline")}
-    return models, load_subset(data["maps"], data["split"], data["stats"], "test")
+    return models, DatasetFiles(data["maps"], data["split"], data["stats"]).load("test")
 
 
 def mae(samples: torch.Tensor, test: MapSet) -> float:

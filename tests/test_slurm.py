@@ -45,6 +45,9 @@ FITS_THE_TEST_NODE = """\
 resources:
   project: {cpus: 1, mem_mb: 1000}
   train: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
+  flow: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
+  recalibrate: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
+  evaluate: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
 """
 IDENTICAL = [
     "results/catalog/subhalos.csv",
@@ -117,10 +120,11 @@ def test_every_job_went_through_sbatch(slurm_run):
         assert state_of.get(slurm_id) == "COMPLETED", f"SLURM job {slurm_id}: {state_of.get(slurm_id)}"
 
 
-def test_training_jobs_were_given_the_gpu(slurm_run):
+@pytest.mark.parametrize("rule", ["train_cvae", "train_flow", "train_baseline", "recalibrate", "evaluate"])
+def test_gpu_jobs_were_given_the_gpu(slurm_run, rule):
     workdir, _ = slurm_run
-    logs = sorted((workdir / ".snakemake" / "slurm_logs" / "rule_train_cvae").glob("*.log"))
-    assert logs, "no SLURM log for train_cvae"
+    logs = sorted((workdir / ".snakemake" / "slurm_logs" / f"rule_{rule}").glob("*.log"))
+    assert logs, f"no SLURM log for {rule}"
     job_id = logs[-1].stem
     info = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, check=True).stdout
     assert "gpu" in info, info

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -17,6 +18,7 @@ import torch
 from test_dataset import write_synthetic_dataset
 
 from exsitu.checkpoint import load_model, read_file
+from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
 from exsitu.io import InputError
 from exsitu.settings import TrainSettings
@@ -33,6 +35,7 @@ CVAE = {
     "patience": 5,
     "seed": 0,
 }
+CPU = torch.device("cpu")
 FLOW = {"num_layers": 2, "hidden_features": 16, "epochs": 3, "batch_size": 64, "lr": 1e-3, "patience": 5, "seed": 0}
 
 
@@ -125,7 +128,7 @@ def test_nan_loss_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tmp_
 
         def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
             # A loss that blows up once the weight has been pushed past 1.2 (at epoch 3).
-            loss = (self(x) - 10).pow(2).mean()
+            loss = (self(x) - 10).pow(2)[:, 0]
             return (loss if self.weight.item() < 1.2 else loss * float("nan")), {}
 
     model = BlowsUp(1, 1)
@@ -135,10 +138,104 @@ def test_nan_loss_stops_naming_the_epoch_and_keeps_the_last_good_checkpoint(tmp_
     x = torch.ones(8, 1)
     settings = TrainSettings(epochs=10, batch_size=8, lr=0.1, patience=10, seed=0)
     with pytest.raises(InputError, match=r"NaN|nan") as err:
-        fit(model, (x,), (x,), settings, torch.device("cpu"), tmp_path / "ck.pt", amp=False)
+        fit(model, (x,), (x,), settings, torch.device("cpu"), tmp_path / "ck.pt", precision="fp32")
     epoch = read_file(tmp_path / "ck.pt", "checkpoint")["epoch"]
     assert f"at epoch {epoch + 1};" in str(err.value) and f"last good epoch ({epoch})" in str(err.value)
     assert torch.isfinite(read_file(tmp_path / "ck.pt", "checkpoint")["model"]["weight"]).all()
+
+
+class Location(torch.nn.Module):
+    """One parameter p; the loss of a map (row) x is (p - x)^2 per map, with x's mean as an extra."""
+
+    kind = "location"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p = torch.nn.Parameter(torch.zeros(()))
+
+    def hparams(self) -> dict:
+        return {}
+
+    def loss(self, x: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        return (self.p - x[:, 0]).pow(2), {"x": x[:, 0], "pair": x.expand(-1, 2)}
+
+
+def test_per_map_weights_shift_the_optimum_and_weight_the_history(tmp_path: Path) -> None:
+    # 30 maps at 0 and 10 at 1: unweighted the optimum is 0.25; weights 1 and 9 move it to 0.75.
+    x = torch.cat([torch.zeros(30, 1), torch.ones(10, 1)])
+    weights = torch.cat([torch.ones(30), torch.full((10,), 9.0)])
+    settings = TrainSettings(epochs=60, batch_size=8, lr=0.05, patience=60, seed=0)
+    model = Location()
+    result = fit(model, (x,), (x,), settings, CPU, tmp_path / "w.pt", train_weights=weights, val_weights=weights)
+    assert float(model.p.detach()) == pytest.approx(0.75, abs=0.03)
+    best = result.history[result.best_epoch - 1]
+    expected = float((weights * (model.p.detach() - x[:, 0]) ** 2).sum() / weights.sum())
+    assert best["val_loss"] == pytest.approx(expected, rel=1e-5)
+    assert best["val_x"] == pytest.approx(0.75) and best["val_pair_1"] == pytest.approx(0.75)  # weighted means
+    unweighted = fit(Location(), (x,), (x,), settings, CPU, tmp_path / "u.pt")
+    assert unweighted.history[-1]["val_x"] == pytest.approx(0.25)
+    with pytest.raises(InputError, match="train_weights.*one weight per map"):
+        fit(Location(), (x,), (x,), settings, CPU, tmp_path / "bad.pt", train_weights=torch.ones(3))
+    with pytest.raises(InputError, match="val_weights.*>= 0"):
+        fit(Location(), (x,), (x,), settings, CPU, tmp_path / "bad.pt", val_weights=-weights)
+
+
+def flip(batch: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """A random sign per map, drawn from the loop's generator (an augmentation of the Location data)."""
+    (x,) = batch
+    assert x.dtype == torch.float32  # the float16 data were cast on the device
+    sign = torch.randint(0, 2, (x.shape[0], 1), generator=generator) * 2.0 - 1
+    return [x * sign + 1]
+
+
+def test_batch_transform_trains_but_never_validates_and_a_resumed_run_is_the_same(tmp_path: Path) -> None:
+    x = torch.linspace(-1, 1, 37, dtype=torch.float16)[:, None]
+    settings = TrainSettings(epochs=6, batch_size=8, lr=0.05, patience=6, seed=3)
+    straight = Location()
+    result = fit(straight, (x,), (x,), settings, CPU, tmp_path / "straight.pt", batch_transform=flip)
+    # Training saw x * sign + 1 (mean 1), validation the data as they are (mean 0).
+    assert result.history[-1]["x"] == pytest.approx(1.0, abs=0.3) and abs(result.history[-1]["val_x"]) < 1e-3
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_epoch_4(row: dict) -> dict:
+        if row["epoch"] == 4:
+            raise Interrupt  # like a job killed during epoch 4: the checkpoint holds epoch 3
+        return {}
+
+    resumed = Location()
+    with pytest.raises(Interrupt):
+        fit(resumed, (x,), (x,), settings, CPU, tmp_path / "ck.pt", batch_transform=flip, epoch_metrics=stop_at_epoch_4)
+    assert read_file(tmp_path / "ck.pt", "checkpoint")["epoch"] == 3
+    resumed = Location()
+    again = fit(resumed, (x,), (x,), settings, CPU, tmp_path / "ck.pt", batch_transform=flip)
+    assert torch.equal(resumed.p, straight.p)
+    assert [row["train_loss"] for row in again.history] == [row["train_loss"] for row in result.history]
+
+
+def test_data_set_in_float16_trains_like_float32_within_its_rounding(tmp_path: Path) -> None:
+    x = torch.rand(50, 1, generator=torch.Generator().manual_seed(0))
+    settings = TrainSettings(epochs=3, batch_size=16, lr=0.05, patience=3, seed=0)
+    half, full = Location(), Location()
+    fit(half, (x.half(),), (x.half(),), settings, CPU, tmp_path / "h.pt")
+    fit(full, (x,), (x,), settings, CPU, tmp_path / "f.pt")
+    assert float(half.p) == pytest.approx(float(full.p), abs=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_cuda_step_in_bf16_with_channels_last(data: dict, tmp_path: Path) -> None:
+    from exsitu.cvae import CVAE as Network
+    from exsitu.cvae import CVAEConfig
+
+    model = Network(CVAEConfig(npix=16, latent_dim=4, base_channels=4))
+    maps = DatasetFiles(data["maps"], data["split"], data["stats"]).load("train", torch.float16)
+    batch = (maps.conditions, maps.exsitu, maps.mask)
+    settings = TrainSettings(epochs=1, batch_size=16, lr=1e-3, patience=1, seed=0)
+    result = fit(model, batch, batch, settings, torch.device("cuda"), tmp_path / "ck.pt", loss_options={"beta": 1.0})
+    assert math.isfinite(result.best_val)
+    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_corrupt_or_mismatched_model_files_are_clear_errors(data: dict, tmp_path: Path) -> None:
@@ -175,13 +272,19 @@ def test_baseline_errors_name_the_baseline_key(data: dict, tmp_path: Path) -> No
     assert not (tmp_path / "baseline.pt").exists()
 
 
-def test_cuda_requested_without_gpu_falls_back_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+def test_cuda_requested_without_gpu_is_one_error_before_any_work(data: dict, tmp_path: Path) -> None:
     assert resolve_device("cpu") == torch.device("cpu")
-    if torch.cuda.is_available():
-        assert resolve_device("auto").type == "cuda"
-        return
-    with caplog.at_level(logging.WARNING):
-        assert resolve_device("cuda") == torch.device("cpu")
-    assert "no GPU" in caplog.text
     with pytest.raises(InputError, match="device"):
         resolve_device("tpu")
+    if torch.cuda.is_available():
+        assert resolve_device("auto").type == "cuda" and resolve_device("cuda").type == "cuda"
+        return
+    assert resolve_device("auto") == torch.device("cpu")  # auto keeps the CPU fallback
+    with pytest.raises(InputError, match="'device' is 'cuda' but .* set device to 'auto'"):
+        resolve_device("cuda")
+    # The stage stops before it reads any data: the maps it is pointed at need not even exist.
+    argv = args({**data, "maps": [str(tmp_path / "missing.h5")]}, tmp_path, "cvae", {"cvae": CVAE})
+    argv[argv.index("--device") + 1] = "cuda"
+    proc = subprocess.run(["exsitu", "train_cvae", *argv], capture_output=True, text=True)
+    assert proc.returncode == 1 and "error: config key 'device' is 'cuda'" in proc.stderr
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "cvae.pt").exists()

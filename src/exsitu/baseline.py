@@ -37,9 +37,9 @@ class Baseline(nn.Module):
     def loss(
         self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The map NLL as in ``CVAE.loss`` (summed over galaxy pixels, batch mean, divided by P^2).
+        """The map NLL as in ``CVAE.loss``, per map (N,): summed over galaxy pixels, divided by P^2.
 
-        Diagnostics: ``recon``, the NLL in nats per map.
+        Diagnostics: ``recon`` (N,), the NLL in nats per map.
         """
-        recon = self(conditions).training_loss(exsitu, mask).mean()
+        recon = self(conditions).training_loss(exsitu, mask)
         return recon / exsitu[0].numel(), {"recon": recon.detach()}

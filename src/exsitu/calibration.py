@@ -75,35 +75,6 @@ def crps(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return spread - pairs / 2
 
 
-def tarp_ranks(samples: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Per-map TARP statistic (Lemos et al. 2023) of whole flattened maps.
-
-    samples: (N, S, D) posterior maps; truth: (N, D). For each map a reference point is drawn
-    uniformly in [0, 1]^D (the range of a fraction); the result is the fraction of samples
-    closer to it than the truth, randomized over ties as the per-pixel PIT. Uniform(0, 1) when
-    the posterior is calibrated jointly over all pixels. Batches of maps can be ranked
-    separately and concatenated.
-    """
-    # In the samples' dtype: a float64 reference would double the (N, S, D) temporary.
-    reference = rng.random((truth.shape[0], truth.shape[-1])).astype(samples.dtype)
-    d_samples = np.linalg.norm(samples - reference[:, None, :], axis=-1)
-    d_truth = np.linalg.norm(truth - reference, axis=-1)
-    return randomized_pit(d_samples, d_truth, rng)
-
-
-def tarp_curve(ranks: np.ndarray, n_levels: int = 51) -> tuple[np.ndarray, np.ndarray, float]:
-    """TARP expected coverage ECP(a) = mean(rank < a) on a grid of a, and its area (ATC).
-
-    ATC = 2 * integral over a in [0.5, 1] of (ECP - a): 0 when calibrated, < 0 when the
-    posterior is too narrow (overconfident), > 0 when too wide. Returns (a, ECP, ATC).
-    """
-    alpha = np.linspace(0.0, 1.0, n_levels)
-    ecp = np.array([np.mean(ranks < a) for a in alpha])
-    upper = alpha >= 0.5
-    atc = 2 * float(np.trapezoid(ecp[upper] - alpha[upper], alpha[upper]))
-    return alpha, ecp, atc
-
-
 #: Reference-point choices of :func:`tarp_credibility`.
 TARP_REFERENCES: tuple[str, ...] = ("uniform", "posterior")
 #: Interior truth bins of :func:`stratified_coverage` (exact 0 and exact 1 are strata of their own).

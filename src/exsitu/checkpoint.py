@@ -81,8 +81,3 @@ def load_model(path: str, device: torch.device) -> torch.nn.Module:
             f"{path}: the {content['kind']} weights do not match its hyperparameters {content.get('hparams')}: {err}"
         ) from None
     return model.to(device).eval()
-
-
-def model_meta(path: str) -> dict[str, Any]:
-    """The ``meta`` dict of a model file (e.g. the settings it was trained with)."""
-    return read_file(path).get("meta", {})

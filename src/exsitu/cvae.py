@@ -208,7 +208,7 @@ class CVAE(nn.Module):
         Per map: recon = -log p(map | z, conditions), SUMMED over the map's galaxy pixels
         (nats per map; ``MapLikelihood.training_loss``: the NLL's value, with the mean trained
         on the squared logit error so the factors cannot hide its errors), and KL = sum over latent dimensions of
-        KL(q(z | map, conditions) || N(0, 1)) (nats per map); the loss is the batch mean of
+        KL(q(z | map, conditions) || N(0, 1)) (nats per map); the loss of a map is
         recon + beta * KL, divided by the constant P^2 (pixels per image), which changes neither
         the optimum nor beta's meaning but keeps the loss and its gradients at the per-pixel
         scale the training loop's gradient clip was set for.
@@ -220,16 +220,20 @@ class CVAE(nn.Module):
         1 / (2 sigma^2), so the correspondence is one of orders of magnitude).
 
         ``free_bits`` (nats per dimension, batch-averaged) keeps the optimiser from pushing a
-        dimension's KL below it, which counters posterior collapse through the skips. Returns the
-        loss and diagnostics (``recon``, ``kl`` in nats per map and ``kl_dim`` per dimension, all
-        batch means).
+        dimension's KL below it, which counters posterior collapse through the skips: a dimension
+        whose batch-mean KL is below the floor contributes the constant floor to every map's loss
+        (no gradient), as ``clamp_min`` of the batch mean would. Returns the per-map losses (N,)
+        (the training loop takes their weighted batch mean) and per-map diagnostics: ``recon`` and
+        ``kl`` (N,) in nats per map, ``kl_dim`` (N, latent_dim) per dimension.
         """
         likelihood, mu, logvar = self(conditions, exsitu)
-        recon = likelihood.training_loss(exsitu, mask).mean()
-        kl_dims = kl_per_dim(mu, logvar).mean(0)
-        kl_term = kl_dims.clamp_min(free_bits).sum() if free_bits > 0 else kl_dims.sum()
-        loss = (recon + beta * kl_term) / exsitu[0].numel()
-        return loss, {"recon": recon.detach(), "kl": kl_dims.sum().detach(), "kl_dim": kl_dims.detach()}
+        recon = likelihood.training_loss(exsitu, mask)
+        kl_dims = kl_per_dim(mu, logvar)
+        kl_term = kl_dims
+        if free_bits > 0:
+            kl_term = torch.where(kl_dims.detach().mean(0) > free_bits, kl_dims, torch.full_like(kl_dims, free_bits))
+        loss = (recon + beta * kl_term.sum(1)) / exsitu[0].numel()
+        return loss, {"recon": recon.detach(), "kl": kl_dims.sum(1).detach(), "kl_dim": kl_dims.detach()}
 
 
 def kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

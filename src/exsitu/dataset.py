@@ -1,13 +1,21 @@
-"""Load one subset (train / val / test) of the map shards as normalised in-memory tensors.
+"""Read one subset (train / val / test) of the map shards as normalised tensors: whole, or in chunks.
 
 Reads the data stages' outputs: ``results/maps/shard_K.h5`` (the map contract in docs/design.md),
-``results/dataset/split.csv`` and ``results/dataset/normalisation.json``. The whole subset is
-held in memory: the models train on it without a DataLoader.
+``results/dataset/split.csv`` and ``results/dataset/normalisation.json``.
+
+Memory is bounded by what the caller keeps, never by a temporary copy of the subset: ``load``
+reads shard by shard into preallocated arrays of the requested dtype, ``chunks`` holds one chunk
+at a time. The training stages hold their subsets as float16 (``load(subset, torch.float16)``);
+at 128^2 pixels and five channels a map then costs 17 bytes per pixel (conditions 5 x 2, target
+2, mask 1, ``log_sigma`` 4), so 100 000 maps take 100 000 x 16 384 x 17 B = 27.9 GB, plus one
+shard read (100 000 maps in 64 shards: 1 563 maps x 16 384 x 25 B = 0.64 GB as stored, about
+four times that while it is normalised): about 30 GB, which leaves a 64 GB node room for the
+model, the CUDA context and the loop's pinned batches. (A float32 copy would be 47.5 GB.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,19 +25,24 @@ import torch
 from exsitu.contracts import CHANNELS, N_CHANNELS, SPLIT_COLUMNS, SUBSETS, read_map_rows, shard_index
 from exsitu.io import InputError, read_json, read_table
 
+#: dtypes ``DatasetFiles.load`` can hold the conditions and the target in.
+LOAD_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
+
 
 @dataclass
 class MapSet:
-    """A subset of the maps, in memory, in the row order of ``table``.
+    """A subset of the maps (or a chunk of one), in memory, in the row order of ``table``.
 
-    conditions: (N, C, P, P) float32, the model's ``channels`` (a subset of ``contracts.CHANNELS``, in
-        contract order), each standardised with the training-set mean and std over galaxy
-        pixels (dimensionless), exactly 0 outside the mask.
-    exsitu: (N, 1, P, P) float32 ex-situ stellar mass fraction per pixel, in [0, 1].
+    conditions: (N, C, P, P) float32 or float16, the model's ``channels`` (a subset of
+        ``contracts.CHANNELS``, in contract order), each standardised with the training-set mean
+        and std over galaxy pixels (dimensionless), exactly 0 outside the mask.
+    exsitu: (N, 1, P, P), same dtype, ex-situ stellar mass fraction per pixel, in [0, 1].
     mask: (N, 1, P, P) bool, pixels with galaxy light.
-    table: the split.csv rows of these maps, same order (index reset).
+    table: the split.csv rows of these maps, same order; its index is the row number within the
+        subset (0..N-1 for a whole subset, the chunk's offset onwards for a chunk).
     log_sigma: (N, P, P) float32 log10 stellar surface density [Msun/kpc^2] (0 outside the mask),
-        kept whatever the conditioning channels: it is the mass weight of every map statistic.
+        kept whatever the conditioning channels: it is the mass weight of every map statistic
+        (float32 whatever the dtype: ``10 ** log_sigma`` overflows float16).
     channels: the conditioning channels, in the order of the ``conditions`` axis.
     """
 
@@ -53,9 +66,29 @@ class DatasetFiles:
     stats: str
     channels: Sequence[str] = CHANNELS
 
-    def load(self, subset: str) -> MapSet:
-        """The normalised maps of ``subset`` (train | val | test)."""
-        return load_subset(self.maps, self.split, self.stats, subset, self.channels)
+    def table(self, subset: str) -> pd.DataFrame:
+        """The split.csv rows of ``subset`` (index 0..N-1), without reading any map."""
+        return read_split(self.split, subset)
+
+    def load(self, subset: str, dtype: torch.dtype = torch.float32) -> MapSet:
+        """The normalised maps of ``subset`` (train | val | test), conditions and target as ``dtype``.
+
+        Peak memory: the result plus one shard's maps of the subset while they are normalised.
+        """
+        return _Reader(self).read(self.table(subset), dtype)
+
+    def chunks(self, subset: str, maps_per_chunk: int) -> Iterator[MapSet]:
+        """The maps of ``subset`` in split-table order, ``maps_per_chunk`` at a time, float32.
+
+        Each chunk's ``table`` keeps the subset-wide row numbers as its index, so
+        ``chunk.table.index[0]`` is the chunk's offset in the subset.
+        """
+        if maps_per_chunk < 1:
+            raise InputError(f"maps_per_chunk must be >= 1, got {maps_per_chunk}")
+        table = self.table(subset)
+        reader = _Reader(self)
+        for start in range(0, len(table), maps_per_chunk):
+            yield reader.read(table.iloc[start : start + maps_per_chunk], torch.float32)
 
 
 def read_stats(stats_json: str) -> tuple[np.ndarray, np.ndarray]:
@@ -91,45 +124,55 @@ def channel_index(channels: Sequence[str]) -> list[int]:
     return [CHANNELS.index(c) for c in channels]
 
 
-def load_subset(
-    map_files: Sequence[str], split_csv: str, stats_json: str, subset: str, channels: Sequence[str] = CHANNELS
-) -> MapSet:
-    """Load the ``subset`` maps listed in ``split_csv`` from the shard files, normalised.
+class _Reader:
+    """What every read of one ``DatasetFiles`` shares: kept channels, their statistics, the shard files."""
 
-    Only ``channels`` are kept as conditions. They are standardised per channel with
-    ``stats_json`` (training galaxy pixels) and set to exactly 0 outside the mask; that is how
-    the models tell background from galaxy.
-    """
-    keep = channel_index(channels)
-    mean, std = read_stats(stats_json)
-    table = read_split(split_csv, subset)
-    shards = shard_index(map_files)
-    unknown = sorted(set(table["shard"].astype(int)) - set(shards))
-    if unknown:
-        raise InputError(f"{split_csv}: shards {unknown} are listed but no --maps file has that 'shard' attribute")
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    positions: list[np.ndarray] = []
-    for shard, group in table.groupby("shard", sort=True):
-        parts.append(read_map_rows(shards[int(shard)], group["row"].to_numpy(np.int64)))
-        positions.append(group.index.to_numpy())
-    where = np.argsort(np.concatenate(positions), kind="stable")
-    conditions, exsitu, mask = (np.concatenate([p[i] for p in parts])[where] for i in range(3))
-    mask = mask.astype(bool)
-    log_sigma = np.where(mask[:, 0], conditions[:, CHANNELS.index("mass")], 0.0).astype(np.float32)
-    conditions = conditions[:, keep]
-    mean, std = mean[keep], std[keep]
-    conditions = (conditions.astype(np.float32) - mean[None, :, None, None]) / std[None, :, None, None]
-    conditions *= mask
-    exsitu = exsitu.astype(np.float32)
-    if not np.all(np.isfinite(conditions)):
-        raise InputError(f"{split_csv}: the '{subset}' conditions hold NaN or inf on galaxy pixels")
-    if np.any((exsitu < 0) | (exsitu > 1)) or not np.all(np.isfinite(exsitu)):
-        raise InputError(f"{split_csv}: the '{subset}' ex-situ maps hold values outside [0, 1]")
-    return MapSet(
-        conditions=torch.from_numpy(np.ascontiguousarray(conditions)),
-        exsitu=torch.from_numpy(np.ascontiguousarray(exsitu)),
-        mask=torch.from_numpy(np.ascontiguousarray(mask)),
-        table=table,
-        log_sigma=log_sigma,
-        channels=tuple(CHANNELS[i] for i in keep),
-    )
+    def __init__(self, files: DatasetFiles) -> None:
+        self.files = files
+        self.keep = channel_index(files.channels)
+        mean, std = read_stats(files.stats)
+        self.mean = mean[self.keep][None, :, None, None]
+        self.std = std[self.keep][None, :, None, None]
+        self.shards = shard_index(files.maps)
+
+    def read(self, rows: pd.DataFrame, dtype: torch.dtype) -> MapSet:
+        """The maps of the split rows ``rows``, in their order, normalised; one shard in memory at a time.
+
+        Conditions are standardised and set to exactly 0 outside the mask: that is how the
+        models tell background from galaxy.
+        """
+        if dtype not in LOAD_DTYPES:
+            raise InputError(f"maps can be held as {list(LOAD_DTYPES)}, not {dtype}")
+        split_csv, subset = self.files.split, rows["subset"].iloc[0]
+        unknown = sorted(set(rows["shard"].astype(int)) - set(self.shards))
+        if unknown:
+            raise InputError(f"{split_csv}: shards {unknown} are listed but no --maps file has that 'shard' attribute")
+        out: dict[str, np.ndarray] = {}
+        for shard, where in rows.groupby("shard", sort=True).indices.items():
+            cond, exsitu, mask = read_map_rows(self.shards[int(shard)], rows["row"].to_numpy(np.int64)[where])
+            if not out:  # the map size is known once the first shard is read
+                npix, n = cond.shape[-1], len(rows)
+                out = {
+                    "conditions": np.empty((n, len(self.keep), npix, npix), LOAD_DTYPES[dtype]),
+                    "exsitu": np.empty((n, 1, npix, npix), LOAD_DTYPES[dtype]),
+                    "mask": np.empty((n, 1, npix, npix), bool),
+                    "log_sigma": np.empty((n, npix, npix), np.float32),
+                }
+            mask = mask.astype(bool)
+            out["log_sigma"][where] = np.where(mask[:, 0], cond[:, CHANNELS.index("mass")], 0.0)
+            cond = (cond[:, self.keep].astype(np.float32) - self.mean) / self.std
+            cond *= mask
+            cond = cond.astype(LOAD_DTYPES[dtype])
+            if not np.all(np.isfinite(cond)):
+                raise InputError(f"{split_csv}: the '{subset}' conditions hold NaN or inf on galaxy pixels")
+            if np.any((exsitu < 0) | (exsitu > 1)) or not np.all(np.isfinite(exsitu)):
+                raise InputError(f"{split_csv}: the '{subset}' ex-situ maps hold values outside [0, 1]")
+            out["conditions"][where], out["exsitu"][where], out["mask"][where] = cond, exsitu, mask
+        return MapSet(
+            conditions=torch.from_numpy(out["conditions"]),
+            exsitu=torch.from_numpy(out["exsitu"]),
+            mask=torch.from_numpy(out["mask"]),
+            table=rows,
+            log_sigma=out["log_sigma"],
+            channels=tuple(CHANNELS[i] for i in self.keep),
+        )

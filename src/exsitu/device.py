@@ -1,14 +1,12 @@
-"""Which torch device a stage runs on: ``auto`` picks CUDA when present, never fails without one."""
+"""Which torch device a stage runs on: ``auto`` picks CUDA when present; ``cuda`` insists on a GPU."""
 
 from __future__ import annotations
 
-import logging
+import os
 
 import torch
 
 from exsitu.io import InputError
-
-log = logging.getLogger(__name__)
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -16,8 +14,9 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 def resolve_device(requested: str) -> torch.device:
     """Return the device for ``requested`` (config key ``device``: auto | cpu | cuda).
 
-    ``auto`` gives CUDA when a GPU is visible, else the CPU. ``cuda`` without a GPU
-    falls back to the CPU with a warning, so a laptop run of a cluster config still works.
+    ``auto`` gives CUDA when a GPU is visible, else the CPU. ``cuda`` without a visible GPU is
+    an ``InputError``: a cluster job whose GPU request silently failed must stop before any
+    work, not train on the CPU for days. Stages call this first, before reading any data.
     """
     if requested not in DEVICE_CHOICES:
         raise InputError(f"config key 'device' must be one of {', '.join(DEVICE_CHOICES)}, got {requested!r}")
@@ -26,5 +25,12 @@ def resolve_device(requested: str) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     if requested == "cuda":
-        log.warning("device 'cuda' was requested but no GPU is available: training on the CPU")
+        if torch.version.cuda is None:
+            why = f"this torch {torch.__version__} is a CPU-only build"
+        else:
+            why = f"torch sees no GPU (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')!r})"
+        raise InputError(
+            f"config key 'device' is 'cuda' but {why}; ask the scheduler for a GPU (resources.<rule>.gpus), "
+            "or set device to 'auto' (CUDA when present, else the CPU) or 'cpu'"
+        )
     return torch.device("cpu")

@@ -83,9 +83,9 @@ class LatentFlow(nn.Module):
     def loss(
         self, mu: torch.Tensor, std: torch.Tensor, context: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Mean negative log-likelihood (nats) of z ~ q(z | eps, theta) = N(mu, std), drawn afresh.
+        """Negative log-likelihood (nats) per row (N,) of z ~ q(z | eps, theta) = N(mu, std), drawn afresh.
 
         Training on draws, not on the means, keeps the flow's posterior as wide as the encoder's.
         """
         z = mu + std * torch.randn_like(mu)
-        return -self.log_prob(z, context).mean(), {}
+        return -self.log_prob(z, context), {}

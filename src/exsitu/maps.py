@@ -10,7 +10,6 @@ turns a shard into mock IFU observations scaled by the projected half-mass radiu
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,19 +21,14 @@ import pandas as pd
 
 from exsitu.contracts import CHANNELS, MAP_IMAGES, MAP_INDEX, N_CHANNELS, UNITS, open_shard, shard_number
 from exsitu.io import InputError, atomic_output, read_table
-from exsitu.observe import ObserveSettings, observe_maps, projected_half_mass_radius
+from exsitu.observe import observe_maps, projected_half_mass_radius
 from exsitu.projection import project
-from exsitu.settings import MapSettings
+from exsitu.settings import MapSettings, ObserveSettings, config_hash
 from exsitu.sightlines import ROTATION_COLUMNS
 
 log = logging.getLogger(__name__)
 
 PLAN_COLUMNS = ["snapshot", "subhalo_id", "shard", "los_index", *ROTATION_COLUMNS]
-
-
-def config_hash(settings: dict) -> str:
-    """Short stable hash of the map settings, stored with the maps."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def read_plan(path: str, shard: int) -> pd.DataFrame:

@@ -11,7 +11,6 @@ directory anywhere; :func:`load_model_dir` rebuilds the models from it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -63,11 +62,6 @@ class ModelCard:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    """Short stable hash of a (JSON-serialisable) config, stored with the model."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def write_model_card(path: str | os.PathLike, card: ModelCard) -> None:

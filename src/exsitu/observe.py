@@ -60,10 +60,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from exsitu.io import InputError
 from exsitu.projection import Z_FLOOR
 from exsitu.regrid import PixelGrid, covered_fraction, regrid_sum
-from exsitu.settings import Section
+from exsitu.settings import ObserveSettings
 from exsitu.units import ZSUN, tng_cosmology
 
 if TYPE_CHECKING:
@@ -81,57 +80,6 @@ REFERENCE_SNR = 10.0  # S/N at which age_error_dex and metallicity_error_dex are
 # (benchmarks/bench_observe.py), so it is off.
 VORONOI_CVT = False
 MIN_COVER = 0.5  # an output pixel is observed if valid spaxels cover at least this fraction of it
-
-
-@dataclass(frozen=True)
-class ObserveSettings(Section):
-    """The ``observe:`` config section; the schema's defaults are the MaNGA Primary preset.
-
-    Types, ranges and defaults live in the config schema; ``ObserveSettings.from_config({})`` is
-    the preset. Attributes:
-        enabled: whether the pipeline observes its maps at all (false: ideal maps).
-        redshift: (z_min, z_max) range the redshift is drawn from, uniform.
-        spaxel_arcsec: spaxel side [arcsec] (MaNGA cubes: 0.5).
-        psf_fwhm_arcsec: Gaussian PSF FWHM [arcsec] (MaNGA median 2.54, Law et al. 2016).
-        snr_at_re: S/N per spaxel where the PSF-convolved surface density equals its mean at R_proj.
-        min_snr: spaxels below this S/N are masked.
-        voronoi_snr: Voronoi-bin target S/N, or None for no binning.
-        coverage_re: footprint hexagon apothem in units of R_proj (MaNGA Primary 1.5, Secondary 2.5).
-        ifu_arcsec: (smallest, largest) IFU vertex-to-vertex diameter [arcsec] (MaNGA's 19- and
-            127-fibre bundles: 12.5 and 32.5, Drory et al. 2015, AJ 149, 77): z is drawn only where
-            the footprint's diameter lies between them (the nearer end of ``redshift`` if it never
-            does); None draws from the whole range.
-        sigma_inst_kms: instrumental LOS dispersion [km/s] entering the kinematic errors.
-        age_error_dex, metallicity_error_dex: 1-sigma errors [dex] at S/N = 10, scaling as 1/S/N.
-        seed: seed of the redshifts and noise (the observe stage adds the shard number).
-    """
-
-    SECTION = "observe"
-    enabled: bool
-    redshift: tuple[float, float]
-    spaxel_arcsec: float
-    psf_fwhm_arcsec: float
-    snr_at_re: float
-    min_snr: float
-    voronoi_snr: float | None
-    coverage_re: float
-    ifu_arcsec: tuple[float, float] | None
-    sigma_inst_kms: float
-    age_error_dex: float
-    metallicity_error_dex: float
-    seed: int
-
-    def __post_init__(self) -> None:
-        # Orderings the schema cannot express; pairs become tuples so the settings stay hashable.
-        z = tuple(float(v) for v in self.redshift)
-        if not z[0] <= z[1]:
-            raise InputError(f"config key 'observe.redshift' must be [z_min, z_max] with z_min <= z_max, got {list(z)}")
-        object.__setattr__(self, "redshift", z)
-        if self.ifu_arcsec is not None:
-            ifu = tuple(float(v) for v in self.ifu_arcsec)
-            if not ifu[0] <= ifu[1]:
-                raise InputError(f"config key 'observe.ifu_arcsec' must be [smallest, largest], got {list(ifu)}")
-            object.__setattr__(self, "ifu_arcsec", ifu)
 
 
 @dataclass
@@ -196,7 +144,7 @@ def projected_half_mass_radius(pos: np.ndarray, mass: np.ndarray, rotations: np.
         rotations: (L, 3, 3), rows image x, image y, line of sight (as in :func:`exsitu.projection.project`).
     Returns the radius R in the image plane enclosing half the mass (interpolated between particles).
     Use all the galaxy's star particles (those behind the catalogue's 3D half-mass radius), so that
-    R_proj <= r_3D holds particle by particle. Recommended over :func:`half_mass_radius_from_map`.
+    R_proj <= r_3D holds particle by particle.
     """
     pos = np.asarray(pos, dtype=np.float64)
     m = np.asarray(mass, dtype=np.float64)
@@ -209,23 +157,6 @@ def projected_half_mass_radius(pos: np.ndarray, mass: np.ndarray, rotations: np.
         cum = np.cumsum(m[order])
         out[k] = math.sqrt(float(np.interp(0.5 * cum[-1], cum, r2[order])))
     return out
-
-
-def half_mass_radius_from_map(mass_map: np.ndarray, mask: np.ndarray, fov_kpc: float) -> float:
-    """Projected half-mass radius [kpc] from one ideal mass map (log10 Msun/kpc^2, (P, P) or (1, P, P)).
-
-    Approximate: mass beyond the field of view is missing (biasing R low) and each pixel's mass is
-    placed at its centre's radius. Prefer :func:`projected_half_mass_radius` on the particles.
-    """
-    grid = PixelGrid.square(np.shape(mass_map)[-1], fov_kpc)
-    msum = np.where(
-        np.asarray(mask).reshape(grid.shape), 10.0 ** np.asarray(mass_map, np.float64).reshape(grid.shape), 0
-    )
-    x, y = grid.centers()
-    r = np.hypot(x, y).ravel()
-    order = np.argsort(r)
-    cum = np.cumsum(msum.ravel()[order])
-    return float(np.interp(0.5 * cum[-1], cum, r[order]))
 
 
 def moments_from_maps(conditions: np.ndarray, mask: np.ndarray, pixel_area: float | np.ndarray) -> np.ndarray:

@@ -41,20 +41,10 @@ from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output, read_json
 from exsitu.likelihood import to_fraction
 from exsitu.sample import MAPS_PER_CALL, decode_batch, posterior_logits
-from exsitu.settings import Section
+from exsitu.settings import RecalibrateSettings
 
 #: Candidate noise scales: 0.1 to 2 in steps of 8%; the minimum is refined by a parabola in log s.
 SCALES = np.geomspace(0.1, 2.0, 40)
-
-
-@dataclass(frozen=True)
-class RecalibrateSettings(Section):
-    """Config section ``recalibrate``: fit the decoder's noise scale on the validation maps."""
-
-    SECTION = "recalibrate"
-    enabled: bool
-    n_samples: int
-    seed: int
 
 
 @dataclass(frozen=True)

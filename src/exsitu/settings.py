@@ -10,6 +10,8 @@ whole config against the same file before any job runs.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
@@ -80,6 +82,11 @@ class Section:
         return dataclasses.asdict(self)
 
 
+def config_hash(config: Mapping[str, Any]) -> str:
+    """Short stable hash of JSON config values (map shards and model.json record the settings they come from)."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def section_of(sections: Mapping[str, Any], cls: type[Section], required: bool = True) -> Section:
     """Build ``cls`` from ``sections[cls.SECTION]`` (the ``--settings`` object of a stage).
 
@@ -135,6 +142,57 @@ class ConditionSettings(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class ObserveSettings(Section):
+    """The ``observe:`` config section; the schema's defaults are the MaNGA Primary preset.
+
+    Types, ranges and defaults live in the config schema; ``ObserveSettings.from_config({})`` is
+    the preset. Attributes:
+        enabled: whether the pipeline observes its maps at all (false: ideal maps).
+        redshift: (z_min, z_max) range the redshift is drawn from, uniform.
+        spaxel_arcsec: spaxel side [arcsec] (MaNGA cubes: 0.5).
+        psf_fwhm_arcsec: Gaussian PSF FWHM [arcsec] (MaNGA median 2.54, Law et al. 2016).
+        snr_at_re: S/N per spaxel where the PSF-convolved surface density equals its mean at R_proj.
+        min_snr: spaxels below this S/N are masked.
+        voronoi_snr: Voronoi-bin target S/N, or None for no binning.
+        coverage_re: footprint hexagon apothem in units of R_proj (MaNGA Primary 1.5, Secondary 2.5).
+        ifu_arcsec: (smallest, largest) IFU vertex-to-vertex diameter [arcsec] (MaNGA's 19- and
+            127-fibre bundles: 12.5 and 32.5, Drory et al. 2015, AJ 149, 77): z is drawn only where
+            the footprint's diameter lies between them (the nearer end of ``redshift`` if it never
+            does); None draws from the whole range.
+        sigma_inst_kms: instrumental LOS dispersion [km/s] entering the kinematic errors.
+        age_error_dex, metallicity_error_dex: 1-sigma errors [dex] at S/N = 10, scaling as 1/S/N.
+        seed: seed of the redshifts and noise (the observe stage adds the shard number).
+    """
+
+    SECTION = "observe"
+    enabled: bool
+    redshift: tuple[float, float]
+    spaxel_arcsec: float
+    psf_fwhm_arcsec: float
+    snr_at_re: float
+    min_snr: float
+    voronoi_snr: float | None
+    coverage_re: float
+    ifu_arcsec: tuple[float, float] | None
+    sigma_inst_kms: float
+    age_error_dex: float
+    metallicity_error_dex: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        # Orderings the schema cannot express; pairs become tuples so the settings stay hashable.
+        z = tuple(float(v) for v in self.redshift)
+        if not z[0] <= z[1]:
+            raise InputError(f"config key 'observe.redshift' must be [z_min, z_max] with z_min <= z_max, got {list(z)}")
+        object.__setattr__(self, "redshift", z)
+        if self.ifu_arcsec is not None:
+            ifu = tuple(float(v) for v in self.ifu_arcsec)
+            if not ifu[0] <= ifu[1]:
+                raise InputError(f"config key 'observe.ifu_arcsec' must be [smallest, largest], got {list(ifu)}")
+            object.__setattr__(self, "ifu_arcsec", ifu)
+
+
+@dataclasses.dataclass(frozen=True)
 class SplitSettings(Section):
     SECTION = "split"
     train: float
@@ -152,6 +210,21 @@ class TrainSettings:
     lr: float
     patience: int
     seed: int
+
+
+#: Arithmetic of the training steps on CUDA (config ``train.precision``).
+PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainLoopSettings(Section):
+    """Config section ``train``: how the training loop runs, shared by the cVAE and the baseline.
+
+    precision: "bf16" (bfloat16 autocast on CUDA; no effect on the CPU) or "fp32".
+    """
+
+    SECTION = "train"
+    precision: str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -207,6 +280,16 @@ class BaselineSettings(Section):
         inherited = cvae.training()
         overrides = {k: v for k, v in self.to_dict().items() if v is not None}
         return dataclasses.replace(inherited, **overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecalibrateSettings(Section):
+    """Config section ``recalibrate``: fit the decoder's noise scale on the validation maps."""
+
+    SECTION = "recalibrate"
+    enabled: bool
+    n_samples: int
+    seed: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,19 +1,25 @@
 """One training loop for the cVAE, the flow and the baseline.
 
-Whole data set in (device) memory, AdamW with a cosine learning-rate schedule, mixed precision
-on CUDA, validation every epoch, early stopping on the validation loss with the best weights
-kept, a checkpoint after every epoch that a rerun resumes from, a tqdm bar and a CSV history.
-On the CPU a run is deterministic for a seed, resumed or not (the RNG states are checkpointed).
+The data stay in host memory (the training stages hold maps as float16); each batch is gathered
+there, copied to the device (through pinned memory, without blocking, on CUDA) and cast to
+float32 on the device. AdamW with a cosine learning-rate schedule, bf16 autocast and
+channels-last convolutions on CUDA, per-map loss weights, an optional random transform of every
+training batch (augmentation), validation every epoch, early stopping on the validation loss
+with the best weights kept, a checkpoint after every epoch that a rerun resumes from, a tqdm bar
+and a CSV history. On the CPU a run is deterministic for a seed, resumed or not (the RNG states
+are checkpointed).
 
 Resume rules: the checkpoint carries a fingerprint of everything that shapes the run (model
-kind and hyperparameters, training settings, data size and checksum). A checkpoint with another
-fingerprint, or an unreadable one, is ignored with a logged warning and training starts over.
+kind and hyperparameters, loss options, training settings, precision, batch transform, data
+size and checksum, weights). A checkpoint with another fingerprint, or an unreadable one, is
+ignored with a logged warning and training starts over.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import logging
 import math
 import os
@@ -29,12 +35,16 @@ from tqdm import tqdm
 
 from exsitu.checkpoint import read_file, save_model
 from exsitu.io import InputError, atomic_output
-from exsitu.settings import TrainSettings
+from exsitu.settings import PRECISIONS, TrainSettings
 
 log = logging.getLogger(__name__)
 
 WEIGHT_DECAY = 1e-4
 GRAD_CLIP = 5.0  # max gradient norm: one bad batch must not throw the weights far
+CHECKSUM_ROWS = 256  # maps per float64 partial sum of the data checksum (bounds its temporary)
+
+#: A random transform of one training batch (on the device, float32), drawing from ``generator``.
+BatchTransform = Callable[[list[torch.Tensor], torch.Generator], list[torch.Tensor]]
 
 
 @dataclass
@@ -55,15 +65,42 @@ def save_outputs(
 
 
 def data_checksum(tensors: Sequence[torch.Tensor]) -> list[float]:
-    """A cheap fingerprint of the training data (sums), so a checkpoint of other data is not resumed."""
-    return [round(float(t.double().sum()), 6) for t in tensors] + [int(tensors[0].shape[0])]
+    """A cheap fingerprint of the training data (sums), so a checkpoint of other data is not resumed.
+
+    Summed ``CHECKSUM_ROWS`` maps at a time: a float64 copy of a float16 data set is four times its size.
+    """
+    sums = [sum(float(part.double().sum()) for part in t.split(CHECKSUM_ROWS)) for t in tensors]
+    return [round(s, 6) for s in sums] + [int(tensors[0].shape[0])]
 
 
-def _autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
-    if device.type == "cuda" and amp:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
+def transform_name(transform: BatchTransform | None) -> str | None:
+    """A stable name of a batch transform for the fingerprint: the function, or the object's repr.
+
+    A ``functools.partial`` is named by its function and arguments; a callable object (e.g. a
+    frozen dataclass holding the augmentation's settings) by its repr, which must then be stable.
+    """
+    if transform is None:
+        return None
+    if isinstance(transform, functools.partial):
+        return f"{transform_name(transform.func)}(*{transform.args!r}, **{transform.keywords!r})"
+    if hasattr(transform, "__qualname__"):
+        return f"{transform.__module__}.{transform.__qualname__}"
+    return repr(transform)
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``: bfloat16 for "bf16" on CUDA, else None (fp32).
+
+    A GPU without bfloat16 runs "bf16" in fp32, with a warning (fp16 would need loss scaling).
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"config key 'train.precision' must be one of {PRECISIONS}, got {precision!r}")
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if not torch.cuda.is_bf16_supported():
+        log.warning("train.precision 'bf16': this GPU has no bfloat16 support; training in fp32")
+        return None
+    return torch.bfloat16
 
 
 def _flatten(prefix: str, extras: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -78,58 +115,114 @@ def _flatten(prefix: str, extras: dict[str, torch.Tensor]) -> dict[str, float]:
     return row
 
 
+def _check_weights(weights: torch.Tensor | None, n: int, name: str) -> torch.Tensor:
+    """Per-map loss weights as (n,) float32 on the CPU (ones when None); bad weights are one clear error."""
+    if weights is None:
+        return torch.ones(n)
+    weights = torch.as_tensor(weights, dtype=torch.float32).detach().cpu()
+    if weights.shape != (n,):
+        raise InputError(f"{name}: {tuple(weights.shape)} weights for {n} maps; one weight per map is needed")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+        raise InputError(f"{name}: weights must be finite, >= 0 and not all 0")
+    return weights
+
+
+@dataclass
+class _Data:
+    """One subset as the loop reads it: host tensors with the maps along dim 0 and per-map weights."""
+
+    tensors: list[torch.Tensor]
+    weights: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+
 @dataclass
 class _Run:
     """What every epoch of one ``fit`` call shares: the model, where it runs and how it steps."""
 
     model: nn.Module
     device: torch.device
-    amp: bool
+    autocast: torch.dtype | None
+    channels_last: bool
     checkpoint: Path
     loss_options: dict[str, Any]
     optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    generator: torch.Generator
+    generator: torch.Generator  # batch order
+    transform_generator: torch.Generator  # random numbers of batch_transform
+    batch_transform: BatchTransform | None
+
+    def to_device(self, tensor: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Rows ``idx`` of a host tensor on the device, floats as float32 (cast after the copy: half the bytes).
+
+        On CUDA the rows are gathered into pinned memory, so the copy runs without blocking the host.
+        """
+        if self.device.type == "cuda":
+            pinned = torch.empty((idx.numel(), *tensor.shape[1:]), dtype=tensor.dtype, pin_memory=True)
+            batch = torch.index_select(tensor, 0, idx, out=pinned).to(self.device, non_blocking=True)
+        else:
+            batch = tensor.index_select(0, idx)
+        if batch.is_floating_point():
+            batch = batch.float()
+        if self.channels_last and batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def autocast_context(self) -> contextlib.AbstractContextManager:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
 
 def _run_epoch(
-    run: _Run, data: Sequence[torch.Tensor], batch_size: int, epoch: int, train: bool
+    run: _Run, data: _Data, batch_size: int, epoch: int, train: bool
 ) -> tuple[float, dict[str, torch.Tensor]]:
-    """One pass over ``data`` (a training step per batch when ``train``); mean loss and extras.
+    """One pass over ``data`` (a training step per batch when ``train``); weighted mean loss and extras.
 
+    ``model.loss`` returns per-map losses (B,) and extras (B,) or (B, D); a batch's loss is
+    sum(w l) / sum(w) with the per-map weights w, and the epoch's values are weighted means.
     The loss is summed on the device and checked once per epoch: a per-batch ``float(loss)``
     would stall a GPU on every batch. A NaN epoch is never checkpointed, so the checkpoint
     still holds the last good one.
     """
-    n = data[0].shape[0]
+    n = len(data)
     order = torch.randperm(n, generator=run.generator) if train else torch.arange(n)
     total = torch.zeros((), device=run.device)
+    weight_total = torch.zeros((), device=run.device)
     sums: dict[str, torch.Tensor] = {}
     run.model.train(train)
     for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size].to(run.device)
-        batch = [t.index_select(0, idx) for t in data]
-        with torch.set_grad_enabled(train), _autocast(run.device, run.amp):
-            loss, extras = run.model.loss(*batch, **run.loss_options)
+        idx = order[start : start + batch_size]
+        batch = [run.to_device(t, idx) for t in data.tensors]
+        weights = run.to_device(data.weights, idx)
+        if train and run.batch_transform is not None:
+            batch = run.batch_transform(batch, run.transform_generator)
+        with torch.set_grad_enabled(train), run.autocast_context():
+            losses, extras = run.model.loss(*batch, **run.loss_options)
+        losses = losses.float()
+        if losses.shape != weights.shape:
+            raise ValueError(f"{run.model.kind}.loss must return one loss per map, got shape {tuple(losses.shape)}")
+        weighted = (weights * losses).sum()
         if train:
             run.optimizer.zero_grad(set_to_none=True)
-            run.scaler.scale(loss).backward()
-            run.scaler.unscale_(run.optimizer)
+            # clamp: a batch whose maps all weigh 0 contributes no gradient instead of 0/0
+            (weighted / weights.sum().clamp_min(torch.finfo(torch.float32).tiny)).backward()
             nn.utils.clip_grad_norm_(run.model.parameters(), GRAD_CLIP)
-            run.scaler.step(run.optimizer)
-            run.scaler.update()
-        weight = idx.numel()
-        total += loss.detach().float() * weight
+            run.optimizer.step()
+        total += weighted.detach()
+        weight_total += weights.sum()
         for name, value in extras.items():
-            sums[name] = sums.get(name, 0) + value.detach().float() * weight
-    mean_loss = float(total) / n
+            w = weights.view(-1, *[1] * (value.dim() - 1))
+            sums[name] = sums.get(name, 0) + (w * value.detach().float()).sum(0)
+    mean_loss = float(total / weight_total)
     if not math.isfinite(mean_loss):
         phase = "training" if train else "validation"
         raise InputError(
             f"training diverged: the {phase} loss is {mean_loss} at epoch {epoch}; "
             f"{run.checkpoint} keeps the last good epoch ({epoch - 1}); try a smaller lr"
         )
-    return mean_loss, {name: value / n for name, value in sums.items()}
+    return mean_loss, {name: value / weight_total for name, value in sums.items()}
 
 
 def _rng_state(device: torch.device) -> dict[str, torch.Tensor]:
@@ -165,36 +258,62 @@ def fit(
     checkpoint: str | os.PathLike,
     *,
     loss_options: dict[str, Any] | None = None,
-    amp: bool = True,
+    precision: str = "bf16",
     epoch_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None,
+    train_weights: torch.Tensor | None = None,
+    val_weights: torch.Tensor | None = None,
+    batch_transform: BatchTransform | None = None,
+    channels_last: bool = True,
 ) -> TrainResult:
-    """Train ``model`` on ``model.loss(*batch, **loss_options) -> (loss, extras)``; leave the best weights in it.
+    """Train ``model`` on ``model.loss(*batch, **loss_options) -> (per_map_loss, extras)``; keep its best weights.
 
-    ``train`` and ``val`` are tensors with the maps (or latents) along dim 0; they are moved to
-    ``device`` once. The checkpoint's fingerprint (see the module doc) is built here from the
-    model's ``kind`` and ``hparams()``, ``loss_options``, ``settings`` and the training data.
-    ``epoch_metrics`` derives extra history columns from an epoch's row (e.g. active units).
-    Raises ``InputError`` when a loss turns NaN/inf, naming the epoch; the checkpoint then still
-    holds the last good epoch.
+    ``train`` and ``val`` are host tensors with the maps (or latents) along dim 0, any float
+    dtype (float16 keeps a large data set in memory) or bool; each batch is cast to float32 on
+    ``device``. ``model.loss`` returns the per-map losses (B,) and a dict of per-map extras (B,)
+    or (B, D) that become history columns (``kl_dim_3``). ``train_weights`` and ``val_weights``
+    (N,) weigh each map's loss (1 when None): a batch's loss is sum(w l) / sum(w), the history's
+    values are weighted means. ``batch_transform(batch, generator)`` transforms every TRAINING
+    batch (never validation) on the device, drawing its random numbers from ``generator``, a CPU
+    generator of the loop seeded from ``settings.seed`` and checkpointed, so a resumed run is the
+    run that was never interrupted.
+
+    ``precision``: "bf16" (bfloat16 autocast on CUDA, no effect on the CPU) or "fp32".
+    ``channels_last``: convolutional models and 4D batches in channels-last memory format on CUDA
+    (no effect on the CPU).
+
+    The checkpoint's fingerprint (see the module doc) is built here. ``epoch_metrics`` derives
+    extra history columns from an epoch's row (e.g. active units). Raises ``InputError`` when a
+    loss turns NaN/inf, naming the epoch; the checkpoint then still holds the last good epoch.
     """
     loss_options = dict(loss_options or {})
+    train, val = list(train), list(val)
+    train_data = _Data(train, _check_weights(train_weights, train[0].shape[0], "train_weights"))
+    val_data = _Data(val, _check_weights(val_weights, val[0].shape[0], "val_weights"))
     fingerprint = {
         "kind": model.kind, "hparams": model.hparams(), **loss_options,
-        "data": data_checksum(train), "settings": asdict(settings),
+        "data": data_checksum(train), "weights": data_checksum([train_data.weights, val_data.weights]),
+        "settings": asdict(settings), "precision": precision, "batch_transform": transform_name(batch_transform),
     }  # fmt: skip
     desc = model.kind
     checkpoint = Path(checkpoint)
     torch.manual_seed(settings.seed)
+    convolutional = device.type == "cuda" and channels_last and any(isinstance(m, nn.Conv2d) for m in model.modules())
     model.to(device)
-    train = [t.to(device) for t in train]
-    val = [t.to(device) for t in val]
+    if convolutional:
+        model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=settings.lr / 50)
-    scaler = torch.amp.GradScaler(
-        device.type, enabled=device.type == "cuda" and amp and not torch.cuda.is_bf16_supported()
-    )
     run = _Run(
-        model, device, amp, checkpoint, loss_options, optimizer, scaler, torch.Generator().manual_seed(settings.seed)
+        model=model,
+        device=device,
+        autocast=autocast_dtype(device, precision),
+        channels_last=convolutional,
+        checkpoint=checkpoint,
+        loss_options=loss_options,
+        optimizer=optimizer,
+        generator=torch.Generator().manual_seed(settings.seed),
+        transform_generator=torch.Generator().manual_seed(settings.seed + 1),
+        batch_transform=batch_transform,
     )
     history: list[dict[str, float]] = []
     best_val, best_epoch, bad_epochs, start_epoch, stopped = math.inf, 0, 0, 0, False
@@ -205,8 +324,8 @@ def fit(
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
         run.generator.set_state(state["generator"])
+        run.transform_generator.set_state(state["transform_generator"])
         torch.set_rng_state(state["rng"]["cpu"])
         if "cuda" in state["rng"] and device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], device)
@@ -227,8 +346,8 @@ def fit(
             break
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_extras = _run_epoch(run, train, settings.batch_size, epoch + 1, train=True)
-        val_loss, val_extras = _run_epoch(run, val, settings.batch_size, epoch + 1, train=False)
+        train_loss, train_extras = _run_epoch(run, train_data, settings.batch_size, epoch + 1, train=True)
+        val_loss, val_extras = _run_epoch(run, val_data, settings.batch_size, epoch + 1, train=False)
         scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss}
         row.update(_flatten("", train_extras))
@@ -261,8 +380,8 @@ def fit(
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
                     "generator": run.generator.get_state(),
+                    "transform_generator": run.transform_generator.get_state(),
                     "rng": _rng_state(device),
                     "best_model": best_state,
                     "best_val": best_val,

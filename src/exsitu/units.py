@@ -73,14 +73,19 @@ def cosmology(header: Mapping[str, Any]) -> LambdaCDM:
     return LambdaCDM(H0=100.0 * h, Om0=om0, Ode0=ol0)
 
 
+#: IllustrisTNG's cosmological parameters, as a snapshot Header spells them: flat LambdaCDM,
+#: Planck 2015 (Planck Collaboration XIII 2016, as used by Nelson et al. 2019, Comput. Astrophys.
+#: Cosmol. 6, 2). The one definition: the mock universe writes these into its headers.
+TNG_HEADER: dict[str, float] = {"HubbleParam": 0.6774, "Omega0": 0.3089, "OmegaLambda": 0.6911}
+
+
 @functools.cache
 def tng_cosmology() -> LambdaCDM:
-    """IllustrisTNG's cosmology: flat LambdaCDM, Planck 2015 (h = 0.6774, Omega_m = 0.3089;
-    Planck Collaboration XIII 2016, as used by Nelson et al. 2019, Comput. Astrophys. Cosmol. 6, 2).
+    """IllustrisTNG's cosmology (:data:`TNG_HEADER`: h = 0.6774, Omega_m = 0.3089, flat).
 
     Observed angles and simulated lengths are converted with it, so both share one length scale.
     """
-    return cosmology({"HubbleParam": 0.6774, "Omega0": 0.3089, "OmegaLambda": 0.6911})
+    return cosmology(TNG_HEADER)
 
 
 def _age_table(cosmo: LambdaCDM, n: int = 512) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ MAPS = (
 # Every config section that shapes a trained model (its model.json records their hash).
 MODEL_SECTIONS = (
     "simulation", "mock", "selection", "plan", "maps", "observe", "split", "conditions", "cvae", "flow",
-    "recalibrate",
+    "recalibrate", "train",
 )  # fmt: skip
 
 
@@ -69,5 +69,27 @@ def shard_files(pattern):
     return expand(pattern, shard=SHARDS)
 
 
-def resource(group, key, default):
-    return config.get("resources", {}).get(group, {}).get(key, default)
+# Snakemake's names for the keys of a config resources.<group> section (the SLURM executor turns
+# gpu into --gpus, cpus_per_task into --cpus-per-task, mem_mb into --mem and runtime into -t).
+RESOURCE_NAMES = {
+    "gpus": "gpu",
+    "cpus": "cpus_per_task",
+    "mem_mb": "mem_mb",
+    "runtime": "runtime",
+}
+
+
+def job_resources(group):
+    """resources: of a rule from config resources.<group> (validate() filled in the schema's defaults).
+
+    A section without `gpus` (a CPU-only rule, e.g. resources.baselines) asks for no GPU.
+    """
+    return {
+        RESOURCE_NAMES[key]: value for key, value in config["resources"][group].items()
+    }
+
+
+def job_threads(group):
+    """threads: of a rule, the CPUs it asks for (resources.<group>.cpus): Snakemake sets
+    OMP_NUM_THREADS to it, so torch uses what the scheduler gave the job."""
+    return config["resources"][group]["cpus"]

@@ -87,10 +87,9 @@ rule project:
         "results/benchmarks/project/shard_{shard}.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: 1
+    threads: job_threads("project")
     resources:
-        cpus_per_task=resource("project", "cpus", 1),
-        mem_mb=resource("project", "mem_mb", 4000),
+        **job_resources("project"),
     params:
         args=stage_args(),
         settings=settings("maps"),
@@ -109,10 +108,9 @@ rule observe:
         "results/benchmarks/observe/shard_{shard}.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: 1
+    threads: job_threads("project")
     resources:
-        cpus_per_task=resource("project", "cpus", 1),
-        mem_mb=resource("project", "mem_mb", 4000),
+        **job_resources("project"),
     params:
         args=stage_args(),
         settings=settings("observe"),

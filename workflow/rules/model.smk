@@ -13,12 +13,6 @@ SAMPLES_OUTPUT = (
     if config["evaluate"]["n_saved_samples"] > 0
     else {}
 )
-TRAIN_RESOURCES = dict(
-    gpu=resource("train", "gpus", 1),
-    cpus_per_task=resource("train", "cpus", 4),
-    mem_mb=resource("train", "mem_mb", 16000),
-    runtime=resource("train", "runtime", 720),
-)
 
 
 rule train_cvae:
@@ -33,14 +27,14 @@ rule train_cvae:
         "results/benchmarks/train_cvae.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: 2
+    threads: job_threads("train")
     resources:
-        **TRAIN_RESOURCES,
+        **job_resources("train"),
     params:
         args=stage_args(
             device=config["device"], checkpoint="results/checkpoints/cvae.pt"
         ),
-        settings=settings("cvae", "conditions"),
+        settings=settings("cvae", "conditions", "train"),
     shell:
         "exsitu train_cvae {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -58,9 +52,9 @@ rule train_flow:
         "results/benchmarks/train_flow.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: 2
+    threads: job_threads("flow")
     resources:
-        **TRAIN_RESOURCES,
+        **job_resources("flow"),
     params:
         args=stage_args(
             device=config["device"], checkpoint="results/checkpoints/flow.pt"
@@ -83,7 +77,9 @@ rule recalibrate:
         "results/benchmarks/recalibrate.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: 2
+    threads: job_threads("recalibrate")
+    resources:
+        **job_resources("recalibrate"),
     params:
         args=stage_args(device=config["device"]),
         settings=settings("recalibrate", "conditions"),
@@ -103,15 +99,15 @@ rule train_baseline:
         "results/benchmarks/train_baseline.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: 2
+    threads: job_threads("train")
     resources:
-        **TRAIN_RESOURCES,
+        **job_resources("train"),
     params:
         args=stage_args(
             device=config["device"], checkpoint="results/checkpoints/baseline.pt"
         ),
         # The deterministic baseline shares the cVAE's network; baseline: keys override its optimiser.
-        settings=settings("cvae", "baseline", "conditions"),
+        settings=settings("cvae", "baseline", "conditions", "train"),
     shell:
         "exsitu train_baseline {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -137,7 +133,9 @@ rule evaluate:
         "results/benchmarks/evaluate.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: 2
+    threads: job_threads("evaluate")
+    resources:
+        **job_resources("evaluate"),
     params:
         args=stage_args(device=config["device"]),
         # maps: fov_rhalf converts pixel radius to r / rhalf for the radial-profile baseline.

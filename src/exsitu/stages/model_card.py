@@ -13,10 +13,9 @@ from pathlib import Path
 
 from exsitu.dataset import channel_index, read_stats
 from exsitu.io import InputError
-from exsitu.modelcard import ModelCard, config_hash, write_model_card
-from exsitu.observe import ObserveSettings
+from exsitu.modelcard import ModelCard, write_model_card
 from exsitu.recalibration import read_noise_scale
-from exsitu.settings import ConditionSettings, MapSettings, section_of
+from exsitu.settings import ConditionSettings, MapSettings, ObserveSettings, config_hash, section_of
 from exsitu.stages import run_stage, stage_parser
 
 

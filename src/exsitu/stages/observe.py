@@ -13,8 +13,7 @@ import logging
 from collections.abc import Sequence
 
 from exsitu.maps import observe_shard
-from exsitu.observe import ObserveSettings
-from exsitu.settings import section_of
+from exsitu.settings import ObserveSettings, section_of
 from exsitu.stages import run_stage, stage_parser
 
 log = logging.getLogger(__name__)

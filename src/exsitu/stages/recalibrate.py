@@ -17,8 +17,8 @@ from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError
-from exsitu.recalibration import RecalibrateSettings, fit_noise_scale, unscaled, write_noise_scale
-from exsitu.settings import ConditionSettings, section_of
+from exsitu.recalibration import fit_noise_scale, unscaled, write_noise_scale
+from exsitu.settings import ConditionSettings, RecalibrateSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     add_device_argument(parser)
     parser.add_argument("--out", required=True, help="noise_scale.json to write")
     args = parser.parse_args(argv)
+    device = resolve_device(args.device)
     settings = section_of(args.settings, RecalibrateSettings)
     channels = section_of(args.settings, ConditionSettings, required=False).channels
     val = DatasetFiles(args.maps, args.split, args.stats, channels).load("val")
@@ -41,7 +42,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not settings.enabled:
         write_noise_scale(args.out, unscaled(len(val), n_galaxies))
         return
-    device = resolve_device(args.device)
     cvae, flow = load_model(args.cvae, device), load_model(args.flow, device)
     if not isinstance(cvae, CVAE) or not isinstance(flow, LatentFlow):
         raise InputError(f"{args.cvae}, {args.flow}: expected the cVAE and the flow model files")

@@ -14,22 +14,24 @@ import torch
 
 from exsitu.baseline import Baseline
 from exsitu.cvae import CVAEConfig
-from exsitu.dataset import MapSet
-from exsitu.settings import BaselineSettings, CVAESettings, section_of
+from exsitu.dataset import DatasetFiles
+from exsitu.settings import BaselineSettings, CVAESettings, TrainLoopSettings, section_of
 from exsitu.stages import run_stage
-from exsitu.stages._train import Training, run_training, training_parser
+from exsitu.stages._train import MAP_DTYPE, Training, map_tensors, run_training, training_parser
 
 
-def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.device) -> Training:
+def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) -> Training:
     cvae = section_of(args.settings, CVAESettings)
     settings = section_of(args.settings, BaselineSettings).training(cvae)
+    train, val = data.load("train", MAP_DTYPE), data.load("val", MAP_DTYPE)
     cfg = CVAEConfig.from_settings(cvae, int(train.conditions.shape[-1]), len(train.channels))
     torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
     return Training(
         model=Baseline(cfg),
-        train=(train.conditions, train.exsitu, train.mask),
-        val=(val.conditions, val.exsitu, val.mask),
+        train=map_tensors(train),
+        val=map_tensors(val),
         settings=settings,
+        precision=section_of(args.settings, TrainLoopSettings, required=False).precision,
     )
 
 

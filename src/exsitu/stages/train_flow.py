@@ -1,8 +1,11 @@
 """Train the conditional MAF p(z | condition summary) on the cVAE latents -> results/models/flow.pt.
 
-The trained cVAE (``--cvae``) encodes every training and validation map into q(z | eps, theta);
-the flow learns from fresh draws of those Gaussians each epoch (never from their means alone),
-conditioned on the condition encoder's summary vector.
+The trained cVAE (``--cvae``) encodes every training and validation map into q(z | eps, theta),
+``ENCODE_CHUNK`` maps at a time (memory is bounded by a chunk, not by the data set); the flow
+learns from fresh draws of those Gaussians each epoch (never from their means alone),
+conditioned on the condition encoder's summary vector. The flow trains in fp32 whatever
+``train.precision``: its loss is a log density whose log-determinants bfloat16 would round to
+about three digits, and its small MLPs gain nothing from bfloat16.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import torch
 
 from exsitu.checkpoint import load_model
 from exsitu.cvae import CVAE
-from exsitu.dataset import MapSet
+from exsitu.dataset import DatasetFiles
 from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.io import InputError
 from exsitu.sample import encode
@@ -22,8 +25,18 @@ from exsitu.settings import FlowSettings, section_of
 from exsitu.stages import run_stage
 from exsitu.stages._train import Training, run_training, training_parser
 
+#: Maps per encoder chunk: 256 maps of 128^2 with five channels are 0.1 GB as float32.
+ENCODE_CHUNK = 256
 
-def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.device) -> Training:
+
+def encode_subset(cvae: CVAE, data: DatasetFiles, subset: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q(z | eps, theta) of every map of ``subset``, chunk by chunk: (mu, std, summary) as ``encode`` gives them."""
+    parts = [encode(cvae, chunk.conditions, chunk.exsitu) for chunk in data.chunks(subset, ENCODE_CHUNK)]
+    mu, std, summary = (torch.cat(column) for column in zip(*parts))
+    return mu, std, summary
+
+
+def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) -> Training:
     settings = section_of(args.settings, FlowSettings)
     cvae = load_model(args.cvae, device)
     if not isinstance(cvae, CVAE):
@@ -34,8 +47,8 @@ def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.de
         num_layers=settings.num_layers,
         hidden_features=settings.hidden_features,
     )
-    train_data = encode(cvae, train.conditions, train.exsitu)
-    val_mu, val_std, val_summary = encode(cvae, val.conditions, val.exsitu)
+    train_data = encode_subset(cvae, data, "train")
+    val_mu, val_std, val_summary = encode_subset(cvae, data, "val")
     # Validation scores one fixed draw per map, so its loss is comparable from epoch to epoch.
     draws = torch.Generator().manual_seed(settings.seed)
     val_z = val_mu + val_std * torch.randn(val_mu.shape, generator=draws)
@@ -48,7 +61,7 @@ def build(args: argparse.Namespace, train: MapSet, val: MapSet, device: torch.de
         train=train_data,
         val=(val_z, torch.zeros_like(val_std), val_summary),
         settings=settings.training(),
-        amp=False,
+        precision="fp32",
     )
 
 
