@@ -20,7 +20,7 @@ CHANNELS = ["mass", "velocity", "dispersion", "age", "metallicity"]
 
 def test_data_half_and_baselines_on_the_tiny_config_meet_the_contract(workflow_copy: Path) -> None:
     # The fitted baselines need exactly the data half (up to split) plus their own rule.
-    snakemake(workflow_copy, "results/models/baselines.joblib", "--cores", "2")
+    snakemake(workflow_copy, "--cores", "2", "results/models/baselines.joblib")
     tiny = yaml.safe_load((workflow_copy / "tests" / "config" / "tiny.yaml").read_text())
     p, n_shards = tiny["maps"]["npix"], tiny["maps"]["n_shards"]
     res = workflow_copy / "results"
