@@ -124,9 +124,8 @@ def fit_trees(
 ) -> PixelTrees:
     """Fit the three models on training pixels: (n, F) ``inputs.features``, (n,) true fractions, (n,) weights (None: 1).
 
-    Deterministic for ``seed`` (the early-stopping split and the binning subsample). Fit time grows with the
-    pixels and the boosting iterations: on the default run (3e5 pixels, 100 iterations) ~10-20 s per model
-    with weights on one core, about half that with equal weights.
+    Deterministic for ``seed`` (the early-stopping split and the binning subsample). Time grows with the
+    pixels and the boosting iterations; the fit_baselines stage logs it (results/benchmarks/fit_baselines.tsv).
     """
     if features.ndim != 2 or features.shape != (len(target), len(inputs.names)):
         raise InputError(
@@ -135,7 +134,7 @@ def fit_trees(
     if len(target) < 20:
         raise InputError(f"the tree baseline needs at least 20 training pixels, got {len(target)}")
     if weights is not None and np.all(weights == weights[0]):
-        weights = None  # the same fit: scikit-learn's leaf medians are ~2x faster without weights
+        weights = None  # the same fit, on scikit-learn's faster unweighted leaf medians
 
     def model(loss: str, quantile: float | None = None) -> HistGradientBoostingRegressor:
         return HistGradientBoostingRegressor(loss=loss, quantile=quantile, random_state=seed, **BOOSTING).fit(
