@@ -1,4 +1,4 @@
-"""The data rules end to end: `snakemake --until split` on the tiny mock universe, checked
+"""The data rules end to end: the data half and the fitted baselines on the tiny mock universe, checked
 against the map contract of docs/design.md; a bad basepath fails with one clear message."""
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import pandas as pd
 import yaml
 from conftest import snakemake
 
+from exsitu.fitted_baselines import load_baselines
 from exsitu.mock.simulate import simulate
 
 CHANNELS = ["mass", "velocity", "dispersion", "age", "metallicity"]
 
 
-def test_until_split_on_the_tiny_config_meets_the_contract(workflow_copy: Path) -> None:
-    snakemake(workflow_copy, "--cores", "2", "--until", "split")
+def test_data_half_and_baselines_on_the_tiny_config_meet_the_contract(workflow_copy: Path) -> None:
+    # The fitted baselines need exactly the data half (up to split) plus their own rule.
+    snakemake(workflow_copy, "--cores", "2", "results/models/baselines.joblib")
     tiny = yaml.safe_load((workflow_copy / "tests" / "config" / "tiny.yaml").read_text())
     p, n_shards = tiny["maps"]["npix"], tiny["maps"]["n_shards"]
     res = workflow_copy / "results"
@@ -52,6 +54,13 @@ def test_until_split_on_the_tiny_config_meets_the_contract(workflow_copy: Path) 
             rows = catalog.set_index(["snapshot", "subhalo_id"]).loc[list(zip(f["snapshot"][()], f["subhalo_id"][()]))]
             np.testing.assert_allclose(f["fov_kpc"][()], 4 * rows["rhalf_kpc"], rtol=1e-5)
             np.testing.assert_array_equal(f["galaxy_id"][()], rows["galaxy_id"])
+            # Galaxy scalars: the catalogue's mass and 3D radius, the snapshot's redshift (the mock's z = 0.1 at 91).
+            np.testing.assert_allclose(f["log_mstar"][()], np.log10(rows["stellar_mass"]), rtol=1e-12)
+            np.testing.assert_allclose(f["log_rhalf_kpc"][()], np.log10(rows["rhalf_kpc"]), rtol=1e-12)
+            np.testing.assert_allclose(f["redshift"][()], np.where(f["snapshot"][()] == 99, 0.0, 0.1), atol=1e-9)
+            in_split = split[split["shard"] == k].sort_values("row")
+            for name in ("log_mstar", "log_rhalf_kpc", "redshift"):
+                np.testing.assert_allclose(in_split[name], f[name][()], rtol=1e-12, err_msg=name)
         assert np.all(cond[~np.repeat(mask, 5, axis=1)] == 0) and np.all(ex[~mask] == 0)
         assert np.all((ex >= 0) & (ex <= 1)) and np.all(np.isfinite(cond))
         assert mask.mean() > 0.3  # galaxies fill a good part of a 4 r_half field
@@ -61,6 +70,10 @@ def test_until_split_on_the_tiny_config_meets_the_contract(workflow_copy: Path) 
     assert stats["channels"] == CHANNELS and len(stats["mean"]) == 5 and all(s > 0 for s in stats["std"])
     assert stats["n_maps"] == split["subset"].value_counts().to_dict()
     assert not list(res.rglob(".*.h5")) and not list(res.rglob(".*.csv"))  # no temporaries left
+    baselines = load_baselines(res / "models" / "baselines.joblib")
+    assert baselines.scalars == ("log_mstar", "log_rhalf_kpc") and baselines.channels == tuple(CHANNELS)
+    assert baselines.n_maps == (split["subset"] == "train").sum() and baselines.weighting == "natural"
+    assert (res / "logs" / "fit_baselines.log").exists() and (res / "benchmarks" / "fit_baselines.tsv").exists()
 
 
 def test_bad_basepath_fails_the_rule_with_one_clear_message(workflow_copy: Path) -> None:

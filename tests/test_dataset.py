@@ -80,6 +80,9 @@ def write_synthetic_dataset(
                     galaxy_id=i,
                     exsitu_total=float(all_ex[i].sum() / all_mask[i].sum()),
                     fov_kpc=20.0,
+                    log_mstar=10.5,
+                    log_rhalf_kpc=0.7,
+                    redshift=0.0,
                     subset=subsets[i],
                 )
             )

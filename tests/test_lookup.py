@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from exsitu.io import InputError
-from exsitu.lookup import fit_pixel_lookup, log_stellar_mass, pixel_features
+from exsitu.lookup import fit_pixel_lookup, log_stellar_mass, pixel_features, weighted_median
 
 
 def synthetic_maps(
@@ -87,3 +87,44 @@ def test_features_and_stellar_mass() -> None:
     assert features[0, 5] == 10.0 and features[-1, 5] == 11.0
     with pytest.raises(InputError, match="no stellar mass"):
         log_stellar_mass(log_sigma, np.zeros_like(mask), np.array([32.0, 64.0]))
+
+
+def test_galaxy_scalars_as_context_carry_what_the_pixels_lack() -> None:
+    # The ex-situ fraction rises with the galaxy's size at fixed pixel values (as in TNG at fixed mass):
+    # only a lookup that is given log r_half as context can know it.
+    rng = np.random.default_rng(3)
+
+    def maps(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        conditions, _, mask, log_mstar = synthetic_maps(rng, n)
+        log_rhalf = rng.uniform(0.3, 1.0, n)
+        signal = conditions[:, 3] + 4.0 * (log_rhalf[:, None, None] - 0.65)
+        exsitu = np.where(mask, 1 / (1 + np.exp(-signal)), 0.0)
+        return conditions, exsitu, mask, np.column_stack([log_mstar, log_rhalf])
+
+    train, test = maps(150), maps(20)
+    with_size = fit_pixel_lookup(*train).predict(test[0], test[2], test[3])
+    mass_only = fit_pixel_lookup(*train[:3], train[3][:, 0]).predict(test[0], test[2], test[3][:, 0])
+    assert pixel_features(test[0], test[2], test[3]).shape[1] == 5 + 2
+    mae = {name: np.abs(p - test[1])[test[2]].mean() for name, p in (("size", with_size), ("mass", mass_only))}
+    assert mae["size"] < 0.6 * mae["mass"], mae
+
+
+def test_map_weights_move_the_median_to_the_heavier_maps() -> None:
+    # Every pixel of map i has the same features; maps alternate between truth 0.2 and 0.8.
+    n, p = 40, 4
+    conditions = np.zeros((n, 5, p, p), np.float32)
+    mask = np.ones((n, p, p), bool)
+    exsitu = np.broadcast_to(np.where(np.arange(n) % 2, 0.8, 0.2)[:, None, None], mask.shape)
+    heavy_low = np.where(np.arange(n) % 2, 1.0, 2.0)
+    for weights, expected in ((heavy_low, 0.2), (3.0 - heavy_low, 0.8)):
+        lookup = fit_pixel_lookup(conditions, exsitu, mask, np.full(n, 10.5), weights=weights, k=n * p * p)
+        np.testing.assert_allclose(lookup.predict(conditions[:2], mask[:2], np.full(2, 10.5)), expected, atol=1e-6)
+    with pytest.raises(InputError, match="positive"):
+        fit_pixel_lookup(conditions, exsitu, mask, np.full(n, 10.5), weights=np.zeros(n))
+
+
+def test_weighted_median_is_numpys_inverted_cdf_quantile() -> None:
+    rng = np.random.default_rng(4)
+    values, weights = rng.random((500, 7)), rng.random((500, 7))
+    expected = np.quantile(values, 0.5, axis=1, weights=weights, method="inverted_cdf")
+    np.testing.assert_array_equal(weighted_median(values, weights), expected)

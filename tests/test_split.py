@@ -17,7 +17,9 @@ from exsitu.stages.split import main as split_main
 SETTINGS = '{"split": {"train": 0.75, "val": 0.1, "test": 0.15, "seed": 0}}'
 
 
-def write_shard(path: Path, shard: int, galaxy_id: np.ndarray, rng: np.random.Generator, p: int = 6) -> None:
+def write_shard(
+    path: Path, shard: int, galaxy_id: np.ndarray, rng: np.random.Generator, p: int = 6, scalars: bool = True
+) -> None:
     n = galaxy_id.size
     mask = rng.uniform(size=(n, 1, p, p)) < 0.6
     cond = (rng.normal(size=(n, 5, p, p)) + np.arange(5)[None, :, None, None]).astype(np.float32) * mask
@@ -26,6 +28,9 @@ def write_shard(path: Path, shard: int, galaxy_id: np.ndarray, rng: np.random.Ge
         f["exsitu"] = (rng.uniform(size=(n, 1, p, p)) * mask).astype(np.float32)
         f["subhalo_id"], f["snapshot"], f["galaxy_id"] = galaxy_id % 1000, np.full(n, 99), galaxy_id
         f["exsitu_total"], f["fov_kpc"] = rng.uniform(size=n).astype(np.float32), np.full(n, 20.0, np.float32)
+        if scalars:
+            f["log_mstar"], f["log_rhalf_kpc"] = 10 + galaxy_id / 40, np.full(n, np.log10(5.0))
+            f["redshift"] = np.where(galaxy_id % 2, 0.1, 0.0)
         f.attrs["shard"] = shard
 
 
@@ -67,8 +72,14 @@ def test_no_galaxy_in_two_subsets_and_shares_are_close(shards, tmp_path: Path) -
         "galaxy_id",
         "exsitu_total",
         "fov_kpc",
+        "log_mstar",
+        "log_rhalf_kpc",
+        "redshift",
         "subset",
     ]
+    # The galaxy scalars travel from the shards into split.csv unchanged.
+    np.testing.assert_allclose(table["log_mstar"], 10 + table["galaxy_id"] / 40)
+    np.testing.assert_allclose(table["redshift"], np.where(table["galaxy_id"] % 2, 0.1, 0.0))
     assert (table.groupby("galaxy_id")["subset"].nunique() == 1).all()
     share = table["subset"].value_counts(normalize=True)
     assert share["train"] == pytest.approx(0.75, abs=0.12) and share["test"] == pytest.approx(0.15, abs=0.1)
@@ -111,3 +122,11 @@ def test_empty_subset_is_named(tmp_path: Path) -> None:
 def test_shares_must_sum_to_one(shards, tmp_path: Path) -> None:
     with pytest.raises(InputError, match="sum to 1"):
         run_split(shards, tmp_path, '{"split": {"train": 0.8, "val": 0.1, "test": 0.15, "seed": 0}}')
+
+
+def test_shards_without_galaxy_scalars_name_them_and_the_stage_to_rerun(tmp_path: Path) -> None:
+    path = tmp_path / "maps_0.h5"
+    write_shard(path, 0, np.arange(20), np.random.default_rng(1), scalars=False)
+    with pytest.raises(InputError, match=r"galaxy scalar datasets \['log_mstar', 'log_rhalf_kpc', 'redshift'\].*rerun"):
+        run_split([str(path)], tmp_path)
+    assert not (tmp_path / "split.csv").exists()

@@ -14,6 +14,7 @@ import h5py
 import numpy as np
 
 from exsitu.io import InputError
+from exsitu.scalars import SCALARS
 
 #: Observable condition channels, in the order of the ``conditions`` axis of every map file.
 CHANNELS: tuple[str, ...] = ("mass", "velocity", "dispersion", "age", "metallicity")
@@ -23,15 +24,15 @@ N_CHANNELS = len(CHANNELS)
 
 #: Subsets of ``results/dataset/split.csv``, in the order the split fills them.
 SUBSETS: tuple[str, ...] = ("train", "val", "test")
-#: Columns of split.csv.
+#: Columns of split.csv: the map index, then its galaxy scalars (``exsitu.scalars``), then the subset.
 SPLIT_COLUMNS: tuple[str, ...] = (
-    "shard", "row", "subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc", "subset",
+    "shard", "row", "subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc", *SCALARS, "subset",
 )  # fmt: skip
 
 #: Image datasets of a map shard (``results/maps/shard_K.h5``): (N, C, P, P) arrays.
 MAP_IMAGES: tuple[str, ...] = ("conditions", "exsitu", "mask")
-#: Per-map datasets of a map shard that index the maps, (N,) each.
-MAP_INDEX: tuple[str, ...] = ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc")
+#: Per-map datasets of a map shard that index the maps, (N,) each, the galaxy scalars (``exsitu.scalars``) last.
+MAP_INDEX: tuple[str, ...] = ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "fov_kpc", *SCALARS)
 
 
 @contextmanager

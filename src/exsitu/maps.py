@@ -2,7 +2,8 @@
 observed as an IFU survey would see them (stage ``observe``).
 
 Writes the map contract of docs/design.md (conditions, exsitu, mask, subhalo_id, snapshot,
-galaxy_id, los, rotation, fov_kpc, rproj_kpc, exsitu_total; attributes channels, units,
+galaxy_id, los, rotation, fov_kpc, rproj_kpc, exsitu_total, and the galaxy scalars of
+``exsitu.scalars``: log_mstar, log_rhalf_kpc, redshift; attributes channels, units,
 simulation, config_hash, shard, npix, fov_rhalf, fov_radius). The field of view is
 ``maps.fov_rhalf`` times the catalogue's 3D stellar half-mass radius; :func:`observe_shard`
 turns a shard into mock IFU observations scaled by the projected half-mass radius.
@@ -23,6 +24,7 @@ from exsitu.contracts import CHANNELS, MAP_IMAGES, MAP_INDEX, N_CHANNELS, UNITS,
 from exsitu.io import InputError, atomic_output, read_table
 from exsitu.observe import observe_maps, projected_half_mass_radius
 from exsitu.projection import project
+from exsitu.scalars import map_scalars
 from exsitu.settings import MapSettings, ObserveSettings, config_hash
 from exsitu.sightlines import ROTATION_COLUMNS
 
@@ -43,6 +45,10 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapS
     with open_shard(particles, "particle shard") as f:
         if int(f.attrs.get("shard", -1)) != shard:
             raise InputError(f"{particles}: holds shard {f.attrs.get('shard')} but --shard is {shard}")
+        if "redshift" not in f["galaxies"]:
+            raise InputError(
+                f"{particles}: dataset 'galaxies/redshift' is missing (an older tag stage wrote it: rerun it)"
+            )
         gal = pd.DataFrame({k: f["galaxies"][k][()] for k in f["galaxies"]})
         simulation = str(f.attrs.get("simulation", "unknown"))
         parts = {k: f["particles"][k][()] for k in f["particles"]}
@@ -57,6 +63,8 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapS
     rproj = np.zeros(n, np.float32)
     galaxy_id = np.zeros(n, np.int64)
     exsitu_total = np.zeros(n, np.float32)
+    # The galaxy's catalogue stellar mass [Msun], 3D half-mass radius [kpc] and snapshot redshift, per map.
+    galaxy_scalars = np.zeros((n, 3))
     for (snap, sub), rows in plan.groupby(["snapshot", "subhalo_id"], sort=False):
         if (int(snap), int(sub)) not in index:
             raise InputError(f"{particles}: the plan asks for snapshot {snap} subhalo {sub}, which this shard lacks")
@@ -82,11 +90,12 @@ def project_shard(particles: str, plan: pd.DataFrame, shard: int, settings: MapS
         rproj[at] = projected_half_mass_radius(parts["pos"][sl], parts["mass"][sl], rotation[at])
         galaxy_id[at] = int(g["galaxy_id"])
         exsitu_total[at] = float(g["exsitu_total"])
+        galaxy_scalars[at] = g["stellar_mass"], g["rhalf_kpc"], g["redshift"]
     datasets = {
         "conditions": conditions, "exsitu": exsitu, "mask": mask,
         "subhalo_id": plan["subhalo_id"].to_numpy(np.int64), "snapshot": plan["snapshot"].to_numpy(np.int64),
         "galaxy_id": galaxy_id, "los": rotation[:, 2, :].astype(np.float32), "rotation": rotation,
-        "fov_kpc": fov, "rproj_kpc": rproj, "exsitu_total": exsitu_total,
+        "fov_kpc": fov, "rproj_kpc": rproj, "exsitu_total": exsitu_total, **map_scalars(*galaxy_scalars.T),
     }  # fmt: skip
     attrs = {
         "channels": list(CHANNELS), "units": list(UNITS), "exsitu_units": "mass fraction", "simulation": simulation,
@@ -108,8 +117,9 @@ def write_map_shard(out: str | os.PathLike, datasets: dict[str, np.ndarray], att
 def observe_shard(maps: str, shard: int, settings: ObserveSettings, out: str) -> int:
     """Observe every ideal map of a shard (``exsitu.observe``) and write them, same contract, to ``out``.
 
-    The observed maps cover ``fov_rhalf`` projected half-mass radii (``fov_kpc`` is replaced);
-    the ex-situ map stays the intrinsic one on the new grid. The shard adds per map
+    The observed maps cover ``fov_rhalf`` projected half-mass radii (``fov_kpc`` and the scalar
+    ``log_rhalf_kpc`` are replaced; the scalar ``redshift`` becomes the drawn one); the ex-situ map
+    stays the intrinsic one on the new grid. The shard adds per map
     ``redshift``, ``arcsec_per_kpc``, ``psf_fwhm_pix``, ``n_spaxels`` and ``n_bins``, and the
     observe settings as the attribute ``observe`` (JSON). Deterministic for ``settings.seed`` and
     the shard number. Returns the map count.
@@ -129,8 +139,10 @@ def observe_shard(maps: str, shard: int, settings: ObserveSettings, out: str) ->
     )  # fmt: skip
     datasets.update(
         conditions=obs.conditions, exsitu=obs.exsitu, mask=obs.mask, fov_kpc=obs.fov_kpc.astype(np.float32),
-        redshift=obs.redshift, arcsec_per_kpc=obs.arcsec_per_kpc, psf_fwhm_pix=obs.psf_fwhm_pix,
-        n_spaxels=obs.n_spaxels, n_bins=obs.n_bins,
+        arcsec_per_kpc=obs.arcsec_per_kpc, psf_fwhm_pix=obs.psf_fwhm_pix, n_spaxels=obs.n_spaxels, n_bins=obs.n_bins,
+        # Galaxy scalars as an observer has them: the projected radius (the maps' scale) and the drawn redshift;
+        # log_mstar stays the catalogue's.
+        log_rhalf_kpc=np.log10(datasets["rproj_kpc"].astype(np.float64)), redshift=obs.redshift.astype(np.float64),
     )  # fmt: skip
     attrs.update(fov_radius="projected", observe=json.dumps(settings.to_dict()))
     write_map_shard(out, datasets, attrs)

@@ -22,6 +22,7 @@ import yaml
 
 from exsitu.contracts import CHANNELS
 from exsitu.io import InputError
+from exsitu.scalars import check_scalar_names
 
 
 @cache
@@ -132,13 +133,16 @@ class MapSettings(Section):
 
 @dataclasses.dataclass(frozen=True)
 class ConditionSettings(Section):
-    """The observables the model is conditioned on, kept in the contract's channel order."""
+    """The observables the model is conditioned on: map channels in the contract's channel order, galaxy
+    scalars (``exsitu.scalars``) in their canonical order."""
 
     SECTION = "conditions"
     channels: tuple[str, ...]
+    scalars: tuple[str, ...]
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(c for c in CHANNELS if c in self.channels))
+        object.__setattr__(self, "scalars", check_scalar_names(self.scalars))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -240,6 +244,7 @@ class CVAESettings(Section):
     free_bits: float  # nats per latent dimension
     patience: int
     seed: int
+    augment: bool  # the eight symmetries of the square on training batches (exsitu.augment)
 
     def training(self) -> TrainSettings:
         return _training(self)

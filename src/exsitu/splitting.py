@@ -27,20 +27,27 @@ from exsitu.contracts import (
     shard_number,
 )
 from exsitu.io import InputError
+from exsitu.scalars import SCALARS
 from exsitu.settings import SplitSettings
 
 log = logging.getLogger(__name__)
 
 
 def read_map_index(paths: Sequence[str]) -> pd.DataFrame:
-    """One row per map of the shard files: shard, row, subhalo_id, snapshot, galaxy_id, exsitu_total, fov_kpc."""
+    """One row per map of the shard files: shard, row and the per-map datasets ``contracts.MAP_INDEX``
+    (subhalo_id, snapshot, galaxy_id, exsitu_total, fov_kpc and the galaxy scalars of ``exsitu.scalars``)."""
     tables = []
     for path in paths:
         with open_shard(path) as f:
-            try:
-                cols = {k: f[k][()] for k in MAP_INDEX}
-            except KeyError as err:
-                raise InputError(f"{path}: not a map shard of the project stage ({err})") from None
+            missing = [k for k in MAP_INDEX if k not in f]
+            if missing and all(k in SCALARS for k in missing):
+                raise InputError(
+                    f"{path}: the galaxy scalar datasets {missing} are missing (a map shard written before galaxy "
+                    "scalars existed: rerun the tag and project stages, and observe if enabled)"
+                )
+            if missing:
+                raise InputError(f"{path}: not a map shard of the project stage (datasets {missing} are missing)")
+            cols = {k: f[k][()] for k in MAP_INDEX}
             shard = shard_number(f)
         n = cols["subhalo_id"].shape[0]
         tables.append(pd.DataFrame({"shard": shard, "row": np.arange(n), **cols}))

@@ -9,7 +9,8 @@ true where InSitu == 0 (unassigned stars, InSitu == -1, count as not ex-situ).
 
 Output HDF5: group ``particles`` (flat arrays pos, vel, mass, age, metallicity, exsitu)
 and group ``galaxies`` (one row per subhalo: snapshot, subhalo_id, galaxy_id, rhalf_kpc,
-stellar_mass, exsitu_total, start, count), rows of a galaxy are particles[start:start+count].
+stellar_mass, exsitu_total, redshift (the snapshot's, 1/Time - 1), start, count), rows of a galaxy
+are particles[start:start+count].
 """
 
 from __future__ import annotations
@@ -166,6 +167,7 @@ def tag_shard(basepath: str, catalog: pd.DataFrame, shard: int, n_shards: int, o
                 row.rhalf_kpc,
                 row.stellar_mass,
                 tagged.exsitu_total,
+                1.0 / float(readers[row.snapshot].header["Time"]) - 1.0,
                 start,
                 tagged.mass.size,
             )
@@ -173,8 +175,11 @@ def tag_shard(basepath: str, catalog: pd.DataFrame, shard: int, n_shards: int, o
         start += tagged.mass.size
     if not galaxies:
         log.warning("shard %d of %d holds no galaxy", shard, n_shards)
-    names = ("snapshot", "subhalo_id", "galaxy_id", "rhalf_kpc", "stellar_mass", "exsitu_total", "start", "count")
-    dtypes = (np.int64, np.int64, np.int64, np.float64, np.float64, np.float64, np.int64, np.int64)
+    names = (
+        "snapshot", "subhalo_id", "galaxy_id", "rhalf_kpc", "stellar_mass", "exsitu_total", "redshift",
+        "start", "count",
+    )  # fmt: skip
+    dtypes = (np.int64, np.int64, np.int64, np.float64, np.float64, np.float64, np.float64, np.int64, np.int64)
     with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(
             {"shard": shard, "n_shards": n_shards, "basepath": str(basepath), "simulation": _simulation_name(basepath)}
