@@ -71,3 +71,15 @@ def shard_files(pattern):
 
 def resource(group, key, default):
     return config.get("resources", {}).get(group, {}).get(key, default)
+
+
+def predict_inputs(wildcards):
+    """The galaxies' FITS files and directories (and the list file); an error when none is configured."""
+    predict = config["predict"]
+    if not predict["inputs"] and not predict["list"]:
+        raise WorkflowError(
+            "the predict_catalogue target needs galaxies: set config key 'predict.inputs' (FITS files or "
+            "directories of observed galaxies) or 'predict.list' (a list file, see exsitu.survey), e.g. "
+            "in an overlay given with --configfile"
+        )
+    return [*predict["inputs"], *([predict["list"]] if predict["list"] else [])]
