@@ -19,16 +19,16 @@ suffix (a repeated name gets ``_2``, ``_3``, ... in input order). A galaxy that 
 file, missing channel, scalar or Pipe3D file, nothing inside the field of view, ...) gets a row
 with status "failed" and the reason, and the others go on.
 
-Integrated ex-situ fractions (columns ``f_exsitu_<r>re_p16|p50|p84``): on the model grid, inside
-circles of r = 1 and 1.5 Re about the galaxy centre (:func:`exsitu.functionals.aperture`; for a
-model trained on ideal maps the grid is scaled by Re x 4/3, so 1 Re is 0.75 of its half-mass
-radius), each sampled map's weighted mean over the usable model pixels
-(:func:`exsitu.functionals.integrated_fraction`); the columns are the 16/50/84th percentiles of
-the K values, i.e. of the joint posterior of the integrated fraction, not functions of per-pixel
-summaries. Weights (column ``weighting``): the stellar surface density the model read when it
-has the mass channel ("mass"); otherwise the galaxy's surface brightness (DAP ``SPX_MFLUX``,
-generic ``FLUX``: a light-weighted fraction, "light"), or equal weights when the file has none
-("uniform"); both are flagged.
+Integrated ex-situ fractions (columns ``f_exsitu_1re_*`` and ``f_exsitu_1p5re_*``, each
+``p50``, ``p16`` and ``p84``): on the model grid, inside circles of 1 and 1.5 Re about the galaxy
+centre (:func:`exsitu.functionals.aperture`; for a model trained on ideal maps the grid is scaled
+by Re x 4/3, so 1 Re is 0.75 of its half-mass radius), each sampled map's weighted mean over the
+usable model pixels (:func:`exsitu.functionals.integrated_fraction`); the columns are the
+16/50/84th percentiles of the K values, i.e. of the joint posterior of the integrated fraction,
+not functions of per-pixel summaries. Weights (column ``weighting``): the stellar surface density
+the model read when it has the mass channel ("mass"); otherwise the galaxy's surface brightness
+(DAP ``SPX_MFLUX``, generic ``FLUX``: a light-weighted fraction, "light"), or equal weights when
+the file has none ("uniform"); both are flagged.
 
 Flags (column ``flags``, bits): see :data:`FLAGS`.
 """
