@@ -1,7 +1,8 @@
 """Time ``exsitu predict``: one galaxy from the command line (interpreter start, model loading,
 reading, regridding, K samples, writing FITS + PNG), and many galaxies in one call (``--out-dir``,
 the model loaded once, a catalogue written at the end): the per-galaxy time is the slope between
-a call with one galaxy and a call with all of them, the rest is start-up and model loading.
+a call with one galaxy and a call with all of them, the rest is start-up and model loading. And
+sampling alone with one galaxy per network call and with several (does batching galaxies help?).
 
 Galaxies are test maps of a finished run written in the generic FITS layout on a grid of 0.5"
 spaxels (twice as fine as the model grid, so the regridding works for real). The many-galaxy
@@ -30,7 +31,8 @@ import torch
 from astropy.io import fits
 
 from exsitu.dataset import DatasetFiles
-from exsitu.modelcard import load_model_dir
+from exsitu.modelcard import TrainedModel, load_model_dir
+from exsitu.predict import predict_maps
 from exsitu.regrid import PixelGrid, regrid_mean
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -40,8 +42,9 @@ SPAXEL = 0.5  # arcsec
 UPSAMPLE = 2  # spaxels per model pixel side
 
 
-def write_galaxies(run: Path, out: Path, n: int) -> list[Path]:
-    """``n`` test maps of ``run`` (cycling through them if there are fewer) as generic-layout FITS files."""
+def test_maps(run: Path, n: int) -> tuple[TrainedModel, np.ndarray, np.ndarray]:
+    """The run's model and ``n`` test maps (cycling through them if there are fewer) on the model
+    grid: conditions (n, C, P, P) in physical units and mask (n, P, P)."""
     res = run / "results"
     model = load_model_dir(res / "models", torch.device("cpu"))
     card = model.card
@@ -52,24 +55,53 @@ def write_galaxies(run: Path, out: Path, n: int) -> list[Path]:
     std = np.asarray(stats["std"])[keep][:, None, None]
     test = DatasetFiles(shards, str(res / "dataset" / "split.csv"), str(res / "dataset" / "normalisation.json"),
                         card.channels).load("test")  # fmt: skip
+    which = np.arange(n) % len(test)
+    conditions = (test.conditions[which].numpy() * std + mean).astype(np.float32)
+    return model, conditions, test.mask[which, 0].numpy()
+
+
+def write_galaxies(run: Path, out: Path, n: int) -> list[Path]:
+    """``n`` test maps of ``run`` as generic-layout FITS files."""
+    model, conditions, masks = test_maps(run, n)
+    card = model.card
     p = card.npix
     model_px, spax = PixelGrid.square(p, p * SPAXEL * UPSAMPLE), PixelGrid.square(p * UPSAMPLE, p * SPAXEL * UPSAMPLE)
     re = p * SPAXEL * UPSAMPLE / card.fov_rhalf / (4.0 / 3.0 if card.radius == "3d" else 1.0)
     paths = []
-    for i in range(n):
-        mask = test.mask[i % len(test), 0].numpy()
-        physical = test.conditions[i % len(test)].numpy() * std + mean
+    for i, (physical, mask) in enumerate(zip(conditions, masks)):
         fine = regrid_mean(physical, model_px, spax)
         fine_mask = regrid_mean(mask.astype(float), model_px, spax) > 0.5
         maps = {c: np.where(fine_mask, fine[j], np.nan) for j, c in enumerate(card.channels)}
-        masks = {c: (~fine_mask).astype(np.int32) for c in card.channels}
+        spaxel_masks = {c: (~fine_mask).astype(np.int32) for c in card.channels}
         centre = (p * UPSAMPLE / 2 - 0.5,) * 2
         paths.append(
             write_generic(
-                out / f"gal{i}.fits", maps, re_arcsec=re, redshift=0.03, psf_fwhm=2.5, masks=masks, centre_xy=centre
+                out / f"gal{i}.fits",
+                maps,
+                re_arcsec=re,
+                redshift=0.03,
+                psf_fwhm=2.5,
+                masks=spaxel_masks,
+                centre_xy=centre,
             )  # fmt: skip
         )
     return paths
+
+
+def time_batching(run: Path, k: int, n: int = 16) -> None:
+    """Sampling alone: ``n`` galaxies through the network one per call, and several per call."""
+    model, conditions, mask = test_maps(run, n)
+    predict_maps(model, conditions[:1], mask[:1], k, seed=0)  # warm-up
+    times = {}
+    for per_call in (1, 4, n):
+        start = time.perf_counter()
+        for i in range(0, n, per_call):
+            predict_maps(model, conditions[i : i + per_call], mask[i : i + per_call], k, seed=0)
+        times[per_call] = (time.perf_counter() - start) / n
+    print(
+        f"sampling alone, K={k}, s per galaxy with 1, 4, {n} galaxies per network call: "
+        + ", ".join(f"{t:.3f}" for t in times.values())
+    )
 
 
 def timed_cli(*args: str) -> tuple[float, float]:
@@ -121,6 +153,7 @@ def main() -> None:
                 f"(FITS + PNG + catalogue row) after {fixed - per_galaxy:.2f} s of start-up and model loading; "
                 f"{'meets' if per_galaxy <= 0.3 else 'misses'} issue 16's 0.3 s per galaxy"
             )
+        time_batching(run, args.samples)
         print(
             f"load_model_dir alone: {loading:.2f} s; torch threads {torch.get_num_threads()}; load average "
             f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs (another job's work slows the "
