@@ -196,22 +196,28 @@ def write_generic(
     maps: dict[str, np.ndarray],
     *,
     re_arcsec: float | None,
-    redshift: float,
+    redshift: float | None,
     psf_fwhm: float,
     ivars: dict[str, np.ndarray] | None = None,
     masks: dict[str, np.ndarray] | None = None,
     spaxel_arcsec: float = 0.5,
     centre_xy: tuple[float, float] | None = None,
     pixscale_key: bool = False,
+    primary_cards: dict | None = None,
 ) -> Path:
     """Write the generic layout: one image per channel (EXTNAME upper case), optional
-    ``_IVAR``/``_MASK``, primary keys REARCSEC (omitted if None), Z, PSFFWHM (, PIXSCALE, XCEN, YCEN)."""
+    ``_IVAR``/``_MASK``, primary keys REARCSEC (omitted if None), Z (omitted if None), PSFFWHM
+    (, PIXSCALE, XCEN, YCEN, and ``primary_cards`` such as LOGMSTAR and PLATEIFU)."""
     shape = np.shape(next(iter(maps.values())))
     wcs = celestial_header(shape, spaxel_arcsec)
     primary = fits.PrimaryHDU()
     if re_arcsec is not None:
         primary.header["REARCSEC"] = re_arcsec
-    primary.header["Z"], primary.header["PSFFWHM"] = redshift, psf_fwhm
+    if redshift is not None:
+        primary.header["Z"] = redshift
+    primary.header["PSFFWHM"] = psf_fwhm
+    for key, value in (primary_cards or {}).items():
+        primary.header[key] = value
     if pixscale_key:
         primary.header["PIXSCALE"] = spaxel_arcsec
     if centre_xy is not None:

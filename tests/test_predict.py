@@ -142,6 +142,8 @@ def test_generic_layout_and_bad_model_directories(tiny_run: Path, tmp_path: Path
     card = json.loads((foreign / MODEL_CARD).read_text())
     (foreign / MODEL_CARD).write_text(json.dumps({**card, "format": "exsitu-model-dir-0"}))
     assert "model directory format 'exsitu-model-dir-0'" in run(foreign).stderr
+    (foreign / MODEL_CARD).write_text(json.dumps({**card, "files": {"cvae": "flow.pt", "flow": "cvae.pt"}}))
+    assert f"{foreign / 'flow.pt'}: holds a flow model, expected the cvae" in run(foreign).stderr
     assert "--samples must be at least 1" in run(tiny_run / "results" / "models", "--samples", "0").stderr
     with pytest.raises(InputError, match="do not fit the model"):
         predict_maps(model, conditions[:, :2], mask, 4, seed=0)

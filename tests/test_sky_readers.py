@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from astropy.cosmology import FlatLambdaCDM
 from astropy.io import fits
+from astropy.wcs import WCS
 from fits_factories import DONOTUSE, UNRELIABLE, write_generic, write_manga_maps, write_pipe3d
 
 from exsitu.io import InputError
@@ -188,7 +190,7 @@ def error_of(path, channels=("velocity",), **kwargs) -> str:
 
 def test_missing_channel_names_the_pipe3d_file(tmp_path):
     message = error_of(manga_file(tmp_path), ["mass", "velocity"])
-    assert "mass needs a Pipe3D file (--pipe3d)" in message
+    assert "mass needs a Pipe3D file (--pipe3d or --pipe3d-dir)" in message
 
 
 def test_missing_generic_channel_names_the_extension(tmp_path):
@@ -300,3 +302,50 @@ def test_pipe3d_without_plane_names_reads_by_position(tmp_path):
     p3d = pipe3d_file(tmp_path, describe=False)
     galaxy = read_observation(manga_file(tmp_path), ["metallicity"], pipe3d_path=p3d)
     np.testing.assert_allclose(galaxy.maps["metallicity"].value, mock_galaxy()["metallicity"], atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- galaxy scalars and names
+
+
+def test_manga_scalars_name_flux_and_centre(tmp_path):
+    path = manga_file(tmp_path, name="manga-8485-1901-MAPS-HYB10-MILESHC-MASTARSSP.fits.gz")
+    galaxy = read_observation(path, ["velocity"])
+    z = SCINPVEL / 299792.458
+    # Re in proper kpc at z in TNG's Planck 2015 cosmology, computed here independently
+    kpc = RE * FlatLambdaCDM(H0=67.74, Om0=0.3089).kpc_proper_per_arcmin(z).value / 60
+    assert galaxy.name == "8485-1901" and galaxy.scalars["redshift"] == pytest.approx(z, rel=1e-12)
+    assert galaxy.scalars["log_rhalf_kpc"] == pytest.approx(np.log10(kpc), abs=2e-3)
+    assert "log_mstar" not in galaxy.scalars
+    # SPX_MFLUX (exp(-R/Re) in the factory) is the light weight
+    rows, cols = np.indices(SHAPE)
+    np.testing.assert_allclose(galaxy.flux, np.exp(-np.hypot(cols - CENTRE[0], rows - CENTRE[1]) * 0.5 / RE), rtol=1e-6)
+    wcs = WCS(fits.getheader(path, "SPX_ELLCOO")).celestial
+    np.testing.assert_allclose(galaxy.centre_radec(), wcs.pixel_to_world_values(*CENTRE), atol=1e-9)
+    # a header PLATEIFU wins over the file name; given values override the file's
+    named = manga_file(tmp_path, primary_cards={"PLATEIFU": "7443-12703"})
+    galaxy = read_observation(named, ["velocity"], redshift=0.05, log_mstar=10.8)
+    assert galaxy.name == "7443-12703" and galaxy.redshift == 0.05 and galaxy.scalars["log_mstar"] == 10.8
+
+
+def test_generic_scalars_name_and_given_redshift(tmp_path):
+    maps = {"age": mock_galaxy()["age"]}
+    path = write_generic(
+        tmp_path / "g.fits", maps, re_arcsec=3.0, redshift=None, psf_fwhm=1.5,
+        primary_cards={"LOGMSTAR": 10.4, "PLATEIFU": "1-2"},
+    )  # fmt: skip
+    assert "redshift (PRIMARY key Z) is missing" in error_of(path, ["age"])
+    galaxy = read_observation(path, ["age"], redshift=0.02)
+    assert galaxy.scalars["log_mstar"] == 10.4 and galaxy.name == "1-2" and galaxy.flux is None
+    assert galaxy.scalars["log_rhalf_kpc"] == pytest.approx(np.log10(3.0 * kpc_per_arcsec(0.02)))
+    unnamed = write_generic(tmp_path / "other.fits.gz", maps, re_arcsec=3.0, redshift=0.02, psf_fwhm=1.5)
+    assert read_observation(unnamed, ["age"]).name == "other"
+
+
+def test_pipe3d_found_by_plateifu_in_a_directory(tmp_path):
+    maps = manga_file(tmp_path, name="manga-8485-1901-MAPS-HYB10-MILESHC-MASTARSSP.fits")
+    assert "no Pipe3D file for 8485-1901" in error_of(maps, ["mass"], pipe3d_dir=tmp_path)
+    (tmp_path / "8485").mkdir()
+    pipe3d_file(tmp_path).rename(tmp_path / "8485" / "manga-8485-1901.Pipe3D.cube.fits")  # the SAS layout
+    galaxy = read_observation(maps, ["mass"], pipe3d_dir=tmp_path)
+    assert galaxy.pipe3d_path == tmp_path / "8485" / "manga-8485-1901.Pipe3D.cube.fits"
+    np.testing.assert_allclose(galaxy.maps["mass"].value, mock_galaxy()["mass"], atol=1e-4)

@@ -10,6 +10,7 @@ so no pickled code ever runs.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,17 +63,17 @@ def save_model(path: str | os.PathLike, model: nn.Module, meta: dict[str, Any] |
         torch.save(content, tmp)
 
 
-def load_model(path: str, device: torch.device) -> torch.nn.Module:
-    """Rebuild the cVAE, flow or baseline stored in ``path`` on ``device``, in eval mode.
-
-    A corrupt file, a file that is not an exsitu model, or weights that do not fit the stored
-    hyperparameters raise ``InputError`` naming the file.
-    """
+def _checked_content(path: str) -> dict[str, Any]:
+    """The content of a model file whose format and kind this exsitu knows."""
     content = read_file(path)
     if content.get("format") != FORMAT or content.get("kind") not in MODELS:
         raise InputError(
             f"{path}: not an exsitu model file (format {content.get('format')!r}, kind {content.get('kind')!r})"
         )
+    return content
+
+
+def _rebuild(content: dict[str, Any], path: str, device: torch.device) -> nn.Module:
     try:
         model = build_model(content["kind"], content["hparams"])
         model.load_state_dict(content["state_dict"])
@@ -81,3 +82,37 @@ def load_model(path: str, device: torch.device) -> torch.nn.Module:
             f"{path}: the {content['kind']} weights do not match its hyperparameters {content.get('hparams')}: {err}"
         ) from None
     return model.to(device).eval()
+
+
+def load_model(path: str, device: torch.device) -> torch.nn.Module:
+    """Rebuild the cVAE, flow or baseline stored in ``path`` on ``device``, in eval mode.
+
+    A corrupt file, a file that is not an exsitu model, or weights that do not fit the stored
+    hyperparameters raise ``InputError`` naming the file.
+    """
+    return _rebuild(_checked_content(path), path, device)
+
+
+def load_models(paths: Mapping[str, str], device: torch.device) -> dict[str, nn.Module]:
+    """Rebuild the model in each file on ``device``, in eval mode, checking that it is of the kind asked for.
+
+    Args:
+        paths: kind expected (cvae | flow | baseline) -> model file.
+        device: where the models go.
+
+    Returns:
+        kind -> model, in the order of ``paths``.
+
+    Raises:
+        InputError: a file that :func:`load_model` refuses, or one holding another kind of model
+            (naming the file, the kind found and the kind expected).
+    """
+    models = {}
+    for kind, path in paths.items():
+        if kind not in MODELS:
+            raise ValueError(f"unknown model kind {kind!r}; known: {sorted(MODELS)}")
+        content = _checked_content(str(path))
+        if content["kind"] != kind:
+            raise InputError(f"{path}: holds a {content['kind']} model, expected the {kind}")
+        models[kind] = _rebuild(content, str(path), device)
+    return models

@@ -5,7 +5,8 @@ to apply them to maps made elsewhere (a laptop, an observed galaxy).
 their units, the normalisation statistics of those channels (physical units), the map size, the
 field-of-view definition (``fov_rhalf`` half-mass radii, projected or 3D), the ``observe``
 settings the training maps were made with (null for ideal maps), the config hash, the noise
-scale of the decoder's residual (``exsitu.recalibration``) and the model files. Copy the
+scale of the decoder's residual (``exsitu.recalibration``), the galaxy scalars the networks are
+conditioned on (``scalars``, in model order; empty for a model of maps alone) and the model files. Copy the
 directory anywhere; :func:`load_model_dir` rebuilds the models from it.
 """
 
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from exsitu import __version__
-from exsitu.checkpoint import load_model
+from exsitu.checkpoint import load_models
 from exsitu.contracts import CHANNELS, UNITS
 from exsitu.cvae import CVAE
 from exsitu.flow import LatentFlow
@@ -51,6 +52,8 @@ class ModelCard:
     observe: dict[str, Any] | None
     config_hash: str
     noise_scale: float  # factor on the decoder's residual std (recalibrate stage; 1 = as trained)
+    #: galaxy scalars the networks are conditioned on, in model order (exsitu.scalars; none: maps alone)
+    scalars: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=lambda: {"cvae": "cvae.pt", "flow": "flow.pt"})
     units: tuple[str, ...] = ()
     format: str = CARD_FORMAT
@@ -87,12 +90,15 @@ def read_model_card(model_dir: str | os.PathLike) -> ModelCard:
         )
     try:
         card = ModelCard(**{**data, "channels": tuple(data["channels"]), "mean": tuple(data["mean"]),
-                            "std": tuple(data["std"]), "units": tuple(data.get("units", ()))})  # fmt: skip
+                            "std": tuple(data["std"]), "units": tuple(data.get("units", ())),
+                            "scalars": tuple(data.get("scalars", ()))})  # fmt: skip
     except (KeyError, TypeError) as err:
         raise InputError(f"{path}: incomplete model card ({err})") from None
     unknown = [c for c in card.channels if c not in CHANNELS]
     if unknown or len(card.mean) != len(card.channels) or len(card.std) != len(card.channels):
         raise InputError(f"{path}: channels {list(card.channels)} and their mean/std do not match the contract")
+    if not all(isinstance(s, str) and s for s in card.scalars) or len(set(card.scalars)) != len(card.scalars):
+        raise InputError(f"{path}: scalars must be distinct scalar names, got {list(card.scalars)}")
     if card.radius not in RADII:
         raise InputError(f"{path}: radius must be one of {RADII}, got {card.radius!r}")
     check_noise_scale(card.noise_scale, path)
@@ -112,10 +118,11 @@ class TrainedModel:
 def load_model_dir(model_dir: str | os.PathLike, device: torch.device) -> TrainedModel:
     """Read ``model.json`` and rebuild the cVAE and flow it names, on ``device``, in eval mode."""
     card = read_model_card(model_dir)
-    cvae = load_model(str(Path(model_dir) / card.files["cvae"]), device)
-    flow = load_model(str(Path(model_dir) / card.files["flow"]), device)
-    if not isinstance(cvae, CVAE) or not isinstance(flow, LatentFlow):
-        raise InputError(f"{model_dir}: {card.files} must name a cvae and a flow model file")
+    missing = [kind for kind in ("cvae", "flow") if kind not in card.files]
+    if missing:
+        raise InputError(f"{Path(model_dir) / MODEL_CARD}: 'files' names no {' and no '.join(missing)} model file")
+    models = load_models({kind: str(Path(model_dir) / card.files[kind]) for kind in ("cvae", "flow")}, device)
+    cvae, flow = models["cvae"], models["flow"]
     if cvae.cfg.n_channels != len(card.channels):
         raise InputError(
             f"{model_dir}: the cVAE takes {cvae.cfg.n_channels} channels but model.json lists {card.channels}"

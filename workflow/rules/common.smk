@@ -93,3 +93,15 @@ def job_threads(group):
     """threads: of a rule, the CPUs it asks for (resources.<group>.cpus): Snakemake sets
     OMP_NUM_THREADS to it, so torch uses what the scheduler gave the job."""
     return config["resources"][group]["cpus"]
+
+
+def predict_inputs(wildcards):
+    """The galaxies' FITS files and directories (and the list file); an error when none is configured."""
+    predict = config["predict"]
+    if not predict["inputs"] and not predict["list"]:
+        raise WorkflowError(
+            "the predict_catalogue target needs galaxies: set config key 'predict.inputs' (FITS files or "
+            "directories of observed galaxies) or 'predict.list' (a list file, see exsitu.survey), e.g. "
+            "in an overlay given with --configfile"
+        )
+    return [*predict["inputs"], *([predict["list"]] if predict["list"] else [])]

@@ -13,7 +13,12 @@ PSFFWHM    yes       FWHM of the point spread function [arcsec], > 0
 PIXSCALE   no        spaxel side [arcsec]; default: from the channel extensions' WCS
 XCEN YCEN  no        galaxy centre in 0-based spaxel coordinates (x = column, y = row);
                      default: the grid centre ((nx - 1) / 2, (ny - 1) / 2)
+LOGMSTAR   no        log10 of the galaxy's stellar mass [Msun] (the scalar ``log_mstar``)
+PLATEIFU   no        the galaxy's name in catalogues (default: the file name)
 =========  ========  =====================================================================
+
+(``REARCSEC`` and ``Z`` may be missing when the caller gives them, e.g. ``exsitu predict
+--re-arcsec``/``--redshift``.)
 
 Image extensions, one 2D image per channel the model uses, all on one spaxel grid and each
 with the grid's 2D celestial WCS (CTYPE RA---xxx / DEC--xxx, CRPIX, CRVAL, CDELT or CD):
@@ -30,7 +35,9 @@ METALLICITY    mass-weighted stellar metallicity [log10 Z/Zsun], Zsun = 0.0127
 
 and, optionally for each, ``<NAME>_IVAR`` (inverse variance [unit^-2]; spaxels with IVAR <= 0
 are not used) and ``<NAME>_MASK`` (integer; non-zero = do not use). With neither, every
-finite spaxel is used; otherwise NaN or inf at a spaxel they keep is an error.
+finite spaxel is used; otherwise NaN or inf at a spaxel they keep is an error. An optional
+``FLUX`` image (surface brightness, any unit) weights the integrated ex-situ fraction of a model
+without the mass channel (``exsitu.survey``).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from exsitu.sky.observed import (
     celestial_wcs,
     check_shape,
     finish_channel,
+    finite_float,
     positive_float,
     wcs_spaxel_arcsec,
 )
@@ -56,6 +64,7 @@ from exsitu.sky.observed import (
 log = logging.getLogger(__name__)
 
 RE_KEY, Z_KEY, PSF_KEY, PIXSCALE_KEY, XCEN_KEY, YCEN_KEY = "REARCSEC", "Z", "PSFFWHM", "PIXSCALE", "XCEN", "YCEN"
+MSTAR_KEY, NAME_KEY, FLUX_EXT = "LOGMSTAR", "PLATEIFU", "FLUX"
 
 
 def is_generic(hdul: fits.HDUList) -> bool:
@@ -79,6 +88,8 @@ def read_generic(
     channels: tuple[str, ...],
     vsys: float | None = None,
     re_arcsec: float | None = None,
+    *,
+    redshift: float | None = None,
 ) -> ObservedGalaxy:
     """Read ``channels`` and the geometry of a generic-layout file.
 
@@ -89,11 +100,13 @@ def read_generic(
         vsys: velocity [km/s] to subtract from VELOCITY (already relative to systemic by the
             layout's definition, so normally None).
         re_arcsec: effective radius [arcsec] overriding REARCSEC.
+        redshift: redshift overriding Z.
     """
     header = hdul[0].header
     re_value = header.get(RE_KEY) if re_arcsec is None else re_arcsec
     re_arcsec = positive_float(re_value, path, f"effective radius (PRIMARY key {RE_KEY} [arcsec])")
-    redshift = positive_float(header.get(Z_KEY), path, f"redshift (PRIMARY key {Z_KEY})")
+    z_value = header.get(Z_KEY) if redshift is None else redshift
+    redshift = positive_float(z_value, path, f"redshift (PRIMARY key {Z_KEY})")
     psf = positive_float(header.get(PSF_KEY), path, f"PSF FWHM (PRIMARY key {PSF_KEY} [arcsec])")
 
     maps: dict[str, ChannelMap] = {}
@@ -128,6 +141,13 @@ def read_generic(
     )
     ny, nx = shape
     centre = (float(header.get(XCEN_KEY, (nx - 1) / 2)), float(header.get(YCEN_KEY, (ny - 1) / 2)))
+    flux = None
+    if FLUX_EXT in hdul:
+        flux = read_image(hdul, FLUX_EXT, path, "the light weight").astype(np.float64)
+        check_shape(flux, shape, path, f"extension {FLUX_EXT}", first)
+    scalars = {}
+    if MSTAR_KEY in header:
+        scalars["log_mstar"] = finite_float(header[MSTAR_KEY], path, f"PRIMARY key {MSTAR_KEY} (log10 M* [Msun])")
     return ObservedGalaxy(
         maps=maps,
         spaxel_arcsec=spaxel_arcsec,
@@ -139,4 +159,7 @@ def read_generic(
         centre_xy=centre,
         source="generic",
         vsys_kms=vsys,
+        plateifu=str(header[NAME_KEY]).strip() if NAME_KEY in header else None,
+        flux=flux,
+        scalars=scalars,
     )

@@ -27,6 +27,9 @@ and Westfall et al. 2019, AJ 158, 231):
 - Each map header carries the spaxel grid's WCS (identical to the DRP LOGCUBE's sky axes).
 - PSF: the DRP's reconstructed r-band FWHM ``RFWHM`` [arcsec] (then ``GFWHM``) when the primary
   header has it, else the survey median 2.54 arcsec (Law et al. 2016, AJ 152, 83; Yan et al.).
+- ``PLATEIFU`` in the primary header names the galaxy (else the ``manga-PLATE-IFU-MAPS`` file
+  name does); ``SPX_MFLUX`` [1e-17 erg/s/cm^2/A/spaxel] is the mean g-band flux per spaxel, the
+  light weight of a prediction made without stellar masses.
 
 Stellar surface density, ages and metallicities are not DAP products; they come from the
 Pipe3D VAC (:mod:`exsitu.sky.pipe3d`).
@@ -35,6 +38,7 @@ Pipe3D VAC (:mod:`exsitu.sky.pipe3d`).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -188,12 +192,31 @@ def read_dispersion(hdul: fits.HDUList, shape: tuple[int, int], path: Path) -> C
     return finish_channel("dispersion", astro, astro_ivar, valid, path, "STELLAR_SIGMA with STELLAR_SIGMACORR")
 
 
+def plate_ifu(header: fits.Header, path: Path) -> str | None:
+    """PLATE-IFU from the PLATEIFU key, else from a ``manga-PLATE-IFU-MAPS-...`` file name, else None."""
+    if "PLATEIFU" in header:
+        return str(header["PLATEIFU"]).strip()
+    match = re.match(r"manga-(\d+-\d+)-MAPS", path.name)
+    return match.group(1) if match else None
+
+
+def light_weight(hdul: fits.HDUList, shape: tuple[int, int], path: Path) -> np.ndarray | None:
+    """SPX_MFLUX (mean g-band flux per spaxel), 0 where not finite or negative; None without it."""
+    if "SPX_MFLUX" not in hdul or hdul["SPX_MFLUX"].data is None:
+        return None
+    flux = np.asarray(hdul["SPX_MFLUX"].data, dtype=np.float64)
+    check_shape(flux, shape, path, "extension SPX_MFLUX", "SPX_ELLCOO")
+    return np.where(np.isfinite(flux) & (flux > 0), flux, 0.0)
+
+
 def read_dap_maps(
     hdul: fits.HDUList,
     path: Path,
     channels: tuple[str, ...],
     vsys: float | None = None,
     re_arcsec: float | None = None,
+    *,
+    redshift: float | None = None,
 ) -> ObservedGalaxy:
     """Read the kinematic ``channels`` (velocity, dispersion) and the geometry of a DAP MAPS file.
 
@@ -203,6 +226,7 @@ def read_dap_maps(
         channels: the channels wanted; only the kinematic ones are read here.
         vsys: systemic velocity [km/s] relative to SCINPVEL to subtract; None measures it.
         re_arcsec: effective radius [arcsec] overriding the one in SPX_ELLCOO.
+        redshift: redshift overriding SCINPVEL / c.
 
     Returns:
         an :class:`ObservedGalaxy` whose ``maps`` hold the kinematic channels asked for.
@@ -216,10 +240,13 @@ def read_dap_maps(
     else:
         re_arcsec = positive_float(re_arcsec, path, "the given Re")
         r_over_re = channel_plane(ellcoo, "Elliptical radius", 0, path) / re_arcsec
-    scinpvel = header.get("SCINPVEL")
-    if scinpvel is None:
-        raise InputError(f"{path}: PRIMARY header key SCINPVEL (input cz [km/s], gives the redshift) is missing")
-    redshift = positive_float(float(scinpvel) / C_KMS, path, "redshift SCINPVEL / c")
+    if redshift is None:
+        scinpvel = header.get("SCINPVEL")
+        if scinpvel is None:
+            raise InputError(f"{path}: PRIMARY header key SCINPVEL (input cz [km/s], gives the redshift) is missing")
+        redshift = positive_float(float(scinpvel) / C_KMS, path, "redshift SCINPVEL / c")
+    else:
+        redshift = positive_float(redshift, path, "the given redshift")
     wcs = celestial_wcs(ellcoo.header, shape, path, "SPX_ELLCOO")
 
     centre = centre_from_skycoo(extension(hdul, "SPX_SKYCOO", path, "the galaxy centre"), shape, path)
@@ -244,4 +271,6 @@ def read_dap_maps(
         centre_xy=centre,
         source="manga-dap",
         vsys_kms=float(vsys) if "velocity" in maps else None,
+        plateifu=plate_ifu(header, path),
+        flux=light_weight(hdul, shape, path),
     )

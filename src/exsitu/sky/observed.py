@@ -20,7 +20,7 @@ import logging
 import warnings
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +34,11 @@ from exsitu.units import tng_cosmology
 log = logging.getLogger(__name__)
 
 C_KMS = 299792.458  # speed of light [km/s]
+FITS_BLOCK = 2880  # bytes; a FITS file is a whole number of blocks (FITS standard 4.0, section 3.1)
+FITS_SUFFIXES = (".fits.gz", ".fits.fz", ".fits", ".fit", ".fts")
+#: Galaxy scalars an observation can give (exsitu.scalars names): log10 stellar mass [Msun],
+#: log10 half-mass (here: effective) radius [kpc], redshift.
+SCALAR_NAMES = ("log_mstar", "log_rhalf_kpc", "redshift")
 
 
 @dataclass
@@ -70,6 +75,12 @@ class ObservedGalaxy:
         vsys_kms: the velocity subtracted from the input velocities [km/s] (relative to the
             file's own reference, e.g. SCINPVEL for MaNGA), None if nothing was subtracted.
         pipe3d_path: the Pipe3D file the stellar-population maps came from, if any.
+        plateifu: the MaNGA PLATE-IFU designation when the file gives one (``PLATEIFU`` key).
+        flux: (ny, nx) surface brightness [any unit] where the file has it (DAP ``SPX_MFLUX``,
+            generic ``FLUX``); a light weight for galaxies read without the mass channel.
+        scalars: galaxy scalars the observation gives (:data:`SCALAR_NAMES`), filled by
+            :func:`exsitu.sky.read_observation`: ``redshift``, ``log_rhalf_kpc`` (log10 of Re in
+            kpc, projected) and ``log_mstar`` (log10 stellar mass [Msun]) when known.
     """
 
     maps: dict[str, ChannelMap]
@@ -83,6 +94,24 @@ class ObservedGalaxy:
     source: str
     vsys_kms: float | None = None
     pipe3d_path: Path | None = None
+    plateifu: str | None = None
+    flux: np.ndarray | None = None
+    scalars: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        """The galaxy's name: its PLATE-IFU when known, else the file name without the FITS suffixes."""
+        return self.plateifu or file_stem(self.path)
+
+    @property
+    def re_kpc(self) -> float:
+        """Re [proper kpc] at the galaxy's redshift (:func:`kpc_per_arcsec`)."""
+        return self.re_arcsec * kpc_per_arcsec(self.redshift)
+
+    def centre_radec(self) -> tuple[float, float]:
+        """(RA, Dec) [deg] of the galaxy centre, from the grid's WCS."""
+        ra, dec = self.wcs.pixel_to_world_values(*self.centre_xy)
+        return float(ra), float(dec)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -96,6 +125,15 @@ class ObservedGalaxy:
         for channel in self.maps.values():
             valid &= channel.valid
         return valid
+
+
+def file_stem(path: str | Path) -> str:
+    """``dir/x.fits.gz`` -> ``x``: the file name without its FITS suffix (other names are kept whole)."""
+    name = Path(path).name
+    for suffix in FITS_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 def kpc_per_arcsec(redshift: float) -> float:
@@ -137,6 +175,9 @@ def open_fits(path: str | Path) -> Iterator[fits.HDUList]:
             raise InputError(f"{path}: gzip stream is truncated or corrupt ({err})") from None
     if not raw.startswith(b"SIMPLE  ="):
         raise InputError(f"{path}: not a FITS file (no SIMPLE card at the start)")
+    if len(raw) % FITS_BLOCK:
+        # astropy reads a file cut inside a header as if it ended before that HDU
+        raise InputError(f"{path}: FITS file is truncated ({len(raw)} bytes, not whole {FITS_BLOCK}-byte blocks)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -213,12 +254,20 @@ def positive_float(value: object, path: Path, what: str) -> float:
     """``value`` as a finite float > 0; fail naming ``what`` otherwise (None means missing)."""
     if value is None:
         raise InputError(f"{path}: {what} is missing")
+    number = finite_float(value, path, what)
+    if number <= 0:
+        raise InputError(f"{path}: {what} must be positive, got {number}")
+    return number
+
+
+def finite_float(value: object, path: Path, what: str) -> float:
+    """``value`` as a finite float; fail naming ``what`` otherwise."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise InputError(f"{path}: {what} is not a number: {value!r}") from None
-    if not np.isfinite(number) or number <= 0:
-        raise InputError(f"{path}: {what} must be positive, got {number}")
+    if not np.isfinite(number):
+        raise InputError(f"{path}: {what} must be finite, got {number}")
     return number
 
 

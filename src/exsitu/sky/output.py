@@ -6,7 +6,8 @@ into every extension header; spaxels outside the valid footprint are NaN):
 =========  ==========  ==========================================================
 EXTNAME    shape       content [unit: ex-situ stellar mass fraction, 0..1]
 =========  ==========  ==========================================================
-PRIMARY    --          provenance: model dir, K, seed, input files, Re, z, PSF
+PRIMARY    --          provenance: model dir, K, seed, input files, galaxy name, Re, z, PSF
+                       (exsitu predict adds the integrated fractions, exsitu.survey)
 MEAN       (ny, nx)    posterior mean over the K samples
 STD        (ny, nx)    posterior standard deviation
 P16        (ny, nx)    16th percentile
@@ -22,17 +23,17 @@ written atomically (temporary file, then rename); on any failure neither is left
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from exsitu.contracts import CHANNELS, UNITS
 from exsitu.io import atomic_output
-from exsitu.sky.observed import ObservedGalaxy
+from exsitu.sky.observed import ObservedGalaxy, file_stem
+from exsitu.sky.panel import channel_panels, draw_maps
 
 log = logging.getLogger(__name__)
 
@@ -92,17 +93,18 @@ class PredictionMaps:
 def png_path_for(fits_path: str | Path) -> Path:
     """``x.fits`` or ``x.fits.gz`` -> ``x.png`` (the panel written beside the FITS file)."""
     path = Path(fits_path)
-    name = path.name
-    for suffix in (".fits.gz", ".fits", ".fit"):
-        if name.endswith(suffix):
-            return path.with_name(name[: -len(suffix)] + ".png")
-    return path.with_name(name + ".png")
+    return path.with_name(file_stem(path) + ".png")
 
 
 def prediction_hdus(
-    prediction: PredictionMaps, galaxy: ObservedGalaxy, model_dir: str | Path, seed: int
+    prediction: PredictionMaps,
+    galaxy: ObservedGalaxy,
+    model_dir: str | Path,
+    seed: int,
+    cards: Mapping[str, tuple[Any, str]] | None = None,
 ) -> fits.HDUList:
-    """The FITS HDUs of a prediction (see the module table)."""
+    """The FITS HDUs of a prediction (see the module table); ``cards`` (key -> (value, comment))
+    are added to the PRIMARY header, except non-finite numbers (FITS headers cannot hold NaN)."""
     shape = galaxy.shape
     if prediction.footprint.shape != shape:
         raise ValueError(f"prediction grid {prediction.footprint.shape} differs from the observed grid {shape}")
@@ -122,6 +124,10 @@ def prediction_hdus(
     head["PSFFWHM"] = (galaxy.psf_fwhm_arcsec, "[arcsec] PSF FWHM of the input")
     if galaxy.vsys_kms is not None:
         head["VSYS"] = (galaxy.vsys_kms, "[km/s] systemic velocity removed")
+    head["GALAXY"] = (galaxy.name, "PLATE-IFU, else the input file name")
+    for key, (value, comment) in (cards or {}).items():
+        if isinstance(value, str) or np.isfinite(value):
+            head[key] = (value.item() if isinstance(value, np.generic) else value, comment)
     wcs_cards = galaxy.wcs.to_header()
     hdus: list[fits.hdu.base.ExtensionHDU] = []
     images = prediction.summaries()
@@ -140,33 +146,14 @@ def prediction_hdus(
 
 
 def draw_panel(prediction: PredictionMaps, galaxy: ObservedGalaxy, png: Path) -> None:
-    """PNG: one panel per input map, then the predicted mean and std (Agg, no pyplot state)."""
-    units = dict(zip(CHANNELS, UNITS))
-    panels = [
-        (f"{name} [{units[name]}]", m.value, "RdBu_r" if name == "velocity" else "viridis")
-        for name, m in galaxy.maps.items()
-    ]
+    """PNG: one panel per input map, then the predicted mean (on 0..1) and std (:mod:`exsitu.sky.panel`)."""
     summaries = prediction.summaries()
+    panels = channel_panels({name: m.value for name, m in galaxy.maps.items()})
     panels += [
-        ("ex-situ fraction: mean", summaries["MEAN"], "magma"),
-        ("ex-situ fraction: std", summaries["STD"], "cividis"),
+        ("ex-situ fraction\nposterior mean", summaries["MEAN"], "magma", (0.0, 1.0)),
+        ("ex-situ fraction\nposterior std", summaries["STD"], "cividis", None),
     ]
-    fig = Figure(figsize=(3.0 * len(panels), 3.2))
-    FigureCanvasAgg(fig)
-    # fixed margins: a layout engine would take ~0.7 s, a third of `exsitu predict`'s budget
-    grid = {"left": 0.01, "right": 0.97, "bottom": 0.03, "top": 0.84, "wspace": 0.3}
-    for ax, (title, image, cmap) in zip(fig.subplots(1, len(panels), squeeze=False, gridspec_kw=grid)[0], panels):
-        # velocities diverge about systemic: symmetric limits so that white means v = 0
-        limit = float(np.nanmax(np.abs(image))) if cmap == "RdBu_r" else None
-        shown = ax.imshow(
-            image, origin="lower", cmap=cmap, interpolation="nearest", vmin=-limit if limit else None, vmax=limit
-        )
-        fig.colorbar(shown, ax=ax, shrink=0.8)
-        ax.set_title(title, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.suptitle(galaxy.path.name, fontsize=9)
-    fig.savefig(png, format="png", dpi=100)
+    draw_maps(png, f"{galaxy.name} ({galaxy.path.name})", panels)
 
 
 def write_prediction(
@@ -176,6 +163,8 @@ def write_prediction(
     model_dir: str | Path,
     seed: int,
     png: bool = True,
+    *,
+    cards: Mapping[str, tuple[Any, str]] | None = None,
 ) -> tuple[Path, Path | None]:
     """Write the prediction FITS file (and its PNG panel) atomically; return their paths.
 
@@ -186,11 +175,13 @@ def write_prediction(
         model_dir: the trained model's directory (recorded in the header).
         seed: the sampling seed (recorded in the header).
         png: also write the PNG panel beside the FITS file.
+        cards: extra PRIMARY header cards, key -> (value, comment) (e.g. the catalogue values of
+            :mod:`exsitu.survey`).
     """
     path = Path(path)
     png_path = png_path_for(path) if png else None
     with atomic_output(path) as tmp_fits:
-        hdul = prediction_hdus(prediction, galaxy, model_dir, seed)
+        hdul = prediction_hdus(prediction, galaxy, model_dir, seed, cards)
         if png_path is None:
             hdul.writeto(tmp_fits, overwrite=True)
         else:

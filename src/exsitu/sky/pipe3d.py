@@ -5,19 +5,39 @@ Sanchez et al. 2016, RMxAA 52, 21 and 171; Sanchez et al. 2018, RMxAA 54, 217; D
 Sanchez et al. 2022, ApJS 262, 36). The maps are on the spaxel grid of the MaNGA LOGCUBE,
 hence of the DAP MAPS file; a different shape is an error (no regridding is attempted).
 
-The ``SSP`` extension (selected by EXTNAME) is a (21, ny, nx) cube; the planes used are
+The ``SSP`` extension (selected by EXTNAME) is a (21, ny, nx) cube. Its planes, as the Pipe3D
+data model gives them (Sanchez et al. 2016b, RMxAA 52, 171, the SSP maps of the cube files;
+Sanchez et al. 2018, RMxAA 54, 217, the MaNGA VAC; the ``DESC_<i>`` header cards of the DR15
+and DR17 VAC cubes), are:
 
 ====  =================================================================  ===================
  idx  content                                                            unit in the file
 ====  =================================================================  ===================
-   1  continuum segmentation (bin id; 0 = not analysed)                  --
-   6  mass-weighted age                                                  log10(age / yr)
-   7  error of the age                                                   dex
-   9  mass-weighted metallicity                                          log10(Z / Zsun)
-  10  error of the metallicity                                           dex
-  19  stellar mass surface density, dust corrected                       log10(Msun / spaxel)
-  20  error of the stellar mass surface density                          dex
+   0  V-band flux                                                        --
+   1  continuum segmentation (bin id; 0 = not analysed)     [used]       --
+   2  dezonification map                                                 --
+ 3-4  median flux in the fitted window, its standard deviation           --
+   5  luminosity-weighted age                                            log10(age / yr)
+   6  mass-weighted age                                     [used]       log10(age / yr)
+   7  error of the age                                      [used]       dex
+   8  luminosity-weighted metallicity                                    log10(Z / Zsun)
+   9  mass-weighted metallicity                             [used]       log10(Z / Zsun)
+  10  error of the metallicity                              [used]       dex
+11-12 dust attenuation A_V of the stars, its error                       mag
+13-14 stellar LOS velocity, its error                                    km/s
+15-16 stellar velocity dispersion, its error                             km/s
+  17  mass-to-light ratio                                                log10(Msun / Lsun)
+  18  stellar mass surface density                                       log10(Msun / spaxel)
+  19  stellar mass surface density, dust corrected          [used]       log10(Msun / spaxel)
+  20  error of the stellar mass surface density             [used]       dex
 ====  =================================================================  ===================
+
+Checked for issue 16 against the planes that published analyses of the DR15/DR17 cubes read.
+ERGO-ML reads planes 18, 13, 15, 9 and 6 for mass density, velocity, dispersion, mass-weighted
+metallicity and mass-weighted age: the table's planes, except that it takes the mass density
+before the dust correction (18) where this reader takes the dust-corrected one (19), the better
+estimate of the stellar mass the simulated maps hold. Velocity and dispersion come from the DAP
+MAPS file (:mod:`exsitu.sky.manga`), not from planes 13 and 15.
 
 Mass-weighted (not light-weighted) age and metallicity are used because the simulated maps
 are mass-weighted (``exsitu.projection``). When the SSP header names its planes (``DESC_<i>``
@@ -56,13 +76,36 @@ log = logging.getLogger(__name__)
 # stated in the VAC data model; an assumption that shifts metallicity by log10(0.019/0.0127).
 PIPE3D_ZSUN = 0.019
 SEGMENTATION_PLANE = 1
-# channel -> (value plane, error plane, words its DESC_<i> must contain, lower case)
+# channel -> (value plane, error plane, words its DESC_<i> must contain, lower case); see the module table
 PLANES = {
     "mass": (19, 20, ("mass", "dens")),
     "age": (6, 7, ("age", "mass")),
     "metallicity": (9, 10, ("metal", "mass")),
 }
 N_PLANES = 21
+
+
+def find_pipe3d(directory: str | Path, plateifu: str | None, maps_path: Path) -> Path:
+    """The Pipe3D cube of galaxy ``plateifu`` in ``directory``: ``manga-PLATE-IFU.Pipe3D.cube.fits[.gz]``
+    directly in it or in its ``PLATE/`` subdirectory (the SDSS SAS layout).
+
+    ``maps_path`` (the DAP file it is for) only names the galaxy in messages.
+    """
+    if plateifu is None:
+        raise InputError(
+            f"{maps_path}: no PLATEIFU (header key or manga-PLATE-IFU-MAPS file name) to find its Pipe3D file by"
+        )
+    directory = Path(directory)
+    plate = plateifu.split("-")[0]
+    names = [f"manga-{plateifu}.Pipe3D.cube.fits.gz", f"manga-{plateifu}.Pipe3D.cube.fits"]
+    candidates = [folder / name for folder in (directory, directory / plate) for name in names]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise InputError(
+        f"{maps_path}: no Pipe3D file for {plateifu} in {directory} (looked for {names[0]} and {names[1]}, "
+        f"also under {plate}/)"
+    )
 
 
 def check_plane_names(header: object, path: Path) -> None:

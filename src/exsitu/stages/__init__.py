@@ -24,6 +24,7 @@ from exsitu.io import InputError
 STAGES: tuple[str, ...] = (
     "simulate_mock", "select", "tag", "plan", "project", "observe", "split", "relations", "model_card",
     "train_cvae", "train_flow", "recalibrate", "train_baseline", "fit_baselines", "evaluate", "report",
+    "predict_catalogue",
 )  # fmt: skip
 #: Commands for users that are not pipeline rules.
 TOOLS: tuple[str, ...] = ("predict",)
