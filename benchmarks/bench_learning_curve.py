@@ -40,7 +40,8 @@ from exsitu.bootstrap import GalaxyBootstrap
 from exsitu.checkpoint import load_model
 from exsitu.dataset import DatasetFiles, MapSet
 from exsitu.device import resolve_device
-from exsitu.fitted_baselines import WEIGHTINGS, load_baselines
+from exsitu.fitted_baselines import load_baselines
+from exsitu.priors import WEIGHTINGS
 from exsitu.recalibration import read_noise_scale
 from exsitu.sample import MAPS_PER_CALL, decode_batch, posterior_samples
 from exsitu.scalars import scalar_values

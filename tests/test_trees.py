@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from exsitu.dataset import DatasetFiles
-from exsitu.fitted_baselines import FittedBaselines, load_baselines, map_weights
+from exsitu.fitted_baselines import FittedBaselines, load_baselines
 from exsitu.io import InputError
+from exsitu.priors import map_weights
 from exsitu.scalars import scalar_values
 from exsitu.stages.fit_baselines import main as fit_main
 from exsitu.trees import TreeFeatures, fit_trees

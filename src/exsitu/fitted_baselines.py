@@ -38,11 +38,11 @@ import joblib
 import numpy as np
 import pandas as pd
 
-from exsitu.bootstrap import galaxy_weights
 from exsitu.contracts import open_shard, read_map_rows, shard_index
 from exsitu.dataset import DatasetFiles, channel_index, read_split, read_stats
 from exsitu.io import InputError, atomic_output
 from exsitu.lookup import PixelLookup, lookup_from_features, pixel_features
+from exsitu.priors import map_weights
 from exsitu.radial import RadialProfile, pixel_radius, profile_from_pixels
 from exsitu.scalars import check_scalar_names, scalar_values
 from exsitu.trees import PixelTrees, TreeFeatures, fit_trees
@@ -50,7 +50,6 @@ from exsitu.trees import PixelTrees, TreeFeatures, fit_trees
 log = logging.getLogger(__name__)
 
 #: The training priors a fit can use (module docstring).
-WEIGHTINGS = ("natural", "balanced")
 #: Training pixels the baselines are fitted on, at most.
 MAX_PIXELS = 300_000
 #: Version of the file layout; another is refused.
@@ -126,13 +125,6 @@ class FittedBaselines:
             },
             interval={"trees": (p16, p84)},
         )
-
-
-def map_weights(galaxy_id: np.ndarray, weighting: str) -> np.ndarray:
-    """Per-map training weights (N,): 1 / n_los of the galaxy (``natural``) or 1 (``balanced``)."""
-    if weighting not in WEIGHTINGS:
-        raise InputError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
-    return galaxy_weights(galaxy_id)[2] if weighting == "natural" else np.ones(len(galaxy_id))
 
 
 def _shard_rows(data: DatasetFiles, table: pd.DataFrame) -> Iterator[tuple[str, pd.DataFrame]]:

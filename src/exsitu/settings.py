@@ -119,6 +119,7 @@ class PlanSettings(Section):
     max_los: int
     n_bins: int
     seed: int
+    weighting: str  # the training prior (exsitu.priors): natural | balanced
 
 
 @dataclasses.dataclass(frozen=True)

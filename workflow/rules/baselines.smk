@@ -17,8 +17,8 @@ rule fit_baselines:
     # cores are shared with a training job (measured: 8.6 s against 0.9 s for one quantile model).
     threads: 1
     params:
-        # The training prior (plan.weighting once the config has it): natural | balanced.
-        args=stage_args(weighting=config["plan"].get("weighting", "natural")),
+        # The training prior: natural | balanced.
+        args=stage_args(weighting=config["plan"]["weighting"]),
         settings=settings("conditions"),
     shell:
         "exsitu fit_baselines {params.args} --settings {params.settings:q} > {log} 2>&1"

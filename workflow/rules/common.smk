@@ -40,12 +40,21 @@ def simulation_input(wildcards):
     return [MOCK_ROOT] if config["simulation"]["source"] == "mock" else []
 
 
-def settings(*sections):
+def settings(*sections, exclude=()):
     """JSON {section: config[section]} of the config sections a stage reads (its --settings).
 
-    Passed through params:, so changing a key reruns exactly the stages that read its section.
+    Passed through params:, so changing a key reruns exactly the stages that read it. A dotted
+    name ("plan.weighting") passes one key of a section; ``exclude`` drops dotted keys.
     """
-    return json.dumps({name: config[name] for name in sections}, sort_keys=True)
+    out = {}
+    for name in sections:
+        section, _, key = name.partition(".")
+        value = config[section] if not key else {key: config[section][key]}
+        out[section] = {**out.get(section, {}), **value}
+    for name in exclude:
+        section, _, key = name.partition(".")
+        out[section] = {k: v for k, v in out[section].items() if k != key}
+    return json.dumps(out, sort_keys=True)
 
 
 def _flag(name, value):

@@ -70,7 +70,8 @@ rule plan:
         "../../envs/exsitu.yaml"
     params:
         args=stage_args(),
-        settings=settings("plan"),
+        # plan.weighting is the training prior: it changes no line of sight.
+        settings=settings("plan", exclude=["plan.weighting"]),
     shell:
         "exsitu plan {params.args} --settings {params.settings:q} > {log} 2>&1"
 

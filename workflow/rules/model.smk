@@ -34,7 +34,7 @@ rule train_cvae:
         args=stage_args(
             device=config["device"], checkpoint="results/checkpoints/cvae.pt"
         ),
-        settings=settings("cvae", "conditions", "train"),
+        settings=settings("cvae", "conditions", "train", "plan.weighting"),
     shell:
         "exsitu train_cvae {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -59,7 +59,7 @@ rule train_flow:
         args=stage_args(
             device=config["device"], checkpoint="results/checkpoints/flow.pt"
         ),
-        settings=settings("flow", "conditions"),
+        settings=settings("flow", "conditions", "plan.weighting"),
     shell:
         "exsitu train_flow {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -107,7 +107,7 @@ rule train_baseline:
             device=config["device"], checkpoint="results/checkpoints/baseline.pt"
         ),
         # The deterministic baseline shares the cVAE's network; baseline: keys override its optimiser.
-        settings=settings("cvae", "baseline", "conditions", "train"),
+        settings=settings("cvae", "baseline", "conditions", "train", "plan.weighting"),
     shell:
         "exsitu train_baseline {params.args} --settings {params.settings:q} > {log} 2>&1"
 
@@ -139,7 +139,7 @@ rule evaluate:
     params:
         args=stage_args(device=config["device"]),
         # maps: fov_rhalf converts pixel radius to r / rhalf for the radial-profile baseline.
-        settings=settings("evaluate", "maps", "conditions"),
+        settings=settings("evaluate", "maps", "conditions", "plan.weighting"),
     shell:
         "exsitu evaluate {params.args} --settings {params.settings:q} > {log} 2>&1"
 

@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 
 from exsitu.dataset import DatasetFiles
-from exsitu.fitted_baselines import MAX_PIXELS, WEIGHTINGS, fit_baselines, save_baselines
+from exsitu.fitted_baselines import MAX_PIXELS, fit_baselines, save_baselines
+from exsitu.priors import WEIGHTINGS
 from exsitu.settings import ConditionSettings, section_of
 from exsitu.stages import run_stage, stage_parser
 
