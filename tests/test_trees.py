@@ -138,5 +138,5 @@ def test_a_file_that_is_not_fitted_baselines_is_one_clear_error(tmp_path: Path) 
     junk.write_text("not a pickle")
     with pytest.raises(InputError, match="junk.joblib: not a fitted baselines file"):
         load_baselines(junk)
-    with pytest.raises(InputError, match="weighting must be one of"):
+    with pytest.raises(InputError, match="'plan.weighting' must be one of"):
         map_weights(np.arange(3), "uniform")
