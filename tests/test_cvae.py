@@ -27,7 +27,7 @@ def test_shapes_at_every_size(npix: int, levels: int) -> None:
     cfg = CVAEConfig(npix=npix, latent_dim=6, base_channels=4, summary_dim=8, rank=3)
     model = CVAE(cfg)
     conditions, exsitu, _ = maps(3, npix)
-    features, summary = model.condition_encoder(conditions)
+    features, summary = model.encode_conditions(conditions)
     assert cfg.levels() == levels and len(features) == levels
     assert [f.shape[-1] for f in features] == [npix // 2**i for i in range(levels)]
     assert summary.shape == (3, 8)
@@ -43,11 +43,11 @@ def test_decoder_sees_conditions_at_full_resolution() -> None:
     model = CVAE(CVAEConfig(npix=16, latent_dim=4, base_channels=4, summary_dim=8)).eval()
     conditions, _, _ = maps(1, 16)
     z = torch.zeros(1, 4)
-    features, summary = model.condition_encoder(conditions)
+    features, summary = model.encode_conditions(conditions)
     before = model.decoder(z, features, summary).loc[0, 0]
     changed = conditions.clone()
     changed[0, 3, 8, 8] += 5.0
-    features, summary = model.condition_encoder(changed)
+    features, summary = model.encode_conditions(changed)
     after = model.decoder(z, features, summary).loc[0, 0]
     delta = (after - before).abs()
     assert delta[7:10, 7:10].mean() > 3 * delta[0:3, 0:3].mean()
