@@ -58,8 +58,9 @@ from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_sc
 from exsitu.sample import residual_draws_in_chunks
 from exsitu.settings import Section
 
-#: Candidate scales of each part: 2^(k/3) for k = -8..3, 0.16 to 2 in steps of 26%, 1 included.
-SCALES = 2.0 ** (np.arange(-8, 4) / 3)
+#: Candidate scales of each part: 2^(k/2) for k = -5..2, 0.18 to 2 in steps of 41%, 1 included; the
+#: minimum is refined by a parabola along each axis.
+SCALES = 2.0 ** (np.arange(-5, 3) / 2)
 VARIOGRAM_ORDER = 0.5
 #: Float elements of one draw tensor per chunk (maps x samples x pixels): 16 MB in float32.
 CHUNK_ELEMENTS = 2**22
