@@ -60,6 +60,7 @@ def test_a_right_model_looks_right() -> None:
     for name in ("marginal", "joint", "joint_within_map"):
         assert block[name]["kurtosis"] == pytest.approx(3, abs=0.15), name
     assert block["marginal"]["tail_1.96"] == pytest.approx(0.05, abs=0.005)
+    assert block["marginal"]["tail_1"] == pytest.approx(0.317, abs=0.01)
     assert block["mahalanobis_per_pixel"]["pit_ks_pvalue"] > 0.01
     assert block["mahalanobis_per_pixel"]["quantiles"]["0.5"] == pytest.approx(1, abs=0.03)
 
@@ -118,6 +119,7 @@ def test_the_stage_function_streams_chunks_and_writes_strict_json(family: str) -
             a, b = whole[scales][mode], pieces[scales][mode]
             assert a["marginal"]["kurtosis"] == pytest.approx(b["marginal"]["kurtosis"], rel=1e-4)
             assert a["mahalanobis_per_pixel"]["quantiles"] == pytest.approx(b["mahalanobis_per_pixel"]["quantiles"])
-            assert sum(bin_["n_pixels"] for bin_ in a["by_truth"]) == a["n_pixels"] == int(maps.mask.sum())
+            for binned in ("by_truth", "by_prediction"):
+                assert sum(bin_["n_pixels"] for bin_ in a[binned]) == a["n_pixels"] == int(maps.mask.sum())
     # Narrower noise: larger standardised residuals.
     assert whole["recalibrated"]["flow"]["marginal"]["std"] > whole["as_trained"]["flow"]["marginal"]["std"]

@@ -9,8 +9,9 @@ matrix, n the map's galaxy pixels.
 
 - Marginal scores u_i = Phi^-1(F_i(g_i / sqrt(S_ii))), F_i the core's marginal CDF (N(0, 1), or
   t_nu for the Student-t families): N(0, 1) under a right model whatever the correlations. Their
-  kurtosis (3 when right) and tail shares P(|u| > 1.96), P(|u| > 2.576) (0.05 and 0.01 when right)
-  are what per-pixel interval coverage sees: the tails of the marginal, from any source.
+  kurtosis (3 when right) and tail shares P(|u| > 1), P(|u| > 1.96), P(|u| > 2.576) (0.317, 0.05
+  and 0.01 when right; one minus each is the coverage of the likelihood's central 68.3%, 95% and
+  99% intervals at that z) are what per-pixel interval coverage sees: the marginal's tails, from any source.
 - Jointly whitened residuals e = W g, W = (I + A A^T)^-1/2 D^-1/2 with A = D^-1/2 F (a thin SVD
   of A, O(n r^2)): W S W^T = I, so e ~ N(0, I_n) under a right Gaussian, and |e|^2 = M, the
   Mahalanobis distance g^T S^-1 g.
@@ -23,7 +24,9 @@ matrix, n the map's galaxy pixels.
     the PIT of each map's M under the model (uniform when right) with a KS test.
 - ``by_truth``: the marginal scores' moments and tail shares and the mean e_i^2 (1 when right: where
   the Mahalanobis distance comes from) in bins of the true fraction, from the clip at 0 (truth <=
-  eps, which the logit maps to the clip) to the clip at 1.
+  eps, which the logit maps to the clip) to the clip at 1. Binned by the truth, even a right model
+  bends (a rare true value is pulled towards the prior): ``by_prediction``, the same in bins of the
+  likelihood's median fraction sigmoid(loc), is the calibration view.
 
 Blocks are given ``as_trained`` (noise scales 1) and ``recalibrated`` (at the fitted scales).
 Pixels are weighted so that every galaxy counts once (maps 1 / n_los). Units: everything is
@@ -40,9 +43,9 @@ JSON (the ``diagnostics`` key of results/models/noise_scale.json)::
         "mahalanobis_per_pixel": {"quantiles": {"0.05": .., "0.16", "0.5", "0.84", "0.95"},
                                   "expected_quantiles": {same keys}, "median_pixels": int,
                                   "pit_quantiles": {same keys}, "pit_ks_statistic": float, "pit_ks_pvalue": float},
-        "by_truth": [{"label": str, "low": float, "high": float, "n_pixels": int,
+        "by_truth" | "by_prediction": [{"label": str, "low": float, "high": float, "n_pixels": int,
                       "marginal": MOMENTS, "joint_mean_square": float | null}, ...]}}}
-    MOMENTS = {"n_pixels": int, "mean", "std", "kurtosis", "tail_1.96", "tail_2.576": float | null}
+    MOMENTS = {"n_pixels": int, "mean", "std", "kurtosis", "tail_1", "tail_1.96", "tail_2.576": float | null}
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ from exsitu.sample import decoded_in_chunks
 
 MODES = ("reconstruction", "flow")
 QUANTILES = (0.05, 0.16, 0.5, 0.84, 0.95)
-TAIL_LEVELS = (1.96, 2.576)  # two-sided 5% and 1% points of N(0, 1)
+TAIL_LEVELS = (1.0, 1.96, 2.576)  # two-sided 31.7%, 5% and 1% points of N(0, 1): 1 - share = coverage
 #: Interior edges of the truth bins; the clips at eps and 1 - eps are added as bins of their own.
 TRUTH_EDGES = (0.01, 0.05, 0.2, 0.5, 0.8, 0.95, 0.99)
 
@@ -143,6 +146,7 @@ class ModeDiagnostics:
     joint: Moments = field(default_factory=Moments)
     within: Moments = field(default_factory=Moments)
     by_truth: list[tuple[Moments, Moments]] = field(default_factory=list)
+    by_prediction: list[tuple[Moments, Moments]] = field(default_factory=list)
     per_pixel: list[np.ndarray] = field(default_factory=list)  # M / n per map
     pit: list[np.ndarray] = field(default_factory=list)
     weights: list[np.ndarray] = field(default_factory=list)
@@ -150,6 +154,7 @@ class ModeDiagnostics:
 
     def __post_init__(self) -> None:
         self.by_truth = [(Moments(), Moments()) for _ in truth_bins(self.eps)]
+        self.by_prediction = [(Moments(), Moments()) for _ in truth_bins(self.eps)]
 
     def add(self, likelihood: MapLikelihood, truth: torch.Tensor, mask: torch.Tensor, map_weights: np.ndarray) -> None:
         """Add maps: their likelihoods, truth (n, 1, P, P), mask (n, 1, P, P) and weights (n,)."""
@@ -173,11 +178,13 @@ class ModeDiagnostics:
         self.marginal.add(values["u"], pixel_weights)
         self.joint.add(values["e"], pixel_weights)
         self.within.add(values["within"], pixel_weights)
-        which = truth_bin_index(truth.flatten(1).cpu().numpy()[keep], self.eps)
-        for b, (marginal, joint) in enumerate(self.by_truth):
-            inside = which == b
-            marginal.add(values["u"][inside], pixel_weights[inside])
-            joint.add(values["e"][inside], pixel_weights[inside])
+        median = torch.sigmoid(likelihood.loc.float()).flatten(1).cpu().numpy()[keep]
+        for binned, fraction in ((self.by_truth, truth.flatten(1).cpu().numpy()[keep]), (self.by_prediction, median)):
+            which = truth_bin_index(fraction, self.eps)
+            for b, (marginal, joint) in enumerate(binned):
+                inside = which == b
+                marginal.add(values["u"][inside], pixel_weights[inside])
+                joint.add(values["e"][inside], pixel_weights[inside])
         self.per_pixel.append(mahalanobis / n)
         self.pit.append(pit)
         self.weights.append(map_weights)
@@ -203,11 +210,11 @@ class ModeDiagnostics:
                 "pit_ks_statistic": ks,
                 "pit_ks_pvalue": ks_p,
             },
-            "by_truth": [
+            **{name: [
                 {"label": label, "low": low, "high": high, "n_pixels": marginal.count,
                  "marginal": marginal.to_dict(), "joint_mean_square": joint.mean_square()}
-                for (label, low, high), (marginal, joint) in zip(truth_bins(self.eps), self.by_truth)
-            ],
+                for (label, low, high), (marginal, joint) in zip(truth_bins(self.eps), binned)
+            ] for name, binned in (("by_truth", self.by_truth), ("by_prediction", self.by_prediction))},
         }  # fmt: skip
 
 
