@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from exsitu.cvae import CVAE, CVAEConfig, galaxy_mask, kl_per_dim
 from exsitu.io import InputError
+from exsitu.likelihood import to_logit
 from exsitu.settings import CVAESettings
 
 
@@ -24,7 +27,7 @@ def test_shapes_at_every_size(npix: int, levels: int) -> None:
     cfg = CVAEConfig(npix=npix, latent_dim=6, base_channels=4, summary_dim=8, rank=3)
     model = CVAE(cfg)
     conditions, exsitu, _ = maps(3, npix)
-    features, summary = model.condition_encoder(conditions)
+    features, summary = model.encode_conditions(conditions)
     assert cfg.levels() == levels and len(features) == levels
     assert [f.shape[-1] for f in features] == [npix // 2**i for i in range(levels)]
     assert summary.shape == (3, 8)
@@ -40,11 +43,11 @@ def test_decoder_sees_conditions_at_full_resolution() -> None:
     model = CVAE(CVAEConfig(npix=16, latent_dim=4, base_channels=4, summary_dim=8)).eval()
     conditions, _, _ = maps(1, 16)
     z = torch.zeros(1, 4)
-    features, summary = model.condition_encoder(conditions)
+    features, summary = model.encode_conditions(conditions)
     before = model.decoder(z, features, summary).loc[0, 0]
     changed = conditions.clone()
     changed[0, 3, 8, 8] += 5.0
-    features, summary = model.condition_encoder(changed)
+    features, summary = model.encode_conditions(changed)
     after = model.decoder(z, features, summary).loc[0, 0]
     delta = (after - before).abs()
     assert delta[7:10, 7:10].mean() > 3 * delta[0:3, 0:3].mean()
@@ -78,3 +81,51 @@ def test_elbo_is_recon_plus_beta_kl_per_map() -> None:
     torch.manual_seed(1)
     floored, _ = model.loss(conditions, exsitu, mask, beta=0.5, free_bits=100.0)
     assert torch.allclose(floored * 16**2, extras["recon"] + 0.5 * 5 * 100.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["gaussian", "student_t", "sinh_arcsinh", "student_t_sinh_arcsinh"])
+def test_decoder_returns_the_configured_family(family: str) -> None:
+    cfg = CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, rank=2, likelihood=family, logit_eps=0.01)
+    likelihood, _, _ = CVAE(cfg)(*maps(2, 16)[:2])
+    assert likelihood.family == family and likelihood.eps == 0.01
+    if likelihood.dof is not None:
+        assert likelihood.dof.shape == () and 2 < likelihood.nu < 1000
+    if likelihood.tail is not None:
+        assert likelihood.tail.shape == (2, 1, 16, 16) and bool(((likelihood.tail > 1) & (likelihood.tail < 3)).all())
+    with pytest.raises(InputError, match="cvae.likelihood"):
+        CVAEConfig(npix=16, likelihood="laplace")
+
+
+@pytest.mark.parametrize("family", ["gaussian", "student_t_sinh_arcsinh"])
+def test_the_covariance_nll_trains_only_the_covariance_head(family: str) -> None:
+    """Faithful gradients in full (Stirn et al. 2023): the trunk, both encoders and the mean head get
+    exactly the squared logit error's gradient; the covariance head and the dof exactly the NLL's."""
+    torch.manual_seed(0)
+    model = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, rank=2, likelihood=family))
+    conditions, exsitu, mask = maps(3, 16, seed=2)
+
+    def gradients(loss_of) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        torch.manual_seed(1)  # the same z in every pass
+        likelihood, _, _ = model(conditions, exsitu)
+        loss_of(likelihood).sum().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+    full = gradients(lambda lik: lik.training_loss(exsitu, mask))
+    squared = gradients(lambda lik: 0.5 * ((to_logit(exsitu) - lik.loc) * mask).pow(2).flatten(1).sum(1))
+    covariance = gradients(lambda lik: replace(lik, loc=lik.loc.detach()).nll(exsitu, mask))
+    head = {name for name in full if name.startswith(("decoder.covariance_head", "decoder.log_dof"))}
+    assert head and set(covariance) == head  # the NLL reaches nothing else
+    assert set(squared) == set(full) - head
+    for name, grad in full.items():
+        assert torch.allclose(grad, (covariance if name in head else squared)[name], atol=1e-6), name
+
+
+def test_encode_conditions_is_the_condition_encoder_and_refuses_scalars() -> None:
+    model = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8)).eval()
+    conditions, _, _ = maps(2, 16)
+    features, summary = model.encode_conditions(conditions)
+    expected_features, expected_summary = model.condition_encoder(conditions)
+    assert torch.equal(summary, expected_summary) and all(map(torch.equal, features, expected_features))
+    with pytest.raises(InputError, match="takes no galaxy scalars"):
+        model.encode_conditions(conditions, torch.zeros(2, 3))

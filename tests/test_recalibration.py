@@ -1,4 +1,5 @@
-"""The noise-scale recalibration: the energy score, the scale fit, and the stage in the pipeline."""
+"""The noise-scale recalibration: the energy and variogram scores, the two-scale fit streamed over chunks,
+the JSON, and the stage in the pipeline."""
 
 from __future__ import annotations
 
@@ -7,12 +8,28 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
+from exsitu.cvae import CVAE, CVAEConfig
+from exsitu.dataset import MapSet
+from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.io import InputError
-from exsitu.likelihood import MapLikelihood, to_fraction
-from exsitu.recalibration import SCALES, best_scale, energy_scores, read_noise_scale, scale_scores
+from exsitu.likelihood import ResidualDraw, to_fraction
+from exsitu.recalibration import (
+    SCALES,
+    best_scale,
+    best_scales,
+    energy_scores,
+    fit_noise_scales,
+    grid_scores,
+    read_noise_scale,
+    read_noise_scales,
+    sample_scores,
+    variogram_lags,
+)
+from exsitu.settings import RecalibrateSettings
 
 
 def test_energy_score_of_a_gaussian_is_its_crps() -> None:
@@ -23,35 +40,66 @@ def test_energy_score_of_a_gaussian_is_its_crps() -> None:
     assert score.item() == pytest.approx(sigma * (2 / math.sqrt(2 * math.pi) - 1 / math.sqrt(math.pi)), rel=0.05)
 
 
-def test_energy_score_is_zero_for_samples_at_the_truth_and_ignores_pixels_off_the_galaxy() -> None:
-    truth = torch.rand(2, 4, 4)
-    mask = torch.zeros(2, 4, 4, dtype=torch.bool)
-    mask[:, 1:3, 1:3] = True
+def test_scores_are_zero_for_samples_at_the_truth_and_ignore_pixels_off_the_galaxy() -> None:
+    truth = torch.rand(2, 8, 8)
+    mask = torch.zeros(2, 8, 8, dtype=torch.bool)
+    mask[:, 1:7, 1:7] = True
     samples = truth[:, None].repeat(1, 5, 1, 1)
     samples[:, :, 0, 0] = 0.9  # off the galaxy: must not count
-    assert torch.allclose(energy_scores(samples, truth, mask), torch.zeros(2, dtype=torch.float64))
+    for name, score in sample_scores(samples, truth, mask).items():
+        assert torch.allclose(score, torch.zeros(2, dtype=torch.float64)), name
     with pytest.raises(InputError, match="at least 2 samples"):
         energy_scores(samples[:, :1], truth, mask)
 
 
-def _smooth_fields(n: int, k: int, p: int, generator: torch.Generator) -> torch.Tensor:
-    """(n, k, p, p) correlated Gaussian residual fields: a few smooth modes plus white noise."""
+def test_variogram_lags_are_dyadic_along_both_axes() -> None:
+    assert variogram_lags(16) == [(0, 1), (1, 0), (0, 2), (2, 0), (0, 4), (4, 0)]
+    assert len(variogram_lags(128)) == 12
+
+
+def _fields(n: int, k: int, p: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, k, p, p) smooth correlated residual fields (a few modes) and (n, k, p, p) white noise."""
     x = torch.linspace(-1, 1, p)
     modes = torch.stack([torch.ones(p, p), x[:, None].expand(p, p), x[None, :].expand(p, p), x[:, None] * x[None, :]])
     amplitudes = torch.randn(n, k, len(modes), generator=generator)
-    return torch.einsum("nkm,mij->nkij", amplitudes, modes) + 0.5 * torch.randn(n, k, p, p, generator=generator)
+    return torch.einsum("nkm,mij->nkij", amplitudes, modes), 0.5 * torch.randn(n, k, p, p, generator=generator)
 
 
-@pytest.mark.parametrize("true_scale", [0.4, 1.0])
-def test_the_fit_recovers_the_scale_of_the_truth(true_scale: float) -> None:
-    # The truth is a draw from the predictive at true_scale: the energy score must be lowest there.
+def test_the_variogram_score_sees_correlations_the_energy_score_hardly_does() -> None:
+    # Two predictives with the same per-pixel marginals: the right correlated one, and independent pixels.
+    g = torch.Generator().manual_seed(3)
+    n, k, p = 40, 32, 12
+    coherent, white = _fields(n, k + 1, p, g)
+    right = coherent + white
+    independent = right.flatten(2)[:, :, torch.randperm(p * p, generator=g)].view_as(right)  # same marginal spread
+    independent = right.std(1, keepdim=True) / independent.std(1, keepdim=True) * independent
+    truth, mask = right[:, 0], torch.ones(n, p, p, dtype=torch.bool)
+    scores = {name: sample_scores(s[:, 1:], truth, mask) for name, s in (("right", right), ("indep", independent))}
+    gain = {
+        score: float(scores["indep"][score].mean() / scores["right"][score].mean()) for score in ("energy", "variogram")
+    }
+    assert gain["variogram"] > 1.5 and gain["variogram"] > 3 * (gain["energy"] - 1) + 1
+
+
+@pytest.mark.parametrize("true_scales", [(0.4, 1.0), (1.0, 0.5), (1.0, 1.0)])
+def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[float, float]) -> None:
+    # The truth is a draw from the predictive at true_scales: the combined score must be lowest there.
     g = torch.Generator().manual_seed(1)
     n, k, p = 60, 32, 12
-    loc = (torch.randn(n, 1, 1, 1, generator=g) - 1.0).expand(n, k, p, p)
-    truth = to_fraction(loc[:, 0] + true_scale * _smooth_fields(n, 1, p, g)[:, 0])
-    mask = torch.ones(n, p, p, dtype=torch.bool)
-    scores = scale_scores(loc, _smooth_fields(n, k, p, g), truth, mask, torch.ones(n), SCALES)
-    assert best_scale(SCALES, scores.numpy()) == pytest.approx(true_scale, rel=0.15)
+    loc = (torch.randn(n, 1, 1, 1, generator=g) - 1.0).expand(n, 1, p, p)
+    coherent, white = _fields(n, 1, p, g)
+    truth = to_fraction(loc + true_scales[0] * coherent + true_scales[1] * white)[:, 0]
+    coherent, white = _fields(n, k, p, g)
+    parts = ResidualDraw(
+        loc=loc.repeat_interleave(k, 0), coherent=coherent.reshape(n * k, 1, p, p),
+        independent=white.reshape(n * k, 1, p, p), mixing=None, lowrank_var=None, diagonal_var=None, tail=None,
+        eps=1e-3,
+    )  # fmt: skip
+    mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
+    energy, variogram = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
+    fitted = best_scales(SCALES, energy, variogram)
+    assert fitted.lowrank == pytest.approx(true_scales[0], rel=0.2)
+    assert fitted.diagonal == pytest.approx(true_scales[1], rel=0.2)
 
 
 def test_best_scale_refines_between_grid_points_and_keeps_edges() -> None:
@@ -61,32 +109,69 @@ def test_best_scale_refines_between_grid_points_and_keeps_edges() -> None:
     assert best_scale(scales, -np.log(scales)) == scales[-1]
 
 
-def test_a_scaled_likelihood_draws_loc_plus_scaled_residual() -> None:
-    # posterior_logits relies on it: one set of draws serves every candidate scale.
-    torch.manual_seed(2)
-    likelihood = MapLikelihood(torch.randn(3, 1, 6, 6), torch.randn(3, 1, 6, 6) - 2, 0.3 * torch.randn(3, 4, 6, 6))
-    at_one = likelihood.sample_logit(torch.Generator().manual_seed(5))
-    at_half = likelihood.scaled(0.5).sample_logit(torch.Generator().manual_seed(5))
-    assert torch.allclose(at_half, likelihood.loc + 0.5 * (at_one - likelihood.loc), atol=1e-5)
-    assert likelihood.scaled(1.0) is likelihood
+def small_models(family: str = "gaussian") -> tuple[CVAE, LatentFlow]:
+    torch.manual_seed(0)
+    cfg = CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, rank=2, likelihood=family)
+    flow = LatentFlow(FlowConfig(latent_dim=3, context_dim=8, num_layers=1, hidden_features=8))
+    return CVAE(cfg).eval(), flow.eval()
 
 
-@pytest.mark.parametrize("value", [-0.5, 0, "wide", float("inf")])
-def test_a_bad_noise_scale_file_names_the_key(tmp_path: Path, value: object) -> None:
+def small_maps(n: int, p: int = 16) -> MapSet:
+    g = torch.Generator().manual_seed(4)
+    y, x = torch.meshgrid(torch.arange(p) - p / 2 + 0.5, torch.arange(p) - p / 2 + 0.5, indexing="ij")
+    mask = (x.hypot(y) < p / 2.5).expand(n, 1, p, p).clone()
+    conditions = torch.randn(n, 5, p, p, generator=g) * mask
+    exsitu = torch.rand(n, 1, p, p, generator=g) * mask
+    table = pd.DataFrame({"galaxy_id": np.arange(n) // 3})
+    return MapSet(conditions, exsitu, mask, table, np.zeros((n, p, p), np.float32))
+
+
+def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
+    cvae, flow = small_models()
+    maps = small_maps(11)
+    settings = RecalibrateSettings(enabled=True, n_samples=4, seed=5)
+    scales = SCALES[::2]
+    whole = fit_noise_scales(cvae, flow, maps.chunks(11), maps.table, settings, scales=scales)
+    pieces = fit_noise_scales(cvae, flow, maps.chunks(4), maps.table, settings, scales=scales)
+    assert (whole.n_maps, whole.n_galaxies, len(whole.energy_score)) == (11, 4, len(scales))
+    np.testing.assert_allclose(pieces.energy_score, whole.energy_score, rtol=1e-5)
+    np.testing.assert_allclose(pieces.variogram_score, whole.variogram_score, rtol=1e-5)
+    assert pieces.noise == pytest.approx(whole.noise, rel=1e-4)
+    with pytest.raises(InputError, match="chunks held 4 maps"):
+        fit_noise_scales(cvae, flow, small_maps(4).chunks(4), maps.table, settings, scales=scales)
+
+
+def test_a_bad_noise_scale_file_names_the_key(tmp_path: Path) -> None:
     path = tmp_path / "noise_scale.json"
-    path.write_text(json.dumps({"noise_scale": value}).replace("Infinity", "1e999"))
-    with pytest.raises(InputError, match="noise_scale.json: 'noise_scale' must be a finite number > 0"):
-        read_noise_scale(path)
+    for value in (-0.5, 0, "wide", float("inf")):
+        path.write_text(json.dumps({"noise_scale": value}).replace("Infinity", "1e999"))
+        with pytest.raises(InputError, match="noise_scale.json: 'noise_scale' must be a finite number > 0"):
+            read_noise_scale(path)
+    path.write_text(json.dumps({"noise": {"lowrank": 0.5}}))
+    with pytest.raises(InputError, match="'noise' must hold 'lowrank' and 'diagonal'"):
+        read_noise_scales(path)
+    path.write_text(json.dumps({"noise": {"lowrank": 0.5, "diagonal": -1}}))
+    with pytest.raises(InputError, match="noise_scale.json: noise scale 'diagonal'"):
+        read_noise_scales(path)
 
 
-def test_the_pipeline_fits_the_scale_and_every_consumer_uses_it(tiny_run: Path) -> None:
-    fitted = json.loads((tiny_run / "results" / "models" / "noise_scale.json").read_text())
-    assert 0.1 <= fitted["noise_scale"] <= 2.0
-    assert len(fitted["scales"]) == len(fitted["energy_score"]) == len(SCALES)
-    assert fitted["n_maps"] > 0 and fitted["n_samples"] == 64
-    # the fitted scale is at (or refined next to) the lowest validation score
-    lowest = fitted["scales"][int(np.argmin(fitted["energy_score"]))]
+def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Path) -> None:
+    path = tiny_run / "results" / "models" / "noise_scale.json"
+    fitted = json.loads(path.read_text())
+    scales = fitted["scales"]
+    energy, variogram = np.array(fitted["energy_score"]), np.array(fitted["variogram_score"])
+    assert energy.shape == variogram.shape == (len(SCALES), len(SCALES)) and fitted["n_samples"] == 64
+    noise = read_noise_scales(path)
+    assert noise == best_scales(np.array(scales), energy, variogram)
+    assert min(scales) <= noise.lowrank <= max(scales) and min(scales) <= noise.diagonal <= max(scales)
+    # the single factor is the energy-score minimum along lowrank = diagonal (or refined next to it)
+    lowest = scales[int(np.argmin(np.diagonal(energy)))]
     assert abs(math.log(fitted["noise_scale"] / lowest)) <= math.log(SCALES[1] / SCALES[0])
+    diagnostics = fitted["diagnostics"]
+    assert diagnostics["family"] == "gaussian" and diagnostics["noise"] == {"lowrank": noise.lowrank,
+                                                                            "diagonal": noise.diagonal}  # fmt: skip
+    block = diagnostics["as_trained"]["flow"]
+    assert block["n_pixels"] > 0 and block["mahalanobis_per_pixel"]["quantiles"]["0.5"] > 0
     metrics = json.loads((tiny_run / "results" / "evaluation" / "metrics.json").read_text())
     card = json.loads((tiny_run / "results" / "models" / "model.json").read_text())
     assert metrics["noise_scale"] == card["noise_scale"] == fitted["noise_scale"]

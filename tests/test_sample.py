@@ -1,18 +1,27 @@
-"""Posterior sampling in the three modes, and the deterministic baseline's prediction,
-on models trained by the real stages on synthetic maps."""
+"""Posterior sampling in the three modes (the one sampler, ``sample_in_chunks``, and its per-map seeds),
+and the deterministic baseline's prediction, on models trained by the real stages on synthetic maps."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from test_dataset import write_synthetic_dataset
 
 from exsitu.checkpoint import load_model
+from exsitu.cvae import CVAE, CVAEConfig
 from exsitu.dataset import DatasetFiles, MapSet
 from exsitu.io import InputError
-from exsitu.sample import posterior_samples, predict_baseline
+from exsitu.likelihood import NoiseScales
+from exsitu.sample import (
+    decode_batch,
+    posterior_samples,
+    predict_baseline,
+    residual_draws_in_chunks,
+    sample_in_chunks,
+)
 from exsitu.stages import train_baseline, train_cvae, train_flow
 
 CPU = torch.device("cpu")
@@ -99,15 +108,82 @@ def test_same_generator_same_samples(trained) -> None:
     assert torch.equal(draw(), draw())
 
 
-def test_condition_encoder_runs_once_per_map(trained) -> None:
+def in_one(chunks) -> torch.Tensor:
+    return torch.cat([samples for _, samples in chunks])
+
+
+def test_condition_encoder_runs_once_per_map_and_passes_are_bounded(trained) -> None:
     models, test = trained
+    cvae = models["cvae"]
     seen: list[int] = []
-    hook = models["cvae"].condition_encoder.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0]))
+    passes: list[int] = []
+    hooks = [
+        cvae.condition_encoder.register_forward_hook(lambda m, inp, out: seen.append(inp[0].shape[0])),
+        cvae.decoder.register_forward_hook(lambda m, inp, out: passes.append(inp[0].shape[0])),
+    ]
     try:
-        posterior_samples(models["cvae"], test.conditions, 10, "prior", batch_size=40)
+        in_one(sample_in_chunks(cvae, test.conditions, 10, "prior", seeds=range(len(test)), maps_per_chunk=4,
+                                pairs_per_pass=15))  # fmt: skip
     finally:
-        hook.remove()
+        for hook in hooks:
+            hook.remove()
     assert sum(seen) == len(test) and max(seen) == 4
+    assert sum(passes) == 10 * len(test) and max(passes) == 15
+
+
+def test_decode_batch_bounds_pixels_times_channels() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert decode_batch(cpu) == 512 and decode_batch(cuda) == 2048
+    # The paper's 128^2 maps with 32 base channels: 1/32 of the pairs, the same activations per pass.
+    assert decode_batch(cpu, 128, 32) == 16 and decode_batch(cuda, 128, 32) == 64
+    assert decode_batch(cpu, 1024, 64) == 1
+
+
+@pytest.mark.parametrize("mode,predictive", [("flow", "full"), ("reconstruction", "full"), ("prior", "mean")])
+def test_a_maps_samples_depend_only_on_its_seed_not_on_chunks_passes_or_position(trained, mode, predictive) -> None:
+    models, test = trained
+    seeds = 1000 + np.arange(len(test))
+    kwargs = {"exsitu": test.exsitu, "flow": models["flow"], "predictive": predictive}
+    reference = in_one(sample_in_chunks(models["cvae"], test.conditions, 6, mode, seeds=seeds, **kwargs))
+    for maps_per_chunk, pairs_per_pass in ((1, 1), (5, 7), (len(test), 1000)):
+        again = in_one(sample_in_chunks(models["cvae"], test.conditions, 6, mode, seeds=seeds, **kwargs,
+                                        maps_per_chunk=maps_per_chunk, pairs_per_pass=pairs_per_pass))  # fmt: skip
+        # Equal up to float rounding of convolutions run at other batch sizes.
+        torch.testing.assert_close(again, reference, atol=1e-5, rtol=0)
+    # The last maps alone, with their own seeds: the same samples as among all the maps.
+    tail = {"exsitu": test.exsitu[7:], "flow": models["flow"], "predictive": predictive}
+    alone = in_one(sample_in_chunks(models["cvae"], test.conditions[7:], 6, mode, seeds=seeds[7:], **tail))
+    torch.testing.assert_close(alone, reference[7:], atol=1e-5, rtol=0)
+    if predictive == "full":  # another seed, other samples
+        other = in_one(sample_in_chunks(models["cvae"], test.conditions, 6, mode, seeds=seeds + 1, **kwargs))
+        assert (other - reference).abs().mean() > 1e-3
+
+
+def test_draws_in_parts_give_the_samples_at_any_noise_scales(trained) -> None:
+    models, test = trained
+    noise = NoiseScales(lowrank=0.4, diagonal=1.3)
+    seeds = np.arange(len(test))
+    samples = in_one(sample_in_chunks(models["cvae"], test.conditions, 5, "flow", seeds=seeds, flow=models["flow"],
+                                      noise=noise))  # fmt: skip
+    parts = [
+        draws.fractions(mask, noise).view(-1, 5, 16, 16)
+        for _, draws, mask in residual_draws_in_chunks(
+            models["cvae"], test.conditions, 5, "flow", seeds=seeds, flow=models["flow"], maps_per_chunk=3
+        )
+    ]
+    torch.testing.assert_close(torch.cat(parts), samples, atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match="one seed per map"):
+        in_one(sample_in_chunks(models["cvae"], test.conditions, 5, "prior", seeds=seeds[1:]))
+
+
+def test_student_t_samples_are_reproducible_too() -> None:
+    torch.manual_seed(0)
+    cvae = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, rank=2, likelihood="student_t"))
+    conditions = torch.randn(5, 5, 16, 16)
+    a = in_one(sample_in_chunks(cvae, conditions, 4, "prior", seeds=[3, 4, 5, 6, 7], maps_per_chunk=2))
+    b = in_one(sample_in_chunks(cvae, conditions, 4, "prior", seeds=[3, 4, 5, 6, 7], pairs_per_pass=3))
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    assert a.std(1).mean() > 1e-3
 
 
 def test_reconstruction_beats_prior_and_modes_need_their_inputs(trained) -> None:

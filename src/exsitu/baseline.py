@@ -1,21 +1,20 @@
 """The deterministic baseline: the cVAE's condition encoder and decoder without a latent vector.
 
 It is trained on the same whole-map likelihood as the cVAE (``exsitu.likelihood.MapLikelihood``,
-low rank + diagonal Gaussian in logit space); its prediction (``exsitu.sample.predict_baseline``)
-is that likelihood's mean, E[ex-situ fraction | conditions] per pixel in [0, 1]: the regression
-counterpart of the cVAE's posterior mean.
+low rank + diagonal in logit space, of the family ``cvae.likelihood``); its prediction
+(``exsitu.sample.predict_baseline``) is that likelihood's mean, E[ex-situ fraction | conditions]
+per pixel in [0, 1]: the regression counterpart of the cVAE's posterior mean.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from exsitu.cvae import ConditionEncoder, CVAEConfig, Decoder
+from exsitu.cvae import ConditionedNetwork, ConditionEncoder, CVAEConfig, Decoder
 from exsitu.likelihood import MapLikelihood
 
 
-class Baseline(nn.Module):
+class Baseline(ConditionedNetwork):
     """Conditions -> the likelihood of the ex-situ map (``MapLikelihood``; no latent)."""
 
     kind = "baseline"
@@ -26,11 +25,11 @@ class Baseline(nn.Module):
         self.condition_encoder = ConditionEncoder(cfg)
         self.decoder = Decoder(cfg, latent_dim=0)
 
-    def hparams(self) -> dict[str, int]:
+    def hparams(self) -> dict[str, int | float | str]:
         return self.cfg.to_dict()
 
     def forward(self, conditions: torch.Tensor) -> MapLikelihood:
-        features, summary = self.condition_encoder(conditions)
+        features, summary = self.encode_conditions(conditions)
         no_latent = summary.new_zeros(summary.shape[0], 0)
         return self.decoder(no_latent, features, summary)
 

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from exsitu.contracts import N_CHANNELS
 from exsitu.io import InputError
-from exsitu.likelihood import LOG_VAR_MAX, LOG_VAR_MIN, MapLikelihood
+from exsitu.likelihood import DOF_MAX, DOF_MIN, FAMILIES, LOG_VAR_MAX, LOG_VAR_MIN, LOGIT_EPS, TAIL_RANGE, MapLikelihood
 from exsitu.settings import CVAESettings
 
 ACTIVE_KL = 0.01  # nats: a latent dimension with less validation KL than this carries nothing
@@ -42,6 +42,12 @@ class CVAEConfig:
     n_channels: int = N_CHANNELS  # conditioning channels (config conditions.channels)
     summary_dim: int = 32
     max_levels: int = 5
+    likelihood: str = "gaussian"  # one of exsitu.likelihood.FAMILIES (config cvae.likelihood)
+    logit_eps: float = LOGIT_EPS  # the fractions' clip (config cvae.logit_eps)
+
+    def __post_init__(self) -> None:
+        if self.likelihood not in FAMILIES:
+            raise InputError(f"config key 'cvae.likelihood': {self.likelihood!r} is not one of {FAMILIES}")
 
     @classmethod
     def from_settings(cls, settings: CVAESettings, npix: int, n_channels: int = N_CHANNELS) -> CVAEConfig:
@@ -54,6 +60,8 @@ class CVAEConfig:
             base_channels=settings.base_channels,
             rank=settings.rank,
             n_channels=n_channels,
+            likelihood=settings.likelihood,
+            logit_eps=settings.logit_eps,
         )
 
     def levels(self) -> int:
@@ -69,7 +77,7 @@ class CVAEConfig:
         """Side in pixels of the coarsest level."""
         return self.npix // 2 ** (self.levels() - 1)
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | float | str]:
         return asdict(self)
 
 
@@ -145,10 +153,24 @@ class Encoder(nn.Module):
         return mu, logvar.clamp(-12.0, 6.0)
 
 
-class Decoder(nn.Module):
-    """p(ex-situ map | z, conditions) as a ``MapLikelihood`` (mean, diagonal, ``cfg.rank`` factor maps).
+#: Adam moves a parameter by ~lr per step whatever its gradient, and nu spans orders of magnitude:
+#: log(nu - DOF_MIN) = DOF_SPEED x the parameter lets a few hundred steps move nu by a factor of e.
+DOF_SPEED = 10.0
+DOF_INIT = 10.0
+#: Initial sinh-arcsinh exponent (close to the Gaussian, tau = 1, with room to grow).
+TAIL_INIT = 1.25
 
-    With ``latent_dim == 0`` it is the deterministic baseline's decoder (conditions only).
+
+class Decoder(nn.Module):
+    """p(ex-situ map | z, conditions) as a ``MapLikelihood`` of family ``cfg.likelihood``.
+
+    A shared U-net trunk gives per-pixel features h. The mean head (a 1x1 convolution) reads h;
+    the covariance head (its own 3x3 convolution, then a 1x1 one to the log diagonal variance,
+    ``cfg.rank`` factor maps and, with sinh-arcsinh tails, the tail exponent) reads h DETACHED,
+    and the Student-t degrees of freedom are one parameter: so the covariance's NLL trains only
+    the covariance head, never the trunk, the condition encoder or the encoder (the faithful
+    split of Stirn et al. 2023; ``MapLikelihood.training_loss`` trains the mean by the squared
+    error). With ``latent_dim == 0`` it is the deterministic baseline's decoder (conditions only).
     """
 
     def __init__(self, cfg: CVAEConfig, latent_dim: int) -> None:
@@ -156,13 +178,33 @@ class Decoder(nn.Module):
         n = cfg.levels()
         self.bottom = cfg.bottom()
         self.c_bottom = cfg.channels(n - 1)
+        self.rank, self.eps = cfg.rank, cfg.logit_eps
         self.inp = nn.Linear(latent_dim + cfg.summary_dim, self.c_bottom * self.bottom**2)
         self.blocks = nn.ModuleList()
         c_prev = self.c_bottom
         for level in reversed(range(n)):
             self.blocks.append(conv_block(c_prev + cfg.channels(level) + latent_dim, cfg.channels(level)))
             c_prev = cfg.channels(level)
-        self.out = nn.Conv2d(c_prev, 2 + cfg.rank, 1)
+        self.mean_head = nn.Conv2d(c_prev, 1, 1)
+        self.tails = cfg.likelihood.endswith("sinh_arcsinh")
+        covariance_out = nn.Conv2d(c_prev, 1 + cfg.rank + self.tails, 1)
+        if self.tails:  # start near the Gaussian: tau = 1 + TAIL_RANGE * sigmoid(bias)
+            nn.init.constant_(covariance_out.bias[-1:], math.log((TAIL_INIT - 1) / (1 + TAIL_RANGE - TAIL_INIT)))
+        groups = math.gcd(8, c_prev)
+        self.covariance_head = nn.Sequential(
+            nn.Conv2d(c_prev, c_prev, 3, padding=1), nn.GroupNorm(groups, c_prev), nn.SiLU(), covariance_out
+        )
+        self.log_dof = (
+            nn.Parameter(torch.tensor(math.log(DOF_INIT - DOF_MIN) / DOF_SPEED))
+            if cfg.likelihood.startswith("student_t")
+            else None
+        )
+
+    def dof(self) -> torch.Tensor | None:
+        """The Student-t degrees of freedom nu in [DOF_MIN, DOF_MAX] (a 0-d tensor), None for other families."""
+        if self.log_dof is None:
+            return None
+        return (DOF_MIN + torch.exp(DOF_SPEED * self.log_dof)).clamp(max=DOF_MAX)
 
     def forward(self, z: torch.Tensor, features: list[torch.Tensor], summary: torch.Tensor) -> MapLikelihood:
         h = self.inp(torch.cat([z, summary], dim=1)).view(-1, self.c_bottom, self.bottom, self.bottom)
@@ -172,11 +214,38 @@ class Decoder(nn.Module):
             # z enters every level too, so the skips do not drown it out (posterior collapse).
             z_map = z[:, :, None, None].expand(-1, -1, *h.shape[-2:])
             h = block(torch.cat([h, skip, z_map], dim=1))
-        out = self.out(h)
-        return MapLikelihood(out[:, :1], out[:, 1:2].clamp(LOG_VAR_MIN, LOG_VAR_MAX), out[:, 2:])
+        covariance = self.covariance_head(h.detach())
+        rank = self.rank
+        tail = 1 + TAIL_RANGE * torch.sigmoid(covariance[:, 1 + rank :]) if self.tails else None
+        return MapLikelihood(
+            loc=self.mean_head(h),
+            log_var=covariance[:, :1].clamp(LOG_VAR_MIN, LOG_VAR_MAX),
+            factors=covariance[:, 1 : 1 + rank],
+            dof=self.dof(),
+            tail=tail,
+            eps=self.eps,
+        )
 
 
-class CVAE(nn.Module):
+class ConditionedNetwork(nn.Module):
+    """A network with a condition encoder (the cVAE, the baseline): the one way in for conditions."""
+
+    condition_encoder: ConditionEncoder
+
+    def encode_conditions(
+        self, conditions: torch.Tensor, scalars: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The condition encoder's features (one map per level, finest first) and summary vector.
+
+        conditions: (N, C, P, P) normalised observable maps; scalars: (N, S) galaxy scalars, which
+        this network does not take yet (given ones are an error, not silently dropped).
+        """
+        if scalars is not None:
+            raise InputError(f"this {self.kind} takes no galaxy scalars, got scalars of shape {tuple(scalars.shape)}")
+        return self.condition_encoder(conditions)
+
+
+class CVAE(ConditionedNetwork):
     """Encoder + condition encoder + decoder; ``forward`` returns what the ELBO needs."""
 
     kind = "cvae"
@@ -188,14 +257,14 @@ class CVAE(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg, cfg.latent_dim)
 
-    def hparams(self) -> dict[str, int]:
+    def hparams(self) -> dict[str, int | float | str]:
         return self.cfg.to_dict()
 
     def forward(
         self, conditions: torch.Tensor, exsitu: torch.Tensor
     ) -> tuple[MapLikelihood, torch.Tensor, torch.Tensor]:
         """One reparameterised pass: the decoded likelihood and q(z | map, conditions)'s (mu, logvar)."""
-        features, summary = self.condition_encoder(conditions)
+        features, summary = self.encode_conditions(conditions)
         mu, logvar = self.encoder(exsitu, features, summary)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return self.decoder(z, features, summary), mu, logvar

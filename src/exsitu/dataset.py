@@ -24,6 +24,7 @@ import torch
 
 from exsitu.contracts import CHANNELS, N_CHANNELS, SPLIT_COLUMNS, SUBSETS, read_map_rows, shard_index
 from exsitu.io import InputError, read_json, read_table
+from exsitu.scalars import scalar_values
 
 #: dtypes ``DatasetFiles.load`` can hold the conditions and the target in.
 LOAD_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
@@ -55,6 +56,20 @@ class MapSet:
 
     def __len__(self) -> int:
         return len(self.table)
+
+    def chunks(self, n: int) -> Iterator[MapSet]:
+        """These maps as consecutive chunks of ``n`` (the in-memory twin of ``DatasetFiles.chunks``): each
+        chunk's ``table`` keeps these maps' row numbers in its index."""
+        for start in range(0, len(self), n):
+            rows = slice(start, start + n)
+            yield MapSet(
+                conditions=self.conditions[rows], exsitu=self.exsitu[rows], mask=self.mask[rows],
+                table=self.table.iloc[rows], log_sigma=self.log_sigma[rows], channels=self.channels,
+            )  # fmt: skip
+
+    def scalars(self, names: Sequence[str]) -> torch.Tensor | None:
+        """(N, S) float32 galaxy scalars ``names`` of these maps (``exsitu.scalars``), None without names."""
+        return torch.as_tensor(scalar_values(self.table, names), dtype=torch.float32) if names else None
 
 
 @dataclass(frozen=True)

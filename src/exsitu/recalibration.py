@@ -1,26 +1,39 @@
-"""Recalibrate the decoder's residual noise on held-out maps with a proper whole-map score.
+"""Recalibrate the decoder's residual noise on held-out maps with whole-map scores that see correlations.
 
-Why: the map likelihood (``exsitu.likelihood``) is trained by maximum likelihood within a
-low-rank + diagonal family. On the smooth mock fields its residual covariance came out several
-times too wide on validation maps (per-pixel 68% intervals covered ~94% of the truth, whole-map
-TARP credibilities far from uniform), for reconstructions and flow samples alike. A fit that
-is misspecified in its covariance family is not protected from this: maximum likelihood then
-trades the marginal widths against the correlations it cannot express.
+Why: the map likelihood (``exsitu.likelihood``) is trained by maximum likelihood within its
+family. On the smooth mock fields the low-rank + diagonal Gaussian's residual came out ~2.5 times
+too wide in standard deviation on validation maps. A fit that is misspecified in its covariance
+family (or its tails) is not protected from this: maximum likelihood then trades the marginal
+widths against the correlations and tails it cannot express. The heavier-tailed families are
+meant to need little of it; this stage measures how much is left.
 
-What: one scalar ``s`` multiplies every residual standard deviation of the decoded likelihood
-(``MapLikelihood.scaled``). It is chosen on the VALIDATION maps, never the test maps, as the
-minimiser of the energy score of the flow's full predictive (the posterior a user draws),
+What: two factors, ``NoiseScales(lowrank, diagonal)``, on the factor maps F (the correlated part
+of the residual) and on the diagonal std sqrt(d) (the independent part), chosen on the
+VALIDATION maps, never the test maps, with two proper scores of the flow's full predictive (the
+posterior a user draws), both in ex-situ fraction units over each map's galaxy pixels:
 
-    ES(F, y) = E ||X - y|| - 1/2 E ||X - X'||,   X, X' ~ F independent,
+- the energy score ES(F, y) = E||X - y|| - 1/2 E||X - X'|| (Gneiting & Raftery 2007, JASA 102,
+  359): strictly proper for whole maps, but in ~10^3 dimensions it checks little beyond the
+  total variance;
+- the variogram score of order p = 1/2 (Scheuerer & Hamill 2015, MWR 143, 1321),
+  VS(F, y) = mean over pixel pairs (i, j) of (|y_i - y_j|^p - E|X_i - X_j|^p)^2: it compares the
+  spread of DIFFERENCES between pixels, which the correlations set (a correlated residual moves
+  neighbours together, an independent one apart), and it is blind to a common offset. The pairs
+  are every pair of galaxy pixels at the dyadic lags 1, 2, 4, ..., P/4 pixels along both axes,
+  so every spatial scale counts and the cost is O(pixels log P).
 
-over the galaxy pixels of each map in ex-situ fraction units (Gneiting & Raftery 2007, JASA
-102, 359). The energy score is strictly proper for whole maps, so its expected value is lowest
-at the true predictive: the scale follows from a score, not from matching a coverage target.
-Maps are weighted 1 / n_los so that every validation galaxy counts once, as in the evaluation.
+Both are scored on a grid of (lowrank, diagonal) scales (:data:`SCALES` on each axis). They are
+combined as ES / min ES + VS / min VS over the grid: a sum of proper scores with positive weights
+is proper, and dividing each by its own minimum makes the two unit-free, so that each counts by
+its relative change; the minimum is refined by a parabola in log scale along each axis. Both
+surfaces go into the JSON. The former single scale (the ES minimum along lowrank = diagonal) is
+kept as ``noise_scale`` for consumers that apply one factor to the whole residual.
 
-The scores of all candidate scales come from one set of draws (``posterior_logits``): a sample
-at scale s is ``to_fraction(loc + s * residual)``, with the same z and the same random numbers,
-so the comparison between scales has no sampling noise between them.
+Every candidate is scored on the same draws (``exsitu.sample.residual_draws_in_chunks``: a draw at
+other scales reuses its z and random numbers), so the comparison between scales has no sampling
+noise. Maps are weighted 1 / n_los so that every validation galaxy counts once, as in the
+evaluation. Memory is bounded by a chunk of maps (:func:`maps_per_chunk`); score sums are
+accumulated per grid point.
 """
 
 from __future__ import annotations
@@ -28,10 +41,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from exsitu.bootstrap import galaxy_weights
@@ -39,67 +54,97 @@ from exsitu.cvae import CVAE
 from exsitu.dataset import MapSet
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output, read_json
-from exsitu.likelihood import to_fraction
-from exsitu.sample import MAPS_PER_CALL, decode_batch, posterior_logits
+from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_scale
+from exsitu.sample import residual_draws_in_chunks
 from exsitu.settings import RecalibrateSettings
 
-#: Candidate noise scales: 0.1 to 2 in steps of 8%; the minimum is refined by a parabola in log s.
-SCALES = np.geomspace(0.1, 2.0, 40)
+#: Candidate scales of each part: 2^(k/2) for k = -5..2, 0.18 to 2 in steps of 41%, 1 included; the
+#: minimum is refined by a parabola along each axis.
+SCALES = 2.0 ** (np.arange(-5, 3) / 2)
+VARIOGRAM_ORDER = 0.5
+#: Float elements of one draw tensor per chunk (maps x samples x pixels): 16 MB in float32.
+CHUNK_ELEMENTS = 2**22
 
 
-@dataclass(frozen=True)
-class NoiseScaleFit:
-    """The fitted noise scale and the curve it comes from (the recalibrate stage's JSON)."""
-
-    noise_scale: float
-    scales: tuple[float, ...]
-    energy_score: tuple[float, ...]
-    n_maps: int
-    n_galaxies: int
-    n_samples: int
-
-    def to_dict(self) -> dict[str, Any]:
-        method = "minimum of the validation energy score of the flow's full predictive (fraction units)"
-        return {**asdict(self), "method": method}
+def maps_per_chunk(n_samples: int, npix: int) -> int:
+    """Validation maps per chunk so that one draw tensor holds at most CHUNK_ELEMENTS floats."""
+    return max(1, CHUNK_ELEMENTS // (n_samples * npix * npix))
 
 
 def energy_scores(samples: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Energy score of each map's samples against its truth, over its galaxy pixels: (N,).
+    """Energy score of each map's samples against its truth, over its galaxy pixels: (N,) float64.
 
     samples: (N, K, P, P), K >= 2; truth: (N, P, P); mask: (N, P, P) bool. Units of the maps
-    (fractions here). The spread term uses all K (K - 1) pairs (the unbiased estimator).
+    (fractions here). The spread term uses all K (K - 1) pairs (the unbiased estimator). Pixels off
+    the galaxy are set to 0 in samples and truth, which adds nothing to any distance.
     """
-    n, k = samples.shape[:2]
+    k = samples.shape[1]
     if k < 2:
         raise InputError(f"the energy score needs at least 2 samples per map, got {k}")
-    out = torch.empty(n, dtype=torch.float64, device=samples.device)
-    for i in range(n):
-        keep = mask[i].bool()
-        x = samples[i][:, keep].double()
-        y = truth[i][keep].double()
-        error = torch.linalg.vector_norm(x - y, dim=1).mean()
-        spread = torch.cdist(x, x).sum() / (k * (k - 1))
-        out[i] = error - 0.5 * spread
-    return out
+    m = mask.bool().flatten(1)[:, None]
+    x, y = samples.flatten(2).float() * m, truth.flatten(1)[:, None].float() * m
+    error = torch.linalg.vector_norm(x - y, dim=-1).double().mean(1)
+    # In float32 through the Gram matrix (fast); its diagonal, 0 in exact arithmetic, is rounding: left out.
+    pairs = torch.cdist(x, x).double()
+    spread = (pairs.sum((1, 2)) - torch.diagonal(pairs, dim1=1, dim2=2).sum(1)) / (k * (k - 1))
+    return error - 0.5 * spread
 
 
-def scale_scores(
-    loc: torch.Tensor,
-    residual: torch.Tensor,
-    truth: torch.Tensor,
-    mask: torch.Tensor,
-    weights: torch.Tensor,
-    scales: np.ndarray,
+def variogram_lags(npix: int) -> list[tuple[int, int]]:
+    """Pixel offsets (dy, dx) of the variogram score's pairs: dyadic lags 1, 2, 4, ..., P/4 along each axis."""
+    return [lag for d in 2 ** np.arange(int(math.log2(max(npix // 4, 1))) + 1) for lag in ((0, int(d)), (int(d), 0))]
+
+
+def variogram_scores(
+    samples: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor, order: float = VARIOGRAM_ORDER
 ) -> torch.Tensor:
-    """Weighted sum over maps of the energy score at each candidate scale: (len(scales),) float64.
+    """Variogram score of order ``order`` of each map (Scheuerer & Hamill 2015): (N,) float64.
 
-    loc, residual: (N, K, P, P) logits as ``posterior_logits`` returns them; truth: (N, P, P)
-    fractions; mask: (N, P, P) galaxy pixels; weights: (N,) map weights.
+    The mean over the map's pairs of galaxy pixels at :func:`variogram_lags` of
+    (|y_i - y_j|^p - mean_k |x_ki - x_kj|^p)^2, in map units^(2p). samples: (N, K, P, P);
+    truth: (N, P, P); mask: (N, P, P) bool. A map without such pairs scores 0.
     """
-    out = torch.empty(len(scales), dtype=torch.float64, device=loc.device)
-    for j, scale in enumerate(scales):
-        samples = to_fraction(loc + float(scale) * residual) * mask[:, None]
-        out[j] = (weights.double() * energy_scores(samples, truth, mask)).sum()
+    x, y, m = samples.float(), truth.float()[:, None], mask.bool()
+    p = m.shape[-1]
+    total = torch.zeros(m.shape[0], dtype=torch.float64, device=x.device)
+    count = torch.zeros_like(total)
+    for dy, dx in variogram_lags(p):
+        pair = m[:, : p - dy, : p - dx] & m[:, dy:, dx:]
+        expected = (x[..., : p - dy, : p - dx] - x[..., dy:, dx:]).abs().pow(order).mean(1)
+        observed = (y[..., : p - dy, : p - dx] - y[..., dy:, dx:]).abs().pow(order)[:, 0]
+        total += ((observed - expected).pow(2) * pair).sum((1, 2), dtype=torch.float64)
+        count += pair.sum((1, 2))
+    return total / count.clamp_min(1)
+
+
+def sample_scores(samples: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Both whole-map scores of each map's samples: {"energy": (N,), "variogram": (N,)} float64.
+
+    The scores the recalibration fits with, for the evaluation to report on the test set
+    (lower is better; fraction units). samples: (N, K, P, P) in [0, 1], K >= 2; truth: (N, P, P);
+    mask: (N, P, P) bool galaxy pixels; tensors on any device (numpy arrays are taken too).
+    """
+    samples, truth, mask = (torch.as_tensor(a) for a in (samples, truth, mask))
+    return {"energy": energy_scores(samples, truth, mask), "variogram": variogram_scores(samples, truth, mask)}
+
+
+def grid_scores(
+    draws: ResidualDraw, mask: torch.Tensor, truth: torch.Tensor, weights: torch.Tensor, scales: np.ndarray
+) -> torch.Tensor:
+    """Weighted sums over maps of both scores at every (lowrank, diagonal) pair of ``scales``.
+
+    draws: n K draws of n maps (map-major) and their (n K, 1, P, P) galaxy masks, as
+    ``residual_draws_in_chunks`` yields them; truth: (n, P, P) fractions; weights: (n,).
+    Returns (2, L, L) float64 on the CPU: [energy, variogram] x lowrank x diagonal.
+    """
+    n, p = truth.shape[0], truth.shape[-1]
+    map_mask = mask.view(n, -1, p, p)[:, 0]
+    out = torch.empty(2, len(scales), len(scales), dtype=torch.float64)
+    for i, lowrank in enumerate(scales):
+        for j, diagonal in enumerate(scales):
+            samples = draws.fractions(mask, NoiseScales(float(lowrank), float(diagonal))).view(n, -1, p, p)
+            scores = sample_scores(samples, truth, map_mask)
+            out[:, i, j] = torch.stack([(weights.double() * scores[name]).sum() for name in ("energy", "variogram")])
     return out
 
 
@@ -116,59 +161,136 @@ def best_scale(scales: np.ndarray, scores: np.ndarray) -> float:
     return float(np.exp(-b / (2 * a))) if a > 0 else float(scales[i])
 
 
-def fit_noise_scale(
-    cvae: CVAE, flow: LatentFlow, maps: MapSet, settings: RecalibrateSettings, scales: np.ndarray = SCALES
-) -> NoiseScaleFit:
-    """Fit the noise scale on ``maps`` (the validation subset); see the module doc.
+def best_scales(scales: np.ndarray, energy: np.ndarray, variogram: np.ndarray) -> NoiseScales:
+    """(lowrank, diagonal) minimising ES / min ES + VS / min VS on the grid, refined along each axis."""
+    combined = energy / energy.min() + variogram / variogram.min()
+    i, j = np.unravel_index(int(np.argmin(combined)), combined.shape)
+    return NoiseScales(best_scale(scales, combined[:, j]), best_scale(scales, combined[i, :]))
 
-    Every candidate scale is scored on the same ``settings.n_samples`` flow draws per map.
+
+@dataclass(frozen=True)
+class NoiseScaleFit:
+    """The fitted noise scales and the score surfaces they come from (the recalibrate stage's JSON).
+
+    noise: the two scales; noise_scale: the best single factor on the whole residual (ES along
+    lowrank = diagonal); energy_score, variogram_score: (L, L) galaxy-weighted means over the
+    validation maps, rows lowrank, columns diagonal, on ``scales``.
     """
+
+    noise: NoiseScales
+    noise_scale: float
+    scales: tuple[float, ...]
+    energy_score: tuple[tuple[float, ...], ...]
+    variogram_score: tuple[tuple[float, ...], ...]
+    n_maps: int
+    n_galaxies: int
+    n_samples: int
+    variogram_lags: tuple[tuple[int, int], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "noise_scale": self.noise_scale,
+            "noise": {"lowrank": self.noise.lowrank, "diagonal": self.noise.diagonal},
+            "method": (
+                "validation maps, flow full predictive, fraction units: (lowrank, diagonal) minimise "
+                "ES / min ES + VS / min VS over the grid (energy score; variogram score of order "
+                f"{VARIOGRAM_ORDER} at the listed lags); noise_scale: the energy-score minimum along lowrank = diagonal"
+            ),
+            "scales": list(self.scales),
+            "energy_score": [list(row) for row in self.energy_score],
+            "variogram_score": [list(row) for row in self.variogram_score],
+            "variogram_order": VARIOGRAM_ORDER,
+            "variogram_lags": [list(lag) for lag in self.variogram_lags],
+            "n_maps": self.n_maps,
+            "n_galaxies": self.n_galaxies,
+            "n_samples": self.n_samples,
+        }
+
+
+def fit_noise_scales(
+    cvae: CVAE,
+    flow: LatentFlow,
+    chunks: Iterable[MapSet],
+    table: pd.DataFrame,
+    settings: RecalibrateSettings,
+    scalars: Sequence[str] = (),
+    scales: np.ndarray = SCALES,
+) -> NoiseScaleFit:
+    """Fit the noise scales on the validation maps, streamed as ``chunks``; see the module doc.
+
+    table: the validation subset's split rows (for the galaxy weights); each chunk's ``table``
+    index holds its maps' row numbers in it. Map i is sampled with seed ``settings.seed + i``
+    (``settings.n_samples`` flow draws), so the fit does not depend on the chunking. ``scalars``: the
+    galaxy scalars the model is conditioned on (``conditions.scalars``).
+    """
+    scales = np.asarray(scales, dtype=np.float64)
+    galaxies, _, map_weights = galaxy_weights(table["galaxy_id"].to_numpy())
     device = next(cvae.parameters()).device
-    galaxies, _, map_weights = galaxy_weights(maps.table["galaxy_id"].to_numpy())
-    weights = torch.as_tensor(map_weights, dtype=torch.float64, device=device)
-    generator = torch.Generator(device=device).manual_seed(settings.seed)
-    totals = torch.zeros(len(scales), dtype=torch.float64)
-    for start in range(0, len(maps), MAPS_PER_CALL):
-        stop = min(len(maps), start + MAPS_PER_CALL)
-        loc, residual = posterior_logits(
-            cvae, maps.conditions[start:stop], settings.n_samples, "flow",
-            flow=flow, batch_size=decode_batch(device), generator=generator,
-        )  # fmt: skip
-        # scored on the model's device: at 128 x 128 the K^2 pair distances are most of the work
-        truth, mask = maps.exsitu[start:stop, 0].to(device), maps.mask[start:stop, 0].to(device)
-        totals += scale_scores(loc, residual, truth, mask, weights[start:stop], scales).cpu()
-    mean = (totals / weights.sum().cpu()).numpy()
-    scale = best_scale(np.asarray(scales), mean)
-    if not math.isfinite(scale) or scale <= 0:
-        raise InputError(f"the noise-scale fit gave {scale}; the validation energy scores were {mean}")
+    totals = torch.zeros(2, len(scales), len(scales), dtype=torch.float64)
+    n_maps, lags = 0, ()
+    for chunk in chunks:
+        rows = chunk.table.index.to_numpy()
+        npix = chunk.mask.shape[-1]
+        lags = tuple(variogram_lags(npix))
+        for maps, draws, mask in residual_draws_in_chunks(
+            cvae, chunk.conditions, settings.n_samples, "flow", seeds=settings.seed + rows, flow=flow,
+            scalars=chunk.scalars(scalars), maps_per_chunk=maps_per_chunk(settings.n_samples, npix),
+        ):  # fmt: skip
+            truth = chunk.exsitu[maps, 0].to(device)
+            weights = torch.as_tensor(map_weights[rows[maps]], device=device)
+            totals += grid_scores(draws, mask, truth, weights, scales)
+        n_maps += len(chunk)
+    if n_maps != len(table):
+        raise InputError(f"the validation chunks held {n_maps} maps, the split table lists {len(table)}")
+    energy, variogram = (totals / float(map_weights.sum())).numpy()
+    diagonal = np.diagonal(energy)
+    common = best_scale(scales, diagonal)
+    noise = best_scales(scales, energy, variogram)
+    if not (is_noise_scale(common) and is_noise_scale(noise.lowrank) and is_noise_scale(noise.diagonal)):
+        raise InputError(f"the noise-scale fit gave {common}, {noise}; the validation energy scores were {energy}")
     return NoiseScaleFit(
-        noise_scale=scale,
+        noise=noise,
+        noise_scale=common,
         scales=tuple(float(s) for s in scales),
-        energy_score=tuple(float(v) for v in mean),
-        n_maps=len(maps),
+        energy_score=tuple(tuple(float(v) for v in row) for row in energy),
+        variogram_score=tuple(tuple(float(v) for v in row) for row in variogram),
+        n_maps=n_maps,
         n_galaxies=len(galaxies),
         n_samples=settings.n_samples,
+        variogram_lags=lags,
     )
 
 
 def unscaled(n_maps: int, n_galaxies: int) -> NoiseScaleFit:
-    """The record of ``recalibrate.enabled: false``: the likelihood as trained (scale 1, no curve)."""
-    return NoiseScaleFit(noise_scale=1.0, scales=(), energy_score=(), n_maps=n_maps, n_galaxies=n_galaxies, n_samples=0)
+    """The record of ``recalibrate.enabled: false``: the likelihood as trained (scales 1, no surfaces)."""
+    return NoiseScaleFit(AS_TRAINED, 1.0, (), (), (), n_maps=n_maps, n_galaxies=n_galaxies, n_samples=0)
 
 
-def write_noise_scale(path: str | os.PathLike, fit: NoiseScaleFit) -> None:
-    """Write the recalibrate stage's JSON atomically."""
+def write_noise_scale(path: str | os.PathLike, fit: NoiseScaleFit, diagnostics: dict[str, Any] | None = None) -> None:
+    """Write the recalibrate stage's JSON atomically: the fit and (``exsitu.residual_diagnostics``) the diagnostics."""
+    record = fit.to_dict() | ({} if diagnostics is None else {"diagnostics": diagnostics})
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(fit.to_dict(), indent=2))
+        tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
 
 
 def check_noise_scale(scale: Any, source: str | os.PathLike) -> float:
     """``scale`` as a float if it is a finite number > 0; otherwise one error naming ``source`` and the key."""
-    if not (isinstance(scale, int | float) and not isinstance(scale, bool) and math.isfinite(scale) and scale > 0):
+    if not is_noise_scale(scale):
         raise InputError(f"{source}: 'noise_scale' must be a finite number > 0, got {scale!r}")
     return float(scale)
 
 
 def read_noise_scale(path: str | os.PathLike) -> float:
-    """The fitted noise scale from the recalibrate stage's JSON; a bad file is one clear error."""
+    """The best single noise factor from the recalibrate stage's JSON; a bad file is one clear error."""
     return check_noise_scale(read_json(path, ("noise_scale",), "noise-scale file")["noise_scale"], path)
+
+
+def read_noise_scales(path: str | os.PathLike) -> NoiseScales:
+    """The fitted ``NoiseScales`` from the recalibrate stage's JSON (key ``noise``); a bad file is one clear error."""
+    noise = read_json(path, ("noise",), "noise-scale file")["noise"]
+    if not isinstance(noise, dict) or set(noise) != {"lowrank", "diagonal"}:
+        raise InputError(f"{path}: 'noise' must hold 'lowrank' and 'diagonal', got {noise!r}")
+    try:
+        return NoiseScales(noise["lowrank"], noise["diagonal"])
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None

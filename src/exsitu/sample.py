@@ -12,35 +12,48 @@ Each z is decoded to the likelihood of a whole map (``exsitu.likelihood.MapLikel
 - ``"mean"``: the likelihood's mean map E[eps | z, theta]; the samples' spread is what the
   latent alone carries.
 
-The condition encoder runs once per map; its features are broadcast over the K samples. Work
-is batched over (map, sample) pairs on the model's device.
+One sampler, :func:`sample_in_chunks`: maps are taken ``maps_per_chunk`` at a time (that bounds the
+memory of the samples it hands back); the condition encoder runs once per map and its features are
+broadcast over the K samples; the decoder runs over (map, sample) pairs in passes of
+:func:`decode_batch` pairs (that bounds the decoder's activations at any map size). Every map draws
+its random numbers from its own generator, seeded with its own seed, in a fixed order (its K latent
+draws, then, the first time a pass reaches it, the residual noise of its K samples): a map's samples
+depend only on the model, the map, its seed, K and the noise scales, never on the chunk or pass
+sizes or on the map's position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from exsitu.baseline import Baseline
 from exsitu.cvae import CVAE, galaxy_mask
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError
-from exsitu.likelihood import MapLikelihood
+from exsitu.likelihood import AS_TRAINED, MapLikelihood, NoiseScales, ResidualDraw, ResidualNoise
 
 MODES = ("reconstruction", "prior", "flow")
-#: Maps per posterior_samples call in the evaluate stage and exsitu predict (bounds memory at
-#: MAPS_PER_CALL x K x P^2 floats). Both use it and decode_batch(), so the same maps and seed give
-#: the same samples in either.
-MAPS_PER_CALL = 64
-
-
-def decode_batch(device: torch.device) -> int:
-    """(map, sample) pairs per decoder pass: the sampler's default of 64 ran ~3x slower on CPU."""
-    return 2048 if device.type == "cuda" else 512
-
-
 PREDICTIVES = ("full", "mean")
+#: Maps per chunk of the sampler (bounds memory at MAPS_PER_CALL x K x P^2 floats of samples).
+MAPS_PER_CALL = 64
+#: Decoder pass budget in (map, sample) pairs at 32 x 32 maps and 16 base channels; the pairs per
+#: pass scale with 1 / (P^2 x channels), which bounds a pass's activations at any map size.
+PAIRS_AT_32 = {"cpu": 512, "cuda": 2048}
+
+
+def decode_batch(device: torch.device, npix: int = 32, base_channels: int = 16) -> int:
+    """(map, sample) pairs per decoder pass for maps of ``npix``^2 and a network of ``base_channels``.
+
+    512 on the CPU at 32^2 and 16 channels (the sampler's former 64 ran ~3x slower), 2048 on CUDA;
+    at 128^2 and 32 channels that is 16 and 64: the paper run's recalibrate peaked at 12.5 GB
+    decoding 512 such pairs at once.
+    """
+    budget = PAIRS_AT_32["cuda" if device.type == "cuda" else "cpu"] * 32 * 32 * 16
+    return max(1, budget // (npix * npix * base_channels))
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -60,13 +73,80 @@ def encode(
     device = _device(cvae)
     mus, stds, summaries = [], [], []
     for start in range(0, conditions.shape[0], batch_size):
-        cond = conditions[start : start + batch_size].to(device)
-        features, summary = cvae.condition_encoder(cond)
+        features, summary = cvae.encode_conditions(conditions[start : start + batch_size].to(device))
         mu, logvar = cvae.encoder(exsitu[start : start + batch_size].to(device), features, summary)
         mus.append(mu.float().cpu())
         stds.append(torch.exp(0.5 * logvar).float().cpu())
         summaries.append(summary.float().cpu())
     return torch.cat(mus), torch.cat(stds), torch.cat(summaries)
+
+
+def _check(
+    mode: str, n_samples: int, n_maps: int, seeds: Sequence[int], exsitu: torch.Tensor | None, flow: LatentFlow | None
+) -> None:
+    if mode not in MODES:
+        raise InputError(f"sampling mode must be one of {MODES}, got {mode!r}")
+    if mode == "reconstruction" and exsitu is None:
+        raise InputError("sampling mode 'reconstruction' needs the true ex-situ maps (exsitu=...)")
+    if mode == "flow" and flow is None:
+        raise InputError("sampling mode 'flow' needs the trained flow (flow=...)")
+    if n_samples < 1:
+        raise InputError(f"n_samples must be >= 1, got {n_samples}")
+    if len(seeds) != n_maps:
+        raise InputError(f"one seed per map is needed: {n_maps} maps, {len(seeds)} seeds")
+
+
+@dataclass
+class Pass:
+    """One decoder pass of a chunk: ``pairs`` (map-major (map, sample) pairs of the chunk), their
+    likelihoods and (pairs, 1, P, P) galaxy masks, and their residual noise (None when not drawn)."""
+
+    pairs: slice
+    likelihood: MapLikelihood
+    mask: torch.Tensor
+    noise: ResidualNoise | None
+
+
+def decoded_in_chunks(
+    cvae: CVAE,
+    conditions: torch.Tensor,
+    n_samples: int,
+    mode: str,
+    *,
+    seeds: Sequence[int] | np.ndarray,
+    flow: LatentFlow | None = None,
+    exsitu: torch.Tensor | None = None,
+    scalars: torch.Tensor | None = None,
+    maps_per_chunk: int = MAPS_PER_CALL,
+    pairs_per_pass: int | None = None,
+    with_noise: bool = True,
+) -> Iterator[tuple[slice, Iterator[Pass]]]:
+    """The decoded likelihoods of K latent draws per map, chunk by chunk and pass by pass.
+
+    Yields (maps of the chunk, its passes); each pass must be consumed before the next is asked for.
+    ``with_noise``: draw each pair's residual noise (for draws; not needed for the mean map). The
+    arguments are those of :func:`sample_in_chunks`; ``pairs_per_pass`` defaults to
+    :func:`decode_batch`.
+    """
+    seeds = [int(s) for s in np.asarray(seeds).reshape(-1)]
+    _check(mode, n_samples, conditions.shape[0], seeds, exsitu, flow)
+    if maps_per_chunk < 1 or (pairs_per_pass is not None and pairs_per_pass < 1):
+        raise InputError(f"maps_per_chunk and pairs_per_pass must be >= 1, got {maps_per_chunk}, {pairs_per_pass}")
+    cvae.eval()
+    if flow is not None:
+        flow.eval()
+    device = _device(cvae)
+    npix = conditions.shape[-1]
+    pairs_per_pass = pairs_per_pass or decode_batch(device, npix, cvae.cfg.base_channels)
+    for start in range(0, conditions.shape[0], maps_per_chunk):
+        stop = min(conditions.shape[0], start + maps_per_chunk)
+        generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds[start:stop]]
+        yield slice(start, stop), _passes(
+            cvae, conditions[start:stop].to(device), n_samples, mode, generators,
+            flow=flow, exsitu=None if exsitu is None else exsitu[start:stop].to(device),
+            scalars=None if scalars is None else scalars[start:stop].to(device),
+            pairs_per_pass=pairs_per_pass, with_noise=with_noise,
+        )  # fmt: skip
 
 
 def _latents(
@@ -75,79 +155,140 @@ def _latents(
     n_samples: int,
     features: list[torch.Tensor],
     summary: torch.Tensor,
+    generators: list[torch.Generator],
     *,
     exsitu: torch.Tensor | None,
     flow: LatentFlow | None,
-    generator: torch.Generator | None,
 ) -> torch.Tensor:
-    """(maps, K, latent_dim) latent draws for one chunk of maps."""
-    maps, dim = summary.shape[0], cvae.cfg.latent_dim
-    noise_shape = (maps, n_samples, dim)
+    """(maps, K, latent_dim) latent draws, each map's from its own generator."""
     if mode == "flow":
-        return flow.sample(n_samples, summary, generator=generator)
-    noise = torch.randn(noise_shape, generator=generator, device=summary.device)
+        return torch.cat([flow.sample(n_samples, summary[i : i + 1], generator=g) for i, g in enumerate(generators)])
+    dim = cvae.cfg.latent_dim
+    noise = torch.stack([torch.randn((n_samples, dim), generator=g, device=summary.device) for g in generators])
     if mode == "prior":
         return noise
     mu, logvar = cvae.encoder(exsitu, features, summary)
     return mu[:, None] + noise * torch.exp(0.5 * logvar)[:, None]
 
 
-def _check(mode: str, n_samples: int, batch_size: int, exsitu: torch.Tensor | None, flow: LatentFlow | None) -> None:
-    if mode not in MODES:
-        raise InputError(f"sampling mode must be one of {MODES}, got {mode!r}")
-    if mode == "reconstruction" and exsitu is None:
-        raise InputError("sampling mode 'reconstruction' needs the true ex-situ maps (exsitu=...)")
-    if mode == "flow" and flow is None:
-        raise InputError("sampling mode 'flow' needs the trained flow (flow=...)")
-    if n_samples < 1 or batch_size < 1:
-        raise InputError(f"n_samples and batch_size must be >= 1, got {n_samples}, {batch_size}")
+def _passes(
+    cvae: CVAE,
+    conditions: torch.Tensor,
+    n_samples: int,
+    mode: str,
+    generators: list[torch.Generator],
+    *,
+    flow: LatentFlow | None,
+    exsitu: torch.Tensor | None,
+    scalars: torch.Tensor | None,
+    pairs_per_pass: int,
+    with_noise: bool,
+) -> Iterator[Pass]:
+    """The decoder passes of one chunk (see :func:`decoded_in_chunks`)."""
+    with torch.no_grad():
+        features, summary = cvae.encode_conditions(conditions, scalars)
+        z = _latents(cvae, mode, n_samples, features, summary, generators, exsitu=exsitu, flow=flow).flatten(0, 1)
+    owner = torch.arange(conditions.shape[0], device=conditions.device).repeat_interleave(n_samples)
+    mask = galaxy_mask(conditions)
+    npix = conditions.shape[-1]
+    per_map_scale = cvae.cfg.likelihood.startswith("student_t")
+    noise_of: dict[int, ResidualNoise] = {}  # the residual noise of the maps the current pass reaches
+    for first in range(0, owner.numel(), pairs_per_pass):
+        last = min(owner.numel(), first + pairs_per_pass)
+        which = owner[first:last]
+        with torch.no_grad():
+            likelihood = cvae.decoder(
+                z[first:last], [f.index_select(0, which) for f in features], summary.index_select(0, which)
+            )
+        noise = None
+        if with_noise:
+            maps = range(first // n_samples, (last - 1) // n_samples + 1)
+            noise_of = {i: v for i, v in noise_of.items() if i in maps}
+            for i in maps:  # the first pass that reaches map i draws the residual noise of all its K samples
+                if i not in noise_of:
+                    noise_of[i] = ResidualNoise.draw(
+                        n_samples, cvae.cfg.rank, npix, per_map_scale, generators[i], conditions.device
+                    )
+            noise = ResidualNoise.cat(
+                [noise_of[i].rows(max(first - i * n_samples, 0), min(last - i * n_samples, n_samples)) for i in maps]
+            )
+        yield Pass(slice(first, last), likelihood, mask.index_select(0, which), noise)
 
 
-def _decoded(
+def sample_in_chunks(
     cvae: CVAE,
     conditions: torch.Tensor,
     n_samples: int,
     mode: str,
     *,
-    exsitu: torch.Tensor | None,
-    flow: LatentFlow | None,
-    batch_size: int,
-    generator: torch.Generator | None,
-) -> Iterator[tuple[slice, slice, MapLikelihood, torch.Tensor]]:
-    """Decode K latent draws per map, one decoder pass at a time.
+    seeds: Sequence[int] | np.ndarray,
+    flow: LatentFlow | None = None,
+    exsitu: torch.Tensor | None = None,
+    scalars: torch.Tensor | None = None,
+    predictive: str = "full",
+    noise: NoiseScales = AS_TRAINED,
+    maps_per_chunk: int = MAPS_PER_CALL,
+    pairs_per_pass: int | None = None,
+) -> Iterator[tuple[slice, torch.Tensor]]:
+    """K posterior samples of the ex-situ fraction map of each of N maps, ``maps_per_chunk`` maps at a time.
 
-    Yields (maps, pairs, likelihood, galaxy mask): ``maps`` the slice of maps of this chunk,
-    ``pairs`` the slice of its (map, sample) pairs (map-major) that this pass decoded, their
-    likelihoods and (pairs, 1, P, P) galaxy masks. A consumer that draws from each likelihood
-    before asking for the next keeps the generator's order of use, hence the samples, fixed.
+    conditions: (N, C, P, P) normalised as ``exsitu.dataset`` returns them (any device).
+    mode: "reconstruction" (needs ``exsitu``, (N, 1, P, P) true maps), "prior", or "flow" (needs
+        ``flow``, the model of ``train_flow``).
+    seeds: (N,) integers, one per map; see the module doc for what a map's samples depend on.
+    scalars: (N, S) galaxy scalars for a model that takes them (``CVAE.encode_conditions``).
+    predictive: "full" (draws from the decoded likelihood) or "mean" (its mean map per z).
+    noise: the noise scales of the residual (``exsitu.recalibration``; the default is as trained).
+    pairs_per_pass: (map, sample) pairs per decoder pass (default :func:`decode_batch`).
+    Yields (maps of this chunk, samples (n, K, P, P) float32 in [0, 1] on the CPU, 0 off the galaxy).
     """
-    cvae.eval()
-    if flow is not None:
-        flow.eval()
-    device = _device(cvae)
-    n = conditions.shape[0]
-    maps_per_chunk = max(1, batch_size // n_samples)
-    for start in range(0, n, maps_per_chunk):
-        stop = min(n, start + maps_per_chunk)
-        cond = conditions[start:stop].to(device)
-        features, summary = cvae.condition_encoder(cond)
-        truth = exsitu[start:stop].to(device) if exsitu is not None else None
-        z = _latents(cvae, mode, n_samples, features, summary, exsitu=truth, flow=flow, generator=generator).flatten(
-            0, 1
-        )
-        owner = torch.arange(stop - start, device=device).repeat_interleave(n_samples)
-        mask = galaxy_mask(cond)
-        for first in range(0, owner.numel(), batch_size):
-            which = owner[first : first + batch_size]
-            likelihood = cvae.decoder(
-                z[first : first + batch_size],
-                [f.index_select(0, which) for f in features],
-                summary.index_select(0, which),
-            )
-            yield slice(start, stop), slice(first, first + which.numel()), likelihood, mask.index_select(0, which)
+    if predictive not in PREDICTIVES:
+        raise InputError(f"predictive must be one of {PREDICTIVES}, got {predictive!r}")
+    p = conditions.shape[-1]
+    for maps, passes in decoded_in_chunks(
+        cvae, conditions, n_samples, mode, seeds=seeds, flow=flow, exsitu=exsitu, scalars=scalars,
+        maps_per_chunk=maps_per_chunk, pairs_per_pass=pairs_per_pass, with_noise=predictive == "full",
+    ):  # fmt: skip
+        out = torch.empty(maps.stop - maps.start, n_samples, p, p, dtype=torch.float32)
+        for step in passes:
+            with torch.no_grad():
+                if predictive == "full":
+                    draw = step.likelihood.residual(step.noise).fractions(step.mask, noise)
+                else:
+                    draw = step.likelihood.scaled(noise).mean(step.mask)
+            out.view(-1, p, p)[step.pairs] = draw.squeeze(1).cpu()
+        yield maps, out
 
 
-@torch.no_grad()
+def residual_draws_in_chunks(
+    cvae: CVAE,
+    conditions: torch.Tensor,
+    n_samples: int,
+    mode: str,
+    *,
+    seeds: Sequence[int] | np.ndarray,
+    flow: LatentFlow | None = None,
+    scalars: torch.Tensor | None = None,
+    maps_per_chunk: int = MAPS_PER_CALL,
+) -> Iterator[tuple[slice, ResidualDraw, torch.Tensor]]:
+    """The full-predictive draws of :func:`sample_in_chunks` kept in parts, chunk by chunk.
+
+    Yields (maps, draws of the chunk's (map, sample) pairs (n K, 1, P, P), map-major, on the model's
+    device, their galaxy masks): ``draws.fractions(mask, s)`` are the samples that
+    ``sample_in_chunks(..., noise=s)`` gives with the same seeds, for any noise scales s, so one
+    decoder pass serves every candidate of ``exsitu.recalibration``.
+    """
+    for maps, passes in decoded_in_chunks(
+        cvae, conditions, n_samples, mode, seeds=seeds, flow=flow, scalars=scalars, maps_per_chunk=maps_per_chunk
+    ):
+        draws, masks = [], []
+        for step in passes:
+            with torch.no_grad():
+                draws.append(step.likelihood.residual(step.noise))
+            masks.append(step.mask)
+        yield maps, ResidualDraw.cat(draws), torch.cat(masks)
+
+
 def posterior_samples(
     cvae: CVAE,
     conditions: torch.Tensor,
@@ -157,69 +298,28 @@ def posterior_samples(
     exsitu: torch.Tensor | None = None,
     flow: LatentFlow | None = None,
     predictive: str = "full",
-    noise_scale: float = 1.0,
-    batch_size: int = 64,
+    noise_scale: float | NoiseScales = 1.0,
+    batch_size: int | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """K posterior samples of the ex-situ fraction map for each of N maps.
+    """:func:`sample_in_chunks` for all N maps at once, with one seed per map drawn from ``generator``.
 
-    conditions: (N, C, P, P) normalised as ``exsitu.dataset.load_subset`` returns them.
-    mode: "reconstruction" (needs ``exsitu``, (N, 1, P, P) true maps), "prior", or "flow"
-        (needs ``flow``, the model of ``train_flow``).
-    predictive: "full" (draws from the decoded likelihood) or "mean" (its mean map per z).
-    noise_scale: factor on the likelihood's residual standard deviations (1: as trained; the
-        recalibrate stage fits it, see ``exsitu.recalibration``).
-    batch_size: (map, sample) pairs decoded per forward pass.
-    generator: a torch.Generator on the model's device, for reproducible draws.
-    Returns (N, K, P, P) float32 in [0, 1] on the CPU; pixels outside the galaxy are 0.
+    The entry point of the callers that hold one generator (the evaluate stage, exsitu predict):
+    the same generator state and maps give the same samples. ``noise_scale``: one factor on both
+    parts of the residual, or :class:`NoiseScales`; ``batch_size``: (map, sample) pairs per decoder
+    pass. Returns (N, K, P, P) float32 in [0, 1] on the CPU; pixels outside the galaxy are 0.
     """
-    _check(mode, n_samples, batch_size, exsitu, flow)
-    if predictive not in PREDICTIVES:
-        raise InputError(f"predictive must be one of {PREDICTIVES}, got {predictive!r}")
-    if not noise_scale > 0:
-        raise InputError(f"noise_scale must be > 0, got {noise_scale}")
+    noise = noise_scale if isinstance(noise_scale, NoiseScales) else NoiseScales(noise_scale, noise_scale)
+    device = generator.device if generator is not None else torch.device("cpu")
+    seeds = torch.randint(0, 2**62, (conditions.shape[0],), generator=generator, device=device).tolist()
     n, p = conditions.shape[0], conditions.shape[-1]
     out = torch.empty(n, n_samples, p, p, dtype=torch.float32)
-    for maps, pairs, likelihood, galaxy in _decoded(
-        cvae, conditions, n_samples, mode, exsitu=exsitu, flow=flow, batch_size=batch_size, generator=generator
-    ):
-        likelihood = likelihood.scaled(noise_scale)
-        draw = likelihood.sample(galaxy, generator) if predictive == "full" else likelihood.mean(galaxy)
-        out[maps].view(-1, p, p)[pairs] = draw.squeeze(1).cpu()
+    for maps, samples in sample_in_chunks(
+        cvae, conditions, n_samples, mode, seeds=seeds, flow=flow, exsitu=exsitu, predictive=predictive,
+        noise=noise, pairs_per_pass=batch_size,
+    ):  # fmt: skip
+        out[maps] = samples
     return out
-
-
-@torch.no_grad()
-def posterior_logits(
-    cvae: CVAE,
-    conditions: torch.Tensor,
-    n_samples: int,
-    mode: str,
-    *,
-    exsitu: torch.Tensor | None = None,
-    flow: LatentFlow | None = None,
-    batch_size: int = 64,
-    generator: torch.Generator | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The full-predictive draws of :func:`posterior_samples` split into (loc, residual) logits.
-
-    Both (N, K, P, P) float32 on the model's device (their consumer scores them there): the
-    decoded mean logit per z and one residual draw
-    (coherent + diagonal) at noise scale 1. ``to_fraction(loc + s * residual) * mask`` is the
-    sample that ``posterior_samples(..., noise_scale=s)`` draws from the same generator state,
-    so one pass serves every candidate scale.
-    """
-    _check(mode, n_samples, batch_size, exsitu, flow)
-    n, p = conditions.shape[0], conditions.shape[-1]
-    loc = torch.empty(n, n_samples, p, p, dtype=torch.float32, device=_device(cvae))
-    residual = torch.empty_like(loc)
-    for maps, pairs, likelihood, _ in _decoded(
-        cvae, conditions, n_samples, mode, exsitu=exsitu, flow=flow, batch_size=batch_size, generator=generator
-    ):
-        centre = likelihood.loc.float()
-        loc[maps].view(-1, p, p)[pairs] = centre.squeeze(1)
-        residual[maps].view(-1, p, p)[pairs] = (likelihood.sample_logit(generator) - centre).squeeze(1)
-    return loc, residual
 
 
 @torch.no_grad()

@@ -242,6 +242,8 @@ class CVAESettings(Section):
     lr: float
     base_channels: int
     rank: int  # factor maps of the correlated pixel residual (exsitu.likelihood)
+    likelihood: str  # family of the map likelihood (exsitu.likelihood.FAMILIES)
+    logit_eps: float  # clip of the fractions before the logit
     free_bits: float  # nats per latent dimension
     patience: int
     seed: int

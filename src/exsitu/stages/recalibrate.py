@@ -1,9 +1,12 @@
-"""Fit the noise scale of the decoder's residual on the validation maps -> results/models/noise_scale.json.
+"""Fit the noise scales of the decoder's residual on the validation maps -> results/models/noise_scale.json.
 
-The scale multiplies every residual standard deviation of the map likelihood; it is the
-minimiser of the validation energy score of the flow's full predictive (``exsitu.recalibration``).
-With ``recalibrate.enabled: false`` it is 1 (the likelihood as trained). evaluate and the model
-card (hence ``exsitu predict``) use it.
+Two scales, one on the correlated (low-rank) and one on the independent (diagonal) part of the map
+likelihood's residual, fitted with the energy and variogram scores of the flow's full predictive
+(``exsitu.recalibration``); with ``recalibrate.enabled: false`` both are 1 (the likelihood as
+trained). The JSON also holds the residual diagnostics of the validation maps
+(``exsitu.residual_diagnostics``), as trained and at the fitted scales. evaluate and the model card
+(hence ``exsitu predict``) use the scales. The validation maps are streamed in chunks, so memory is
+bounded by a chunk, not by the number of maps.
 """
 
 from __future__ import annotations
@@ -11,13 +14,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from exsitu.checkpoint import load_model
-from exsitu.cvae import CVAE
+from exsitu.checkpoint import load_models
 from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
-from exsitu.flow import LatentFlow
-from exsitu.io import InputError
-from exsitu.recalibration import fit_noise_scale, unscaled, write_noise_scale
+from exsitu.recalibration import fit_noise_scales, maps_per_chunk, unscaled, write_noise_scale
+from exsitu.residual_diagnostics import diagnose
 from exsitu.settings import ConditionSettings, RecalibrateSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
@@ -36,24 +37,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     settings = section_of(args.settings, RecalibrateSettings)
-    channels = section_of(args.settings, ConditionSettings, required=False).channels
-    val = DatasetFiles(args.maps, args.split, args.stats, channels).load("val")
-    n_galaxies = val.table["galaxy_id"].nunique()
-    if not settings.enabled:
-        write_noise_scale(args.out, unscaled(len(val), n_galaxies))
-        return
-    cvae, flow = load_model(args.cvae, device), load_model(args.flow, device)
-    if not isinstance(cvae, CVAE) or not isinstance(flow, LatentFlow):
-        raise InputError(f"{args.cvae}, {args.flow}: expected the cVAE and the flow model files")
-    fit = fit_noise_scale(cvae, flow, val, settings)
-    lowest, highest = fit.scales[0], fit.scales[-1]
-    if fit.noise_scale in (lowest, highest):
-        log.warning("the best noise scale is at the end of the searched range [%g, %g]", lowest, highest)
+    conditions = section_of(args.settings, ConditionSettings, required=False)
+    data = DatasetFiles(args.maps, args.split, args.stats, conditions.channels)
+    table = data.table("val")
+    models = load_models({"cvae": args.cvae, "flow": args.flow}, device)
+    cvae, flow = models["cvae"], models["flow"]
+    chunk = maps_per_chunk(settings.n_samples, cvae.cfg.npix)
+    if settings.enabled:
+        fit = fit_noise_scales(cvae, flow, data.chunks("val", chunk), table, settings, conditions.scalars)
+        lowest, highest = fit.scales[0], fit.scales[-1]
+        if {fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale} & {lowest, highest}:
+            log.warning("a best noise scale is at the end of the searched range [%g, %g]", lowest, highest)
+        log.info(
+            "noise scales: low-rank %.3f, diagonal %.3f (single factor %.3f) from %d validation maps of %d galaxies "
+            "(%d samples each)",
+            fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale, fit.n_maps, fit.n_galaxies, fit.n_samples,
+        )  # fmt: skip
+    else:
+        fit = unscaled(len(table), table["galaxy_id"].nunique())
+    diagnostics = diagnose(cvae, flow, data.chunks("val", chunk), table, settings.seed, fit.noise, conditions.scalars)
+    flow_block = diagnostics["as_trained"]["flow"]
     log.info(
-        "noise scale %.3f from %d validation maps of %d galaxies (%d samples each)",
-        fit.noise_scale, fit.n_maps, fit.n_galaxies, fit.n_samples,
+        "residual diagnostics (flow z, as trained): marginal kurtosis %s, within-map kurtosis %s, median M/n %.3f",
+        flow_block["marginal"]["kurtosis"], flow_block["joint_within_map"]["kurtosis"],
+        flow_block["mahalanobis_per_pixel"]["quantiles"]["0.5"],
     )  # fmt: skip
-    write_noise_scale(args.out, fit)
+    write_noise_scale(args.out, fit, diagnostics)
 
 
 if __name__ == "__main__":
