@@ -28,17 +28,17 @@ class Baseline(ConditionedNetwork):
     def hparams(self) -> dict[str, int | float | str]:
         return self.cfg.to_dict()
 
-    def forward(self, conditions: torch.Tensor) -> MapLikelihood:
-        features, summary = self.encode_conditions(conditions)
+    def forward(self, conditions: torch.Tensor, scalars: torch.Tensor | None = None) -> MapLikelihood:
+        features, summary = self.encode_conditions(conditions, scalars)
         no_latent = summary.new_zeros(summary.shape[0], 0)
         return self.decoder(no_latent, features, summary)
 
     def loss(
-        self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor
+        self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor, scalars: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The map NLL as in ``CVAE.loss``, per map (N,): summed over galaxy pixels, divided by P^2.
 
         Diagnostics: ``recon`` (N,), the NLL in nats per map.
         """
-        recon = self(conditions).training_loss(exsitu, mask)
+        recon = self(conditions, scalars).training_loss(exsitu, mask)
         return recon / exsitu[0].numel(), {"recon": recon.detach()}

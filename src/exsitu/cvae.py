@@ -40,6 +40,7 @@ class CVAEConfig:
     base_channels: int = 16
     rank: int = 8
     n_channels: int = N_CHANNELS  # conditioning channels (config conditions.channels)
+    n_scalars: int = 0  # galaxy scalars (config conditions.scalars)
     summary_dim: int = 32
     max_levels: int = 5
     likelihood: str = "gaussian"  # one of exsitu.likelihood.FAMILIES (config cvae.likelihood)
@@ -50,8 +51,11 @@ class CVAEConfig:
             raise InputError(f"config key 'cvae.likelihood': {self.likelihood!r} is not one of {FAMILIES}")
 
     @classmethod
-    def from_settings(cls, settings: CVAESettings, npix: int, n_channels: int = N_CHANNELS) -> CVAEConfig:
-        """The network shape from the cvae settings, the maps' side ``npix`` and the conditioning channel count."""
+    def from_settings(
+        cls, settings: CVAESettings, npix: int, n_channels: int = N_CHANNELS, n_scalars: int = 0
+    ) -> CVAEConfig:
+        """The network shape from the cvae settings, the maps' side ``npix`` and the conditioning channel and
+        galaxy scalar counts."""
         if npix < 8 or npix & (npix - 1):
             raise InputError(f"the maps are {npix} pixels wide; the cVAE needs a power of two >= 8 (config maps.npix)")
         return cls(
@@ -60,6 +64,7 @@ class CVAEConfig:
             base_channels=settings.base_channels,
             rank=settings.rank,
             n_channels=n_channels,
+            n_scalars=n_scalars,
             likelihood=settings.likelihood,
             logit_eps=settings.logit_eps,
         )
@@ -100,32 +105,65 @@ def galaxy_mask(conditions: torch.Tensor) -> torch.Tensor:
 
 
 class ConditionEncoder(nn.Module):
-    """Observable maps -> one feature map per level (finest first) and a summary vector."""
+    """Observable maps (and galaxy scalars) -> one feature map per level (finest first) and a summary vector.
+
+    Galaxy scalars (``cfg.n_scalars``: stellar mass, size, ...; standardised with training-set
+    statistics held as buffers, :meth:`set_scalar_standardisation`) enter twice: they modulate every
+    level's features (FiLM, Perez et al. 2018, AAAI: per channel a scale and a shift predicted from
+    the scalars, starting as the identity), so the convolutions read the maps in physical context,
+    and they join the bottleneck features in the summary vector, which the flow is conditioned on.
+    """
 
     def __init__(self, cfg: CVAEConfig) -> None:
         super().__init__()
         n = cfg.levels()
+        self.n_scalars = cfg.n_scalars
         self.blocks = nn.ModuleList()
         c_prev = cfg.n_channels + 1
-        for level in range(n):
-            self.blocks.append(conv_block(c_prev, cfg.channels(level)))
-            c_prev = cfg.channels(level)
+        self.widths = [cfg.channels(level) for level in range(n)]
+        for width in self.widths:
+            self.blocks.append(conv_block(c_prev, width))
+            c_prev = width
         self.summary = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c_prev * cfg.bottom() ** 2, cfg.summary_dim),
+            nn.Linear(c_prev * cfg.bottom() ** 2 + cfg.n_scalars, cfg.summary_dim),
             nn.SiLU(),
             nn.Linear(cfg.summary_dim, cfg.summary_dim),
         )
+        if cfg.n_scalars:
+            self.film = nn.Linear(cfg.n_scalars, 2 * sum(self.widths))
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+        self.register_buffer("scalar_mean", torch.zeros(cfg.n_scalars))
+        self.register_buffer("scalar_std", torch.ones(cfg.n_scalars))
 
-    def forward(self, conditions: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+    def set_scalar_standardisation(self, scalars: torch.Tensor) -> None:
+        """Fix the scalars' standardisation from the training maps' values (N, S)."""
+        self.scalar_mean.copy_(scalars.float().mean(0))
+        self.scalar_std.copy_(scalars.float().std(0).clamp_min(1e-6))
+
+    def forward(
+        self, conditions: torch.Tensor, scalars: torch.Tensor | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if (scalars is None) != (self.n_scalars == 0) or (scalars is not None and scalars.shape[1] != self.n_scalars):
+            shape = None if scalars is None else tuple(scalars.shape)
+            raise InputError(
+                f"this network takes {self.n_scalars} galaxy scalars per map, got scalars of shape {shape}"
+            )
         h = torch.cat([conditions, galaxy_mask(conditions).to(conditions.dtype)], dim=1)
+        s = None if scalars is None else ((scalars.to(h.device).float() - self.scalar_mean) / self.scalar_std)
+        film = (
+            self.film(s).to(h.dtype).split([w for w in self.widths for _ in (0, 1)], dim=1) if s is not None else None
+        )
         features = []
         for level, block in enumerate(self.blocks):
             if level:
                 h = F.avg_pool2d(h, 2)
             h = block(h)
+            if film is not None:
+                h = h * (1.0 + film[2 * level][:, :, None, None]) + film[2 * level + 1][:, :, None, None]
             features.append(h)
-        return features, self.summary(h)
+        flat = h.flatten(1) if s is None else torch.cat([h.flatten(1), s.to(h.dtype)], dim=1)
+        return features, self.summary(flat)
 
 
 class Encoder(nn.Module):
@@ -237,12 +275,11 @@ class ConditionedNetwork(nn.Module):
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
         """The condition encoder's features (one map per level, finest first) and summary vector.
 
-        conditions: (N, C, P, P) normalised observable maps; scalars: (N, S) galaxy scalars, which
-        this network does not take yet (given ones are an error, not silently dropped).
+        conditions: (N, C, P, P) normalised observable maps; scalars: (N, S) galaxy scalars in the
+        units of ``exsitu.scalars`` (the network standardises them), exactly as many as the network
+        was built for (``cfg.n_scalars``; missing or extra ones are an error, never silently dropped).
         """
-        if scalars is not None:
-            raise InputError(f"this {self.kind} takes no galaxy scalars, got scalars of shape {tuple(scalars.shape)}")
-        return self.condition_encoder(conditions)
+        return self.condition_encoder(conditions, scalars)
 
 
 class CVAE(ConditionedNetwork):
@@ -261,16 +298,23 @@ class CVAE(ConditionedNetwork):
         return self.cfg.to_dict()
 
     def forward(
-        self, conditions: torch.Tensor, exsitu: torch.Tensor
+        self, conditions: torch.Tensor, exsitu: torch.Tensor, scalars: torch.Tensor | None = None
     ) -> tuple[MapLikelihood, torch.Tensor, torch.Tensor]:
         """One reparameterised pass: the decoded likelihood and q(z | map, conditions)'s (mu, logvar)."""
-        features, summary = self.encode_conditions(conditions)
+        features, summary = self.encode_conditions(conditions, scalars)
         mu, logvar = self.encoder(exsitu, features, summary)
         z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
         return self.decoder(z, features, summary), mu, logvar
 
     def loss(
-        self, conditions: torch.Tensor, exsitu: torch.Tensor, mask: torch.Tensor, *, beta: float, free_bits: float = 0.0
+        self,
+        conditions: torch.Tensor,
+        exsitu: torch.Tensor,
+        mask: torch.Tensor,
+        scalars: torch.Tensor | None = None,
+        *,
+        beta: float,
+        free_bits: float = 0.0,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Equation (1) of the paper per map, as a true ELBO at ``beta = 1``.
 
@@ -295,7 +339,7 @@ class CVAE(ConditionedNetwork):
         (the training loop takes their weighted batch mean) and per-map diagnostics: ``recon`` and
         ``kl`` (N,) in nats per map, ``kl_dim`` (N, latent_dim) per dimension.
         """
-        likelihood, mu, logvar = self(conditions, exsitu)
+        likelihood, mu, logvar = self(conditions, exsitu, scalars)
         recon = likelihood.training_loss(exsitu, mask)
         kl_dims = kl_per_dim(mu, logvar)
         kl_term = kl_dims

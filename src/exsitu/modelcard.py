@@ -27,13 +27,13 @@ from exsitu.contracts import CHANNELS, UNITS
 from exsitu.cvae import CVAE
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output
-from exsitu.recalibration import check_noise_scale
+from exsitu.likelihood import NoiseScales
 
 log = logging.getLogger(__name__)
 
 MODEL_CARD = "model.json"
 #: Version of the model-directory contract; a directory written under another one is refused.
-CARD_FORMAT = "exsitu-model-dir-1"
+CARD_FORMAT = "exsitu-model-dir-2"
 #: The radius the field of view is scaled by: the projection's projected half-mass radius (the
 #: observable analogue of Re, used when observe is on) or the 3D stellar half-mass radius.
 RADII = ("projected", "3d")
@@ -51,7 +51,7 @@ class ModelCard:
     radius: str  # one of RADII
     observe: dict[str, Any] | None
     config_hash: str
-    noise_scale: float  # factor on the decoder's residual std (recalibrate stage; 1 = as trained)
+    noise: dict[str, float]  # factors on the residual's low-rank and diagonal parts (recalibrate; 1 = as trained)
     #: galaxy scalars the networks are conditioned on, in model order (exsitu.scalars; none: maps alone)
     scalars: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=lambda: {"cvae": "cvae.pt", "flow": "flow.pt"})
@@ -65,6 +65,11 @@ class ModelCard:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
+
+    @property
+    def noise_scales(self) -> NoiseScales:
+        """The recalibrated noise scales of the decoder's residual."""
+        return NoiseScales(self.noise["lowrank"], self.noise["diagonal"])
 
 
 def write_model_card(path: str | os.PathLike, card: ModelCard) -> None:
@@ -101,7 +106,12 @@ def read_model_card(model_dir: str | os.PathLike) -> ModelCard:
         raise InputError(f"{path}: scalars must be distinct scalar names, got {list(card.scalars)}")
     if card.radius not in RADII:
         raise InputError(f"{path}: radius must be one of {RADII}, got {card.radius!r}")
-    check_noise_scale(card.noise_scale, path)
+    if not isinstance(card.noise, dict) or set(card.noise) != {"lowrank", "diagonal"}:
+        raise InputError(f"{path}: 'noise' must hold 'lowrank' and 'diagonal', got {card.noise!r}")
+    try:
+        card.noise_scales  # noqa: B018 - validates the two factors
+    except InputError as err:
+        raise InputError(f"{path}: {err}") from None
     return card
 
 

@@ -26,7 +26,7 @@ import torch
 from exsitu.io import InputError
 from exsitu.modelcard import ModelCard, TrainedModel
 from exsitu.regrid import PixelGrid, covered_fraction, regrid_mean
-from exsitu.sample import MAPS_PER_CALL, decode_batch, posterior_samples
+from exsitu.sample import sample_in_chunks
 from exsitu.sky.observed import SCALAR_NAMES, ObservedGalaxy
 from exsitu.sky.output import PredictionMaps
 
@@ -80,34 +80,22 @@ def predict_maps(
             f"maps of shape {conditions.shape} / mask {mask.shape} do not fit the model: "
             f"(N, {len(card.channels)}, {card.npix}, {card.npix}) for channels {list(card.channels)}"
         )
-    device = next(model.cvae.parameters()).device
-    # The networks take scalars once the lead wires them (exsitu.sample); until then only a model
-    # whose card lists scalars is given them, so that models of maps alone run unchanged.
-    by_scalars: dict[str, torch.Tensor] = {}
+    tensor = None
     if card.scalars:
         if scalars is None or np.shape(scalars) != (len(conditions), len(card.scalars)):
             raise InputError(
                 f"the model needs scalars {list(card.scalars)} for each of the {len(conditions)} maps, "
                 f"got an array of shape {np.shape(scalars)}"
             )
-        by_scalars["scalars"] = torch.as_tensor(np.asarray(scalars, np.float32))
-    generator = torch.Generator(device=device).manual_seed(seed)
+        tensor = torch.as_tensor(np.asarray(scalars, np.float32))
     normed = normalise(model, conditions, mask)
-    parts = [
-        posterior_samples(
-            model.cvae,
-            normed[i : i + MAPS_PER_CALL],
-            n_samples,
-            "flow",
-            flow=model.flow,
-            noise_scale=card.noise_scale,
-            batch_size=decode_batch(device),
-            generator=generator,
-            **{name: value[i : i + MAPS_PER_CALL] for name, value in by_scalars.items()},
-        )  # fmt: skip
-        for i in range(0, len(normed), MAPS_PER_CALL)
-    ]
-    return torch.cat(parts).numpy()
+    # Every galaxy is sampled with the user's seed: its samples depend only on the model, its maps and
+    # the seed, whatever else is predicted in the same call (exsitu.sample.sample_in_chunks).
+    chunks = sample_in_chunks(
+        model.cvae, normed, n_samples, "flow", seeds=np.full(len(normed), seed), flow=model.flow,
+        scalars=tensor, noise=card.noise_scales,
+    )  # fmt: skip
+    return torch.cat([samples for _, samples in chunks]).numpy()
 
 
 def model_scalars(model: TrainedModel, galaxy: ObservedGalaxy) -> np.ndarray:

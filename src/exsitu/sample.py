@@ -62,19 +62,26 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def encode(
-    cvae: CVAE, conditions: torch.Tensor, exsitu: torch.Tensor, batch_size: int = 256
+    cvae: CVAE,
+    conditions: torch.Tensor,
+    exsitu: torch.Tensor,
+    scalars: torch.Tensor | None = None,
+    batch_size: int = 256,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q(z | eps, theta) of every map: (mu, std, summary) on the CPU, float32.
 
     mu, std: (N, latent_dim) in latent units; summary: (N, summary_dim), the condition encoder's
-    summary vector that the flow is conditioned on.
+    summary vector that the flow is conditioned on; scalars: (N, S) galaxy scalars when the model takes them.
     """
     cvae.eval()
     device = _device(cvae)
     mus, stds, summaries = [], [], []
     for start in range(0, conditions.shape[0], batch_size):
-        features, summary = cvae.encode_conditions(conditions[start : start + batch_size].to(device))
-        mu, logvar = cvae.encoder(exsitu[start : start + batch_size].to(device), features, summary)
+        rows = slice(start, start + batch_size)
+        features, summary = cvae.encode_conditions(
+            conditions[rows].to(device), None if scalars is None else scalars[rows].to(device)
+        )
+        mu, logvar = cvae.encoder(exsitu[rows].to(device), features, summary)
         mus.append(mu.float().cpu())
         stds.append(torch.exp(0.5 * logvar).float().cpu())
         summaries.append(summary.float().cpu())

@@ -13,12 +13,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import pandas as pd
 import torch
 from torch import nn
 
+from exsitu.augment import random_dihedral
+from exsitu.cvae import CVAEConfig
 from exsitu.dataset import DatasetFiles, MapSet
 from exsitu.device import resolve_device
-from exsitu.settings import ConditionSettings, TrainSettings, section_of
+from exsitu.priors import map_weights
+from exsitu.settings import (
+    ConditionSettings,
+    CVAESettings,
+    PlanSettings,
+    TrainLoopSettings,
+    TrainSettings,
+    section_of,
+)
 from exsitu.stages import add_device_argument, stage_parser
 from exsitu.training import BatchTransform, fit, save_outputs
 
@@ -46,9 +57,50 @@ class Training:
 Build = Callable[[argparse.Namespace, DatasetFiles, torch.device], Training]
 
 
-def map_tensors(maps: MapSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The batch tensors of the map models' ``loss``: conditions, ex-situ map, mask."""
-    return maps.conditions, maps.exsitu, maps.mask
+def map_tensors(maps: MapSet, scalars: Sequence[str] = ()) -> tuple[torch.Tensor, ...]:
+    """The batch tensors of the map models' ``loss``: conditions, ex-situ map, mask (and galaxy scalars)."""
+    return (maps.conditions, maps.exsitu, maps.mask, *([] if not scalars else [maps.scalars(scalars)]))
+
+
+def prior_weights(table: pd.DataFrame, sections: dict[str, Any]) -> torch.Tensor:
+    """Per-map training weights (split rows ``table``) of the prior ``plan.weighting`` names (``exsitu.priors``)."""
+    weighting = section_of(sections, PlanSettings, required=False).weighting
+    return torch.as_tensor(map_weights(table["galaxy_id"].to_numpy(), weighting), dtype=torch.float32)
+
+
+def map_model_training(
+    args: argparse.Namespace,
+    data: DatasetFiles,
+    make_model: Callable[[CVAEConfig], nn.Module],
+    settings: TrainSettings,
+    **options: Any,
+) -> Training:
+    """The run of a map model (the cVAE or the deterministic baseline, both of the cvae section's network).
+
+    Train and val are held as float16; the galaxy scalars (``conditions.scalars``) are standardised
+    with the training maps' values; every map weighs what ``plan.weighting`` says; with
+    ``cvae.augment`` every training batch gets the eight symmetries of the square. ``options`` are the
+    remaining keywords of :class:`Training` (loss options, epoch metrics).
+    """
+    cvae = section_of(args.settings, CVAESettings)
+    scalars = section_of(args.settings, ConditionSettings, required=False).scalars
+    train, val = data.load("train", MAP_DTYPE), data.load("val", MAP_DTYPE)
+    cfg = CVAEConfig.from_settings(cvae, int(train.conditions.shape[-1]), len(train.channels), len(scalars))
+    torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
+    model = make_model(cfg)
+    if scalars:
+        model.condition_encoder.set_scalar_standardisation(train.scalars(scalars))
+    return Training(
+        model=model,
+        train=map_tensors(train, scalars),
+        val=map_tensors(val, scalars),
+        settings=settings,
+        precision=section_of(args.settings, TrainLoopSettings, required=False).precision,
+        train_weights=prior_weights(train.table, args.settings),
+        val_weights=prior_weights(val.table, args.settings),
+        batch_transform=random_dihedral if cvae.augment else None,
+        **options,
+    )
 
 
 def training_parser(module_file: str, doc: str | None) -> argparse.ArgumentParser:

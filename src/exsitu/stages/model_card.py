@@ -7,6 +7,7 @@ field-of-view definition, the observe settings and the config hash (see ``exsitu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 from exsitu.dataset import channel_index, read_stats
 from exsitu.io import InputError
 from exsitu.modelcard import ModelCard, write_model_card
-from exsitu.recalibration import read_noise_scale
+from exsitu.recalibration import read_noise_scales
 from exsitu.settings import ConditionSettings, MapSettings, ObserveSettings, config_hash, section_of
 from exsitu.stages import run_stage, stage_parser
 
@@ -45,7 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         radius="projected" if observe.enabled else "3d",
         observe=observe.to_dict() if observe.enabled else None,
         config_hash=config_hash(json.loads(json.dumps(args.settings))),
-        noise_scale=read_noise_scale(args.noise_scale),
+        noise=dataclasses.asdict(read_noise_scales(args.noise_scale)),
+        scalars=section_of(args.settings, ConditionSettings, required=False).scalars,
         files={"cvae": Path(args.cvae).name, "flow": Path(args.flow).name},
     )
     write_model_card(args.out, card)

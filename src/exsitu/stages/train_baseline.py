@@ -13,26 +13,15 @@ from collections.abc import Sequence
 import torch
 
 from exsitu.baseline import Baseline
-from exsitu.cvae import CVAEConfig
 from exsitu.dataset import DatasetFiles
-from exsitu.settings import BaselineSettings, CVAESettings, TrainLoopSettings, section_of
+from exsitu.settings import BaselineSettings, CVAESettings, section_of
 from exsitu.stages import run_stage
-from exsitu.stages._train import MAP_DTYPE, Training, map_tensors, run_training, training_parser
+from exsitu.stages._train import Training, map_model_training, run_training, training_parser
 
 
 def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) -> Training:
     cvae = section_of(args.settings, CVAESettings)
-    settings = section_of(args.settings, BaselineSettings).training(cvae)
-    train, val = data.load("train", MAP_DTYPE), data.load("val", MAP_DTYPE)
-    cfg = CVAEConfig.from_settings(cvae, int(train.conditions.shape[-1]), len(train.channels))
-    torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
-    return Training(
-        model=Baseline(cfg),
-        train=map_tensors(train),
-        val=map_tensors(val),
-        settings=settings,
-        precision=section_of(args.settings, TrainLoopSettings, required=False).precision,
-    )
+    return map_model_training(args, data, Baseline, section_of(args.settings, BaselineSettings).training(cvae))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

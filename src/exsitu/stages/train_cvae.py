@@ -11,26 +11,22 @@ from collections.abc import Sequence
 
 import torch
 
-from exsitu.cvae import CVAE, CVAEConfig, active_units
+from exsitu.cvae import CVAE, active_units
 from exsitu.dataset import DatasetFiles
-from exsitu.settings import CVAESettings, TrainLoopSettings, section_of
+from exsitu.settings import CVAESettings, section_of
 from exsitu.stages import run_stage
-from exsitu.stages._train import MAP_DTYPE, Training, map_tensors, run_training, training_parser
+from exsitu.stages._train import Training, map_model_training, run_training, training_parser
 
 
 def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) -> Training:
     settings = section_of(args.settings, CVAESettings)
-    train, val = data.load("train", MAP_DTYPE), data.load("val", MAP_DTYPE)
-    cfg = CVAEConfig.from_settings(settings, int(train.conditions.shape[-1]), len(train.channels))
-    torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
-    return Training(
-        model=CVAE(cfg),
-        train=map_tensors(train),
-        val=map_tensors(val),
-        settings=settings.training(),
+    return map_model_training(
+        args,
+        data,
+        CVAE,
+        settings.training(),
         loss_options={"beta": float(settings.beta), "free_bits": float(settings.free_bits)},
         epoch_metrics=active_units,
-        precision=section_of(args.settings, TrainLoopSettings, required=False).precision,
     )
 
 
