@@ -1,52 +1,53 @@
-"""Calibrated test-set metrics of the posterior sampling modes and three baselines (stage ``evaluate``)
+"""Calibrated test-set metrics of the posteriors and of every baseline (stage ``evaluate``)
 -> metrics.json, summaries.h5 and samples.h5.
 
+Three steps: :func:`read_inputs` gathers what the evaluation needs (:class:`EvaluationInputs`),
+:func:`compute` streams the test maps chunk by chunk, samples every posterior and predicts with
+every baseline, and keeps per-map statistics only (``exsitu.posterior_stats``,
+``exsitu.point_metrics``; the per-map maps go to summaries.h5 and the samples to samples.h5 as they
+are made), and :func:`summarise` turns them into metrics.json. Memory is bounded by a chunk
+(:func:`maps_per_chunk`), not by the number of test maps.
+
 Every test galaxy counts once: each map is weighted 1 / n_los of its galaxy, and every headline
-number carries a 95% interval from a bootstrap over test galaxies (``exsitu.bootstrap``). Fractions
-are dimensionless ex-situ stellar mass fractions in [0, 1].
+number carries a 95% interval from a bootstrap over test galaxies (``exsitu.bootstrap``); ratios of
+two methods use a paired bootstrap (the same galaxies in both). Fractions are dimensionless ex-situ
+stellar mass fractions in [0, 1]. Every method is scored with its median: the per-pixel posterior
+median for the posteriors, the median prediction of each baseline (the deterministic U-net's is
+the sigmoid of its mean logit, the median of its logit likelihood); posterior means are reported too.
 
 metrics.json:
 
-- ``n_maps``, ``n_pixels``, ``n_galaxies`` (test maps, their galaxy pixels, distinct galaxies);
-  ``n_samples``, ``seed``; ``interval_level`` (0.95); ``weighting``; ``few_galaxies`` (true when
-  fewer than 10 test galaxies back the intervals); ``exact_01_share``: share of galaxy pixels whose
-  true fraction is exactly 0 or 1.
-- ``modes.<mode>`` for ``reconstruction`` (z from the encoder given the truth, the lower bound),
-  ``prior`` (z ~ N(0, 1)), ``flow`` (z from the conditional flow), each drawn from the full
-  predictive, and ``flow_mean`` (flow z, decoder mean map per z: what the latent alone carries):
-  - the point-estimate block below, for the posterior mean map;
-  - ``mean_std``: mean posterior standard deviation per galaxy pixel (galaxy-weighted);
-  - ``coverage``: {"0.1", ..., "0.9", "0.68", "0.95"} -> {value, low, high}: galaxy-weighted share
-    of galaxy pixels whose truth lies in the central credible interval (randomized PIT);
-  - ``coverage_curve``: {"nominal", "observed"} on 51 levels;
-  - ``crps``: {value, low, high} per galaxy pixel;
-  - ``tarp``: {"uniform", "posterior"} -> TARP of whole maps with uniform references and with a
-    held-out posterior sample as reference: ``alpha``, ``ecp`` (+ band), ``atc`` {value, low,
-    high}, ``ks_statistic``, ``ks_pvalue``; ``tarp_atc`` repeats the uniform ATC value;
-  - ``stratified_coverage``: list of strata (by truth, stellar-mass tercile, r / r_half) with
-    ``coverage`` {level: {value, low, high}}, ``n_pixels``, ``n_maps``, ``n_galaxies``;
-  - ``rank_histogram``: SBC rank histogram of the galaxy-integrated fraction (``edges``,
-    ``fraction``, ``n_maps``, ``ks_pvalue``).
-- ``baselines.deterministic`` (condition encoder + decoder, no latent), ``baselines.radial``
-  (training-set mean fraction vs r / r_half) and ``baselines.lookup`` (k-NN on each pixel's own
-  observables and the galaxy's mass, no spatial context): the point-estimate block.
-- Point-estimate block: ``mae`` {value, low, high}; ``residuals`` (prediction - truth on galaxy
-  pixels, descriptive, unweighted, Fig. 3a: ``mean``, ``std``, ``median``, ``p16``, ``p84``,
-  ``hist_edges``, ``hist_counts``); ``residual_vs_truth`` (Fig. 3b, per truth bin); ``integrated``
-  (galaxy-integrated mass-weighted fraction per map, predicted minus true: ``mae``, ``bias``,
-  ``scatter`` as {value, low, high}, and ``pearson_r``).
+- ``n_maps``, ``n_pixels``, ``n_galaxies``, ``n_samples``, ``seed``, ``interval_level`` (0.95),
+  ``weighting`` (how maps are weighted), ``training_prior`` (``plan.weighting`` the models were
+  trained with), ``few_galaxies`` (fewer than 10 test galaxies back the intervals), ``exact_01_share``
+  (galaxy pixels whose true fraction is exactly 0 or 1), ``channels``, ``scalars``, ``noise`` (the
+  recalibrated scales applied to every posterior), ``likelihood`` (family, degrees of freedom, clip),
+  ``apertures`` (name -> radius in half-mass radii, null: the whole field), ``profile_edges``,
+  ``mass_bins``;
+- ``modes.<posterior>`` for ``reconstruction`` (z from the encoder given the truth, the lower
+  bound), ``prior`` (z ~ N(0, 1)), ``flow`` (z from the conditional flow), each drawn from the full
+  predictive, and ``flow_mean`` (flow z, the decoder's mean map per z: what the latent alone
+  carries): the block of :meth:`exsitu.posterior_stats.PosteriorTally.summary`;
+- ``baselines.<name>`` for ``deterministic`` (the U-net: condition encoder and decoder without a
+  latent), ``radial`` (the training-set median against r / r_half), ``lookup`` (k-NN on each pixel's
+  observables and the galaxy scalars) and ``trees`` (gradient-boosted trees on each pixel with galaxy
+  context, ``exsitu.trees``): the point-estimate block of ``exsitu.point_metrics``; the trees also
+  ``coverage_68`` of their 16-84% quantile interval;
+- ``comparisons``: ratios with paired-bootstrap intervals, per-pixel MAE (posterior median) of the
+  flow over each baseline and over the prior, reconstruction over flow, and the RMS of the
+  integrated fraction of the flow over each baseline per aperture.
 
-summaries.h5: ``truth``, ``mask`` (N, P, P); ``mean/<mode>``, ``std/<mode>`` (N, P, P) float16;
-``baseline/<name>`` (N, P, P) float16; ``integrated/true`` and ``integrated/<mode or baseline>``
-(N,); ``subhalo_id``, ``snapshot``, ``galaxy_id``, ``exsitu_total``, ``map_weight`` (N,);
-``radial/radius`` [r_half], ``radial/exsitu``; ``examples/index`` (E,), ``examples/conditions``
-(E, C, P, P) in physical units (attr ``channels``), ``examples/samples/<mode>`` (E, k, P, P).
+summaries.h5 (one row per test map): ``truth``, ``mask`` (N, P, P); ``median/<posterior>``,
+``mean/<posterior>``, ``std/<posterior>`` and ``baseline/<name>`` (N, P, P) float16;
+``functionals/true/<name>`` (N,) and ``functionals/<posterior>/<name>`` (N, 3: p16, p50, p84);
+``integrated/<method>/<aperture>`` (N,) the point estimates; ``subhalo_id``, ``snapshot``,
+``galaxy_id``, ``exsitu_total``, ``log_mstar``, ``map_weight`` (N,); ``radial/radius`` [r_half],
+``radial/exsitu`` (the radial baseline); ``examples/index`` (E,), ``examples/conditions`` (E, C, P, P)
+in physical units (attr ``channels``), ``examples/samples/<posterior>`` (E, k, P, P).
 
-samples.h5 (``evaluate.n_saved_samples`` = K > 0): the flow mode's posterior samples of every test
-map, ``samples`` (N, K, P, P) float16, with ``truth`` (N, P, P) float16, ``mask`` (N, P, P) bool,
-``subhalo_id``, ``snapshot``, ``galaxy_id`` (N,). It is written while sampling, chunk by chunk, and
-renamed into place at the end. Size: N x K x P^2 x 2 bytes: 11.9 GB for the paper's 3637 test maps
-at K = 100 and P = 128, which is why config/paper.yaml keeps K = 10.
+samples.h5 (``evaluate.n_saved_samples`` = K > 0): the flow posterior's samples of every test map,
+``samples`` (N, K, P, P) float16, with ``truth`` (N, P, P) float16, ``mask`` (N, P, P) bool,
+``subhalo_id``, ``snapshot``, ``galaxy_id`` (N,). Size: N x K x P^2 x 2 bytes.
 """
 
 from __future__ import annotations
@@ -55,183 +56,73 @@ import json
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 
-from exsitu.bootstrap import MIN_GALAXIES, Estimate, GalaxyBootstrap, per_map_totals
-from exsitu.calibration import (
-    COVERAGE_LEVELS,
-    crps,
-    expected_coverage_curve,
-    randomized_pit,
-    rank_histogram,
-    stratified_coverage,
-    tarp_credibility,
-    tarp_summary,
-)
+from exsitu.baseline import Baseline
+from exsitu.bootstrap import MIN_GALAXIES, GalaxyBootstrap, galaxy_weights
+from exsitu.cvae import CVAE
 from exsitu.dataset import DatasetFiles, MapSet, channel_index, read_stats
+from exsitu.fitted_baselines import FittedBaselines
+from exsitu.flow import LatentFlow
+from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names, map_functionals
 from exsitu.io import atomic_output
-from exsitu.lookup import fit_pixel_lookup, log_stellar_mass
-from exsitu.radial import fit_radial_profile
-from exsitu.sample import MAPS_PER_CALL, MODES, decode_batch, posterior_samples, predict_baseline
+from exsitu.likelihood import NoiseScales
+from exsitu.point_metrics import MASS_BINS, PointTally, paired_ratio, rms_ratio
+from exsitu.posterior_stats import PosteriorTally
+from exsitu.sample import MODES, predict_baseline, sample_in_chunks
+from exsitu.scalars import scalar_values
 from exsitu.settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
 
 N_EXAMPLES = 4
 EXAMPLE_SAMPLES = 3
-TRUTH_BINS = np.linspace(0.0, 1.0, 11)
-RESIDUAL_BINS = np.linspace(-1.0, 1.0, 81)
 #: (name in metrics.json, sampling mode, predictive) of every posterior that is evaluated.
 POSTERIORS: tuple[tuple[str, str, str], ...] = (
     *((mode, mode, "full") for mode in MODES),
     ("flow_mean", "flow", "mean"),
 )
+BASELINES: tuple[str, ...] = ("deterministic", "radial", "lookup", "trees")
 BOOTSTRAP_REPLICATES = 1000
+#: Floats of one chunk's samples (maps x samples x pixels): 64 MB as float32, whatever the map size.
+CHUNK_ELEMENTS = 2**24
 
 
-def _quantiles(values: np.ndarray) -> dict[str, float]:
-    p16, median, p84 = np.percentile(values, [16, 50, 84])
-    return {"median": float(median), "p16": float(p16), "p84": float(p84)}
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """Everything the evaluation reads: the test data, the trained models and how to use them."""
+
+    data: DatasetFiles
+    cvae: CVAE
+    flow: LatentFlow
+    baseline: Baseline
+    baselines: FittedBaselines
+    settings: EvaluateSettings
+    fov_rhalf: float  # the maps' field of view in half-mass radii (maps.fov_rhalf)
+    noise: NoiseScales  # recalibrated noise scales, applied to every posterior
+    scalars: tuple[str, ...] = ()  # galaxy scalars the networks are conditioned on (conditions.scalars)
+    training_prior: str = "natural"  # plan.weighting the models were trained with
 
 
-def integrated_fraction(maps: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Galaxy-integrated mass-weighted ex-situ fraction of maps (N, ..., P, P); weights (N, P, P) [Msun/kpc^2]."""
-    w = weights.reshape(weights.shape[0], *([1] * (maps.ndim - 3)), *weights.shape[1:])
-    return (maps * w).sum(axis=(-2, -1)) / w.sum(axis=(-2, -1))
+def maps_per_chunk(n_samples: int, npix: int) -> int:
+    """Test maps per chunk so that one chunk's samples hold at most :data:`CHUNK_ELEMENTS` floats."""
+    return max(1, CHUNK_ELEMENTS // (n_samples * npix * npix))
 
 
-def _to_dict(e: Estimate) -> dict[str, float]:
-    return e.to_dict()
+def physical_conditions(maps: MapSet, mean: np.ndarray, std: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Condition maps (len(index), C, P, P) of ``maps`` back in physical units, 0 outside the galaxy.
 
-
-def point_metrics(
-    prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray, weights: np.ndarray, boot: GalaxyBootstrap
-) -> dict[str, Any]:
-    """The point-estimate block of metrics.json for predicted maps (N, P, P) against the truth."""
-    residual = (prediction - truth)[mask]
-    map_index = np.nonzero(mask)[0]
-    n_maps = len(truth)
-    pixels = np.bincount(map_index, minlength=n_maps).astype(np.float64)
-    abs_sum = np.bincount(map_index, weights=np.abs(residual), minlength=n_maps)
-    hist, _ = np.histogram(np.clip(residual, -1, 1), RESIDUAL_BINS)
-    which = np.digitize(truth[mask], TRUTH_BINS[1:-1])
-    binned: dict[str, list] = {
-        "edges": TRUTH_BINS.tolist(),
-        "count": [],
-        "mean": [],
-        "median": [],
-        "p16": [],
-        "p84": [],
-    }
-    for b in range(len(TRUTH_BINS) - 1):
-        in_bin = residual[which == b]
-        binned["count"].append(int(in_bin.size))
-        stats = (
-            {"mean": float(in_bin.mean()), **_quantiles(in_bin)}
-            if in_bin.size
-            else dict.fromkeys(("mean", "median", "p16", "p84"))
-        )
-        for key, value in stats.items():
-            binned[key].append(value)
-    predicted, true = integrated_fraction(prediction, weights), integrated_fraction(truth, weights)
-    delta = predicted - true
-    ones = np.ones(n_maps)
-    scatter = boot.statistic(lambda n, s1, s2: np.sqrt(np.maximum(s2 / n - (s1 / n) ** 2, 0.0)), ones, delta, delta**2)
-
-    def pearson(n, x, y, xx, yy, xy):  # weighted totals, each (1 + replicates,)
-        cov = xy / n - x * y / n**2
-        return cov / np.sqrt((xx / n - (x / n) ** 2) * (yy / n - (y / n) ** 2))
-
-    r = boot.statistic(pearson, ones, predicted, true, predicted**2, true**2, predicted * true)
-    return {
-        "mae": _to_dict(boot.ratio(abs_sum, pixels)),
-        "residuals": {
-            "mean": float(residual.mean()),
-            "std": float(residual.std()),
-            **_quantiles(residual),
-            "hist_edges": RESIDUAL_BINS.tolist(),
-            "hist_counts": hist.tolist(),
-        },
-        "residual_vs_truth": binned,
-        "integrated": {
-            "mae": _to_dict(boot.mean(np.abs(delta))),
-            "bias": _to_dict(boot.mean(delta)),
-            "scatter": _to_dict(scatter),
-            "pearson_r": _to_dict(r) if true.std() > 0 else None,
-        },
-    }
-
-
-@dataclass
-class PosteriorAccumulator:
-    """Per-chunk statistics of one posterior, gathered so that no (N, K, P, P) array is held."""
-
-    mean: list[np.ndarray] = field(default_factory=list)
-    std: list[np.ndarray] = field(default_factory=list)
-    pit: list[np.ndarray] = field(default_factory=list)
-    crps: list[np.ndarray] = field(default_factory=list)
-    tarp: dict[str, list[np.ndarray]] = field(default_factory=lambda: {"uniform": [], "posterior": []})
-    integrated_pit: list[np.ndarray] = field(default_factory=list)
-
-    def add(
-        self, samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, weights: np.ndarray, rng: np.random.Generator
-    ) -> None:
-        """Summarise samples (n, K, P, P) of n maps with their truth, mask and mass weights (n, P, P)."""
-        self.mean.append(samples.mean(axis=1))
-        self.std.append(samples.std(axis=1))
-        pixels = np.moveaxis(samples, 1, -1)[mask]  # (galaxy pixels, K)
-        self.pit.append(randomized_pit(pixels, truth[mask], rng).astype(np.float32))
-        self.crps.append(crps(pixels, truth[mask]))
-        for reference, values in self.tarp.items():
-            values.append(tarp_credibility(samples, truth, rng, reference=reference, mask=mask))
-        sampled = integrated_fraction(samples, weights)  # (n, K)
-        self.integrated_pit.append(randomized_pit(sampled, integrated_fraction(truth, weights), rng))
-
-    def metrics(self, truth: np.ndarray, mask: np.ndarray, weights: np.ndarray, context: dict) -> dict[str, Any]:
-        """The mode's block of metrics.json (``context``: bootstrap, log_mstar, fov_rhalf)."""
-        boot: GalaxyBootstrap = context["bootstrap"]
-        mean, std, pit = np.concatenate(self.mean), np.concatenate(self.std), np.concatenate(self.pit)
-        map_index = np.nonzero(mask)[0]
-        n_maps = len(truth)
-        pixels = np.bincount(map_index, minlength=n_maps).astype(np.float64)
-        half_width = np.abs(pit.astype(np.float64) - 0.5)
-        hits = np.stack(
-            [np.bincount(map_index, weights=half_width <= level / 2, minlength=n_maps) for level in COVERAGE_LEVELS], 1
-        )
-        coverage = boot.ratio(hits, pixels)
-        weights_px = boot.map_weights[map_index]
-        nominal, _ = expected_coverage_curve(pit)
-        observed = [float(np.sum(weights_px * (half_width <= a / 2)) / weights_px.sum()) for a in nominal]
-        tarp = {ref: tarp_summary(np.concatenate(v), boot).to_dict() for ref, v in self.tarp.items()}
-        strata = stratified_coverage(
-            pit, truth, mask, context["log_mstar"], boot, fov_rhalf=context["fov_rhalf"], levels=(0.68, 0.95)
-        )
-        return {
-            **point_metrics(mean, truth, mask, weights, boot),
-            "mean_std": _to_dict(boot.ratio(per_map_totals(std[mask], map_index, n_maps), pixels)),
-            "coverage": {f"{level:g}": _to_dict(e) for level, e in zip(COVERAGE_LEVELS, coverage)},
-            "coverage_curve": {"nominal": nominal.tolist(), "observed": observed},
-            "crps": _to_dict(boot.ratio(per_map_totals(np.concatenate(self.crps), map_index, n_maps), pixels)),
-            "tarp": tarp,
-            "tarp_atc": tarp["uniform"]["atc"]["value"],
-            "stratified_coverage": [s.to_dict() for s in strata],
-            "rank_histogram": rank_histogram(np.concatenate(self.integrated_pit), boot).to_dict(),
-        }
-
-
-def physical_conditions(test: MapSet, mean: np.ndarray, std: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Condition maps (len(index), C, P, P) back in physical units, 0 outside the galaxy.
-
-    ``mean``, ``std``: the normalisation statistics (C,) of the test set's channels."""
-    cond = test.conditions[index].numpy()
-    mask = test.mask[index].numpy()
+    ``mean``, ``std``: the normalisation statistics (C,) of the maps' channels."""
+    cond = maps.conditions[index].numpy()
+    mask = maps.mask[index].numpy()
     return np.where(mask, cond * std[None, :, None, None] + mean[None, :, None, None], 0.0).astype(np.float32)
 
 
@@ -239,11 +130,6 @@ def example_indices(exsitu_total: np.ndarray, n: int = N_EXAMPLES) -> np.ndarray
     """Test maps at evenly spaced quantiles of the total ex-situ fraction, for Fig. 2."""
     order = np.argsort(exsitu_total, kind="stable")
     return np.unique(order[np.linspace(0, len(order) - 1, min(n, len(order))).round().astype(int)])
-
-
-def _map_log_mstar(maps: MapSet) -> np.ndarray:
-    """log10 M* [Msun] inside each map's field of view (the lookup's and the mass terciles' galaxy mass)."""
-    return log_stellar_mass(maps.log_sigma, maps.mask[:, 0].numpy(), maps.table["fov_kpc"].to_numpy())
 
 
 def _json_ready(value: Any) -> Any:
@@ -257,153 +143,256 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def evaluate(
-    data: DatasetFiles,
-    models: Mapping[str, torch.nn.Module],
-    settings: EvaluateSettings,
-    fov_rhalf: float,
-    samples_path: str | os.PathLike | None = None,
-    noise_scale: float = 1.0,
-) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Evaluate the trained ``models`` (keys cvae, flow, baseline; all on one device) on the test set.
+class _Hdf5Rows:
+    """An HDF5 file written row block by row block into a temporary path, renamed into place on success."""
 
-    ``fov_rhalf`` is the maps' field of view in half-mass radii (config ``maps.fov_rhalf``), for
-    the radial baseline and the radius strata. With ``samples_path`` and ``settings.n_saved_samples``
-    > 0 the flow posterior samples are written there (samples.h5, atomically). ``noise_scale`` is the
-    recalibrated factor on the decoder's residual std (``exsitu.recalibration``), applied in every
-    posterior. Returns (metrics, arrays for summaries.h5), see the module doc.
-    """
-    n_samples, seed = settings.n_samples, settings.seed
-    cvae, flow, baseline = models["cvae"], models["flow"], models["baseline"]
-    device = next(cvae.parameters()).device
-    test = data.load("test")
-    train = data.load("train")
+    def __init__(self, path: str | os.PathLike, n_rows: int) -> None:
+        self.path, self.n_rows = path, n_rows
 
-    truth = test.exsitu[:, 0].numpy()
-    mask = test.mask[:, 0].numpy()
-    # Pixels have equal area within a map, so surface densities are the mass weights.
-    weights = np.where(mask, 10.0 ** test.log_sigma.astype(np.float64), 0.0)
-    boot = GalaxyBootstrap(test.table["galaxy_id"].to_numpy(), n_replicates=BOOTSTRAP_REPLICATES, seed=seed)
-    context = {"bootstrap": boot, "log_mstar": _map_log_mstar(test), "fov_rhalf": fov_rhalf}
-    examples = example_indices(test.table["exsitu_total"].to_numpy())
-
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator(device=device).manual_seed(seed)
-    accumulators = {name: PosteriorAccumulator() for name, _, _ in POSTERIORS}
-    example_samples: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in POSTERIORS}
-    keep = settings.n_saved_samples if samples_path is not None else 0
-    with ExitStack() as files:
-        saved = files.enter_context(_SamplesFile(samples_path, test, min(keep, n_samples))) if keep else None
-        for name, mode, predictive in POSTERIORS:
-            # Each posterior starts from the seed, so exsitu predict reproduces the flow samples of given maps.
-            generator.manual_seed(seed)
-            for start in range(0, len(test), MAPS_PER_CALL):
-                stop = min(len(test), start + MAPS_PER_CALL)
-                samples = posterior_samples(
-                    cvae, test.conditions[start:stop], n_samples, mode,
-                    exsitu=test.exsitu[start:stop] if mode == "reconstruction" else None,
-                    flow=flow if mode == "flow" else None, predictive=predictive, noise_scale=noise_scale,
-                    batch_size=decode_batch(device), generator=generator,
-                ).numpy()  # fmt: skip
-                accumulators[name].add(samples, truth[start:stop], mask[start:stop], weights[start:stop], rng)
-                mine = examples[(examples >= start) & (examples < stop)] - start
-                example_samples[name].append(samples[mine, :EXAMPLE_SAMPLES])
-                if saved is not None and name == "flow":
-                    saved.write(start, samples)
-            log.info("posterior %s: %d maps x %d samples done", name, len(test), n_samples)
-
-    deterministic = predict_baseline(baseline, test.conditions).numpy()
-    train_mask = train.mask[:, 0].numpy()
-    profile = fit_radial_profile(train.exsitu[:, 0].numpy(), train_mask, fov_rhalf)
-    radial = profile.predict(mask)
-    lookup = fit_pixel_lookup(
-        train.conditions.numpy(), train.exsitu[:, 0].numpy(), train_mask, _map_log_mstar(train), seed=seed
-    ).predict(test.conditions.numpy(), mask, context["log_mstar"], workers=-1)
-    baselines = {"deterministic": deterministic, "radial": radial, "lookup": lookup}
-
-    exact = (truth[mask] == 0) | (truth[mask] == 1)
-    metrics: dict[str, Any] = {
-        "n_maps": int(len(test)),
-        "n_pixels": int(mask.sum()),
-        "n_galaxies": boot.n_galaxies,
-        "n_samples": n_samples,
-        "seed": seed,
-        "noise_scale": noise_scale,
-        "interval_level": boot.level,
-        "weighting": "each test galaxy counts once: maps weighted 1 / n_los; intervals from a galaxy bootstrap",
-        "few_galaxies": boot.n_galaxies < MIN_GALAXIES,
-        "exact_01_share": float(exact.mean()),
-        "channels": list(test.channels),
-        "modes": {name: acc.metrics(truth, mask, weights, context) for name, acc in accumulators.items()},
-        "baselines": {name: point_metrics(pred, truth, mask, weights, boot) for name, pred in baselines.items()},
-    }
-    mean_c, std_c = read_stats(data.stats)
-    channel_pos = channel_index(test.channels)
-    arrays: dict[str, np.ndarray] = {
-        "truth": truth.astype(np.float16),
-        "mask": mask,
-        "map_weight": boot.map_weights,
-        "integrated/true": integrated_fraction(truth, weights),
-        "radial/radius": profile.radius,
-        "radial/exsitu": profile.exsitu,
-        "examples/index": examples,
-        "examples/conditions": physical_conditions(test, mean_c[channel_pos], std_c[channel_pos], examples),
-    }
-    for name, prediction in baselines.items():
-        arrays[f"baseline/{name}"] = prediction.astype(np.float16)
-        arrays[f"integrated/{name}"] = integrated_fraction(prediction, weights)
-    for column in ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total"):
-        arrays[column] = test.table[column].to_numpy()
-    for name, acc in accumulators.items():
-        mean = np.concatenate(acc.mean)
-        arrays[f"mean/{name}"] = mean.astype(np.float16)
-        arrays[f"std/{name}"] = np.concatenate(acc.std).astype(np.float16)
-        arrays[f"integrated/{name}"] = integrated_fraction(mean, weights)
-        arrays[f"examples/samples/{name}"] = np.concatenate(example_samples[name]).astype(np.float16)
-    return _json_ready(metrics), arrays
-
-
-class _SamplesFile:
-    """samples.h5 written chunk by chunk into a temporary file, renamed into place on success."""
-
-    def __init__(self, path: str | os.PathLike, test: MapSet, k: int) -> None:
-        self.path, self.test, self.k = path, test, k
-
-    def __enter__(self) -> _SamplesFile:
+    def __enter__(self) -> _Hdf5Rows:
         self._atomic = atomic_output(self.path)
-        tmp = self._atomic.__enter__()
-        self.h5 = h5py.File(tmp, "w")
-        n, p = len(self.test), self.test.mask.shape[-1]
-        self.samples = self.h5.create_dataset(
-            "samples", shape=(n, self.k, p, p), dtype=np.float16, chunks=(1, self.k, p, p), compression="gzip"
-        )
-        self.h5["samples"].attrs["description"] = "flow-mode posterior samples of the ex-situ fraction per test map"
-        self.h5.create_dataset("truth", data=self.test.exsitu[:, 0].numpy().astype(np.float16), compression="gzip")
-        self.h5.create_dataset("mask", data=self.test.mask[:, 0].numpy(), compression="gzip")
-        for column in ("subhalo_id", "snapshot", "galaxy_id"):
-            self.h5.create_dataset(column, data=self.test.table[column].to_numpy())
+        self.h5 = h5py.File(self._atomic.__enter__(), "w")
         return self
 
-    def write(self, start: int, samples: np.ndarray) -> None:
-        self.samples[start : start + len(samples)] = samples[:, : self.k].astype(np.float16)
+    def write(self, name: str, start: int, values: np.ndarray, dtype: Any = None) -> None:
+        """Rows ``start:start + len(values)`` of dataset ``name`` (created with N rows on first use)."""
+        values = np.asarray(values, dtype=dtype)
+        if name not in self.h5:
+            chunks = (1, *values.shape[1:]) if values.ndim >= 3 else None
+            self.h5.create_dataset(
+                name, shape=(self.n_rows, *values.shape[1:]), dtype=values.dtype, chunks=chunks,
+                compression="gzip" if values.ndim >= 2 else None,
+            )  # fmt: skip
+        self.h5[name][start : start + len(values)] = values
 
     def __exit__(self, *exc: Any) -> None:
         self.h5.close()
         self._atomic.__exit__(*exc)
 
 
-def write_outputs(metrics: dict[str, Any], arrays: dict[str, np.ndarray], metrics_json: str, summaries_h5: str) -> None:
-    """Write metrics.json and summaries.h5 (each atomically)."""
-    with atomic_output(summaries_h5) as tmp, h5py.File(tmp, "w") as h5:
-        for name, value in arrays.items():
-            h5.create_dataset(name, data=value, compression="gzip" if value.ndim >= 2 else None)
-        h5["examples/conditions"].attrs["channels"] = metrics["channels"]
+@dataclass
+class Evaluation:
+    """What :func:`compute` gathered: the tallies of every posterior and baseline and the per-map context."""
+
+    table: pd.DataFrame
+    posteriors: dict[str, PosteriorTally]
+    baselines: dict[str, PointTally]
+    true_integrated: dict[str, list[np.ndarray]] = field(default_factory=lambda: {a: [] for a in APERTURES})
+    trees_hits: list[np.ndarray] = field(default_factory=list)
+    n_pixels: int = 0
+    exact_01: int = 0
+    channels: tuple[str, ...] = ()
+
+
+def _chunks(inputs: EvaluationInputs) -> Iterator[MapSet]:
+    npix = inputs.cvae.cfg.npix
+    return inputs.data.chunks("test", maps_per_chunk(inputs.settings.n_samples, npix))
+
+
+def compute(
+    inputs: EvaluationInputs, summaries_path: str | os.PathLike, samples_path: str | os.PathLike | None = None
+) -> Evaluation:
+    """Sample every posterior and predict with every baseline on the test maps, chunk by chunk.
+
+    Map i of the test subset is sampled with seed ``evaluate.seed + i`` in every posterior, so its
+    samples do not depend on the chunking, and ``exsitu predict`` with that seed on the same maps
+    gives the same flow samples. The per-map maps go to ``summaries_path`` and (with
+    ``evaluate.n_saved_samples`` > 0) the flow samples to ``samples_path`` while they are made.
+    """
+    settings = inputs.settings
+    table = inputs.data.table("test")
+    n = len(table)
+    examples = example_indices(table["exsitu_total"].to_numpy())
+    rng = np.random.default_rng(settings.seed)
+    result = Evaluation(
+        table=table,
+        posteriors={name: PosteriorTally(inputs.fov_rhalf) for name, _, _ in POSTERIORS},
+        baselines={name: PointTally() for name in BASELINES},
+    )
+    example_rows: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in POSTERIORS}
+    example_conditions: list[np.ndarray] = []
+    mean_c, std_c = read_stats(inputs.data.stats)
+    keep = min(settings.n_saved_samples, settings.n_samples) if samples_path is not None else 0
+    with ExitStack() as files:
+        summaries = files.enter_context(_Hdf5Rows(summaries_path, n))
+        saved = files.enter_context(_Hdf5Rows(samples_path, n)) if keep else None
+        for chunk in _chunks(inputs):
+            rows = chunk.table.index.to_numpy()
+            start = int(rows[0])
+            truth, mask = chunk.exsitu[:, 0].numpy().astype(np.float64), chunk.mask[:, 0].numpy()
+            # Pixels have equal area within a map, so surface densities are the mass weights.
+            weights = np.where(mask, 10.0 ** chunk.log_sigma.astype(np.float64), 0.0)
+            scalars = chunk.scalars(inputs.scalars)
+            result.channels = chunk.channels
+            result.n_pixels += int(mask.sum())
+            result.exact_01 += int(((truth[mask] == 0) | (truth[mask] == 1)).sum())
+            true = map_functionals(truth, weights, inputs.fov_rhalf)
+            for a in APERTURES:
+                result.true_integrated[a].append(true[f"integrated_{a}"])
+            mine = examples[(examples >= start) & (examples < start + len(chunk))] - start
+            example_conditions.append(physical_conditions(chunk, *_channel_stats(mean_c, std_c, chunk.channels), mine))
+            for name, mode, predictive in POSTERIORS:
+                _, samples = next(
+                    sample_in_chunks(
+                        inputs.cvae, chunk.conditions, settings.n_samples, mode, seeds=settings.seed + rows,
+                        flow=inputs.flow if mode == "flow" else None,
+                        exsitu=chunk.exsitu if mode == "reconstruction" else None, scalars=scalars,
+                        predictive=predictive, noise=inputs.noise, maps_per_chunk=len(chunk),
+                    )
+                )  # fmt: skip
+                samples = samples.numpy()
+                made = result.posteriors[name].add(samples, truth, mask, weights, rng)
+                for key in ("median", "mean", "std"):
+                    summaries.write(f"{key}/{name}", start, made[key], np.float16)
+                for fname in functional_names():
+                    summaries.write(f"functionals/{name}/{fname}", start, made[fname])
+                example_rows[name].append(samples[mine, :EXAMPLE_SAMPLES].astype(np.float16))
+                if saved is not None and name == "flow":
+                    saved.write("samples", start, samples[:, :keep], np.float16)
+            predictions = _baseline_predictions(inputs, chunk, scalars, mask)
+            p16, p84 = predictions.pop("trees_interval")
+            for name, prediction in predictions.items():
+                integrated = map_functionals(prediction, weights, inputs.fov_rhalf)
+                result.baselines[name].add(
+                    prediction, truth, mask, {a: integrated[f"integrated_{a}"] for a in APERTURES}
+                )
+                summaries.write(f"baseline/{name}", start, prediction, np.float16)
+            inside = mask & (truth >= p16) & (truth <= p84)
+            result.trees_hits.append(inside.sum(axis=(1, 2)).astype(np.float64))
+            for key, values in (("truth", truth.astype(np.float16)), ("mask", mask)):
+                summaries.write(key, start, values)
+            for fname, value in true.items():
+                summaries.write(f"functionals/true/{fname}", start, value)
+            if saved is not None:
+                saved.write("truth", start, truth.astype(np.float16))
+                saved.write("mask", start, mask)
+            log.info("evaluated test maps %d-%d of %d", start, start + len(chunk) - 1, n)
+        _write_tables(summaries, table, result, inputs)
+        summaries.h5["examples/index"] = examples
+        summaries.h5["examples/conditions"] = np.concatenate(example_conditions)
+        summaries.h5["examples/conditions"].attrs["channels"] = list(result.channels)
+        for name, rows_ in example_rows.items():
+            summaries.h5[f"examples/samples/{name}"] = np.concatenate(rows_)
+        if saved is not None:
+            for column in ("subhalo_id", "snapshot", "galaxy_id"):
+                saved.h5[column] = table[column].to_numpy()
+            saved.h5["samples"].attrs["description"] = (
+                "flow-mode posterior samples of the ex-situ fraction per test map"
+            )
+    return result
+
+
+def _channel_stats(mean: np.ndarray, std: np.ndarray, channels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    keep = channel_index(channels)
+    return mean[keep], std[keep]
+
+
+def _baseline_predictions(
+    inputs: EvaluationInputs, chunk: MapSet, scalars: torch.Tensor | None, mask: np.ndarray
+) -> dict[str, Any]:
+    """Every baseline's median maps of a chunk (n, P, P), and the trees' 16-84% interval (``trees_interval``)."""
+    context = scalar_values(chunk.table, inputs.baselines.scalars)
+    fitted = inputs.baselines.predict(chunk.conditions.numpy(), mask, context, workers=-1)
+    out: dict[str, Any] = {"deterministic": predict_baseline(inputs.baseline, chunk.conditions, scalars).numpy()}
+    out.update(fitted.point)
+    out["trees_interval"] = fitted.interval["trees"]
+    return out
+
+
+def _write_tables(summaries: _Hdf5Rows, table: pd.DataFrame, result: Evaluation, inputs: EvaluationInputs) -> None:
+    """The per-map columns of summaries.h5 that are known once every chunk is done."""
+    boot_weights = galaxy_weights(table["galaxy_id"].to_numpy())[2]
+    for column in ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "log_mstar"):
+        summaries.h5[column] = table[column].to_numpy()
+    summaries.h5["map_weight"] = boot_weights
+    summaries.h5["radial/radius"] = inputs.baselines.radial.radius
+    summaries.h5["radial/exsitu"] = inputs.baselines.radial.exsitu
+    for name, tally in result.posteriors.items():
+        for a, values in tally.median.per_map().items():
+            if a.startswith("integrated/"):
+                summaries.h5[f"integrated/{name}/{a.split('/', 1)[1]}"] = values
+    for name, tally in result.baselines.items():
+        for a, values in tally.per_map().items():
+            if a.startswith("integrated/"):
+                summaries.h5[f"integrated/{name}/{a.split('/', 1)[1]}"] = values
+    for a, values in result.true_integrated.items():
+        summaries.h5[f"integrated/true/{a}"] = np.concatenate(values)
+
+
+def summarise(result: Evaluation, inputs: EvaluationInputs) -> dict[str, Any]:
+    """metrics.json (see the module doc) from what :func:`compute` gathered."""
+    table, settings = result.table, inputs.settings
+    boot = GalaxyBootstrap(table["galaxy_id"].to_numpy(), n_replicates=BOOTSTRAP_REPLICATES, seed=settings.seed)
+    log_mstar = table["log_mstar"].to_numpy(np.float64)
+    true_integrated = {a: np.concatenate(v) for a, v in result.true_integrated.items()}
+    modes = {name: tally.summary(boot, log_mstar) for name, tally in result.posteriors.items()}
+    baselines = {name: tally.summary(boot, true_integrated, log_mstar) for name, tally in result.baselines.items()}
+    pixels = result.baselines["trees"].per_map()["pixels"]
+    baselines["trees"]["coverage_68"] = boot.ratio(np.concatenate(result.trees_hits), pixels).to_dict()
+    cvae = inputs.cvae
+    dof = cvae.decoder.dof()
+    metrics: dict[str, Any] = {
+        "n_maps": len(table),
+        "n_pixels": result.n_pixels,
+        "n_galaxies": boot.n_galaxies,
+        "n_samples": settings.n_samples,
+        "seed": settings.seed,
+        "interval_level": boot.level,
+        "weighting": "each test galaxy counts once: maps weighted 1 / n_los; intervals from a galaxy bootstrap",
+        "training_prior": inputs.training_prior,
+        "few_galaxies": boot.n_galaxies < MIN_GALAXIES,
+        "exact_01_share": result.exact_01 / max(result.n_pixels, 1),
+        "channels": list(result.channels),
+        "scalars": list(inputs.scalars),
+        "noise": {"lowrank": inputs.noise.lowrank, "diagonal": inputs.noise.diagonal},
+        "likelihood": {
+            "family": cvae.cfg.likelihood,
+            "dof": None if dof is None else float(dof.detach()),
+            "logit_eps": cvae.cfg.logit_eps,
+        },
+        "apertures": dict(APERTURES),
+        "profile_edges": list(PROFILE_EDGES),
+        "mass_bins": list(MASS_BINS),
+        "modes": modes,
+        "baselines": baselines,
+        "comparisons": comparisons(result, boot, true_integrated),
+    }
+    return _json_ready(metrics)
+
+
+def comparisons(result: Evaluation, boot: GalaxyBootstrap, true: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Paired-bootstrap ratios: the flow's posterior-median MAE over every baseline's and the prior's,
+    reconstruction over flow, and the RMS of the flow's integrated fraction over every baseline's."""
+
+    def errors(point: PointTally) -> tuple[np.ndarray, np.ndarray]:
+        per_map = point.per_map()
+        return per_map["abs_error"], per_map["pixels"]
+
+    flow = result.posteriors["flow"].median
+    out: dict[str, Any] = {"mae_flow_over": {}, "integrated_rms_flow_over": {}}
+    others = {name: tally for name, tally in result.baselines.items()}
+    others["prior"] = result.posteriors["prior"].median
+    for name, tally in others.items():
+        out["mae_flow_over"][name] = paired_ratio(boot, errors(flow), errors(tally)).to_dict()
+    for name, tally in result.baselines.items():
+        out["integrated_rms_flow_over"][name] = {
+            a: rms_ratio(boot, flow.per_map()[f"integrated/{a}"], tally.per_map()[f"integrated/{a}"], true[a]).to_dict()
+            for a in APERTURES
+        }
+    out["mae_reconstruction_over_flow"] = paired_ratio(
+        boot, errors(result.posteriors["reconstruction"].median), errors(flow)
+    ).to_dict()
+    return out
+
+
+def write_metrics(metrics: dict[str, Any], metrics_json: str | os.PathLike) -> None:
+    """Write metrics.json atomically and log the headline numbers."""
     with atomic_output(metrics_json) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, allow_nan=False))
     for name, m in metrics["modes"].items():
         log.info(
-            "%s: MAE %.4f, coverage68 %.3f, CRPS %.4f, ATC uniform %.3f, ATC posterior %.3f",
-            name, m["mae"]["value"], m["coverage"]["0.68"]["value"], m["crps"]["value"],
+            "%s: MAE (median) %.4f, coverage68 %.3f, coverage95 %.3f, ATC uniform %.3f, ATC posterior %.3f",
+            name, m["point"]["median"]["mae"]["value"], m["coverage"]["0.68"]["value"], m["coverage"]["0.95"]["value"],
             m["tarp"]["uniform"]["atc"]["value"], m["tarp"]["posterior"]["atc"]["value"],
         )  # fmt: skip
     log.info(

@@ -1,4 +1,5 @@
-"""Scalar summaries of ex-situ fraction maps on the model grid: apertures and integrated fractions.
+"""Scalar summaries of ex-situ fraction maps on the model grid: integrated fractions in apertures and rings, and
+the inner-minus-outer gradient.
 
 A model map spans ``fov_rhalf`` half-mass radii on a side and is centred on the galaxy, so a
 pixel's distance from the map centre in half-mass radii is the same for every galaxy
@@ -46,3 +47,44 @@ def integrated_fraction(maps: np.ndarray, weights: np.ndarray, aperture: np.ndar
     total = weights.sum(axis=(-2, -1))
     with np.errstate(invalid="ignore", divide="ignore"):
         return (maps * weights).sum(axis=(-2, -1)) / np.where(total > 0, total, np.nan)
+
+
+#: Apertures of the integrated fractions in the evaluation: name -> radius [half-mass radii] (None: the field).
+APERTURES: dict[str, float | None] = {"fov": None, "1rhalf": 1.0, "2rhalf": 2.0}
+#: Ring edges [half-mass radii] of the radial-profile functionals (mass-weighted fraction per ring).
+PROFILE_EDGES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
+#: The gradient functional: mass-weighted fraction inside INNER minus that in the OUTER ring [half-mass radii].
+GRADIENT_INNER, GRADIENT_OUTER = (0.0, 1.0), (1.0, 2.0)
+
+
+def ring(npix: int, fov_rhalf: float, inner: float, outer: float) -> np.ndarray:
+    """(npix, npix) bool: pixel centres at inner <= r < outer half-mass radii from the map centre."""
+    radius = pixel_radius(npix, fov_rhalf)
+    return (radius >= inner) & (radius < outer)
+
+
+def functional_names() -> list[str]:
+    """Names of :func:`map_functionals`, in its order."""
+    rings = [f"profile_{lo:g}-{hi:g}" for lo, hi in zip(PROFILE_EDGES[:-1], PROFILE_EDGES[1:])]
+    return [f"integrated_{name}" for name in APERTURES] + rings + ["gradient"]
+
+
+def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float) -> dict[str, np.ndarray]:
+    """The scalar functionals of maps (..., P, P) that astronomers quote, each of shape (...).
+
+    ``integrated_<aperture>``: mass-weighted ex-situ fraction inside each of :data:`APERTURES`;
+    ``profile_<lo>-<hi>``: inside each ring of :data:`PROFILE_EDGES`; ``gradient``: inner minus outer
+    (:data:`GRADIENT_INNER`, :data:`GRADIENT_OUTER`). ``weights`` as in :func:`integrated_fraction`;
+    NaN where an aperture holds no galaxy mass (e.g. outside an IFU footprint).
+    """
+    npix = maps.shape[-1]
+    out = {
+        f"integrated_{name}": integrated_fraction(maps, weights, None if r is None else aperture(npix, fov_rhalf, r))
+        for name, r in APERTURES.items()
+    }
+    for name, lo, hi in zip(functional_names()[len(APERTURES) : -1], PROFILE_EDGES[:-1], PROFILE_EDGES[1:]):
+        out[name] = integrated_fraction(maps, weights, ring(npix, fov_rhalf, lo, hi))
+    inner = integrated_fraction(maps, weights, ring(npix, fov_rhalf, *GRADIENT_INNER))
+    outer = integrated_fraction(maps, weights, ring(npix, fov_rhalf, *GRADIENT_OUTER))
+    out["gradient"] = inner - outer
+    return out

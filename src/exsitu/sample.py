@@ -34,7 +34,7 @@ from exsitu.baseline import Baseline
 from exsitu.cvae import CVAE, galaxy_mask
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError
-from exsitu.likelihood import AS_TRAINED, MapLikelihood, NoiseScales, ResidualDraw, ResidualNoise
+from exsitu.likelihood import AS_TRAINED, MapLikelihood, NoiseScales, ResidualDraw, ResidualNoise, to_fraction
 
 MODES = ("reconstruction", "prior", "flow")
 PREDICTIVES = ("full", "mean")
@@ -330,17 +330,22 @@ def posterior_samples(
 
 
 @torch.no_grad()
-def predict_baseline(baseline: Baseline, conditions: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU: the mean of
-    the baseline's map likelihood, 0 outside the galaxy.
+def predict_baseline(
+    baseline: Baseline, conditions: torch.Tensor, scalars: torch.Tensor | None = None, batch_size: int = 256
+) -> torch.Tensor:
+    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU: the sigmoid of the baseline's
+    mean logit per pixel, the median of its logit likelihood (the MAE-optimal point, as the posteriors' medians),
+    0 outside the galaxy.
 
-    ``conditions`` are normalised (N, 5, P, P) maps as ``exsitu.dataset.load_subset`` returns
-    them; they are moved batch by batch to the model's device.
+    ``conditions`` are normalised (N, C, P, P) maps as ``exsitu.dataset`` holds them, ``scalars`` (N, S) the
+    galaxy scalars the network takes; both are moved batch by batch to the model's device.
     """
     baseline.eval()
     device = _device(baseline)
     out = []
     for start in range(0, conditions.shape[0], batch_size):
-        cond = conditions[start : start + batch_size].to(device)
-        out.append(baseline(cond).mean(galaxy_mask(cond)).squeeze(1).float().cpu())
+        rows = slice(start, start + batch_size)
+        cond = conditions[rows].to(device).float()
+        likelihood = baseline(cond, None if scalars is None else scalars[rows].to(device))
+        out.append((to_fraction(likelihood.loc.float()) * galaxy_mask(cond)).squeeze(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, *conditions.shape[-2:])

@@ -118,6 +118,7 @@ rule evaluate:
         cvae="results/models/cvae.pt",
         flow="results/models/flow.pt",
         baseline="results/models/baseline.pt",
+        baselines="results/models/baselines.joblib",
         noise_scale="results/models/noise_scale.json",
     output:
         **SAMPLES_OUTPUT,

@@ -1,19 +1,21 @@
-"""Evaluate the posterior sampling modes and the baselines on the test set
+"""Evaluate the posteriors and every baseline on the test set
 -> results/evaluation/metrics.json, summaries.h5 and samples.h5 (schemas in ``exsitu.evaluation``).
 
-Every test galaxy counts once and every headline number has a 95% galaxy-bootstrap interval.
+Every test galaxy counts once and every headline number has a 95% galaxy-bootstrap interval. The
+test maps are streamed in chunks: memory is bounded by a chunk, not by the test set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from exsitu.checkpoint import load_model
+from exsitu.checkpoint import load_models
 from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
-from exsitu.evaluation import evaluate, write_outputs
-from exsitu.recalibration import read_noise_scale
-from exsitu.settings import ConditionSettings, EvaluateSettings, MapSettings, section_of
+from exsitu.evaluation import EvaluationInputs, compute, summarise, write_metrics
+from exsitu.fitted_baselines import load_baselines
+from exsitu.recalibration import read_noise_scales
+from exsitu.settings import ConditionSettings, EvaluateSettings, MapSettings, PlanSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
 MODELS = ("cvae", "flow", "baseline")
@@ -26,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stats", required=True, help="normalisation.json")
     for name in MODELS:
         parser.add_argument(f"--{name}", required=True, help=f"trained {name} model file")
+    parser.add_argument("--baselines", required=True, help="fitted baselines (results/models/baselines.joblib)")
     parser.add_argument("--noise-scale", required=True, help="noise_scale.json of the recalibrate stage")
     add_device_argument(parser)
     parser.add_argument("--metrics", required=True, help="metrics.json to write")
@@ -36,17 +39,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings = section_of(args.settings, EvaluateSettings)
     if settings.n_saved_samples > 0 and args.samples is None:
         parser.error("evaluate.n_saved_samples > 0 needs --samples (the samples.h5 to write)")
-    metrics, arrays = evaluate(
-        DatasetFiles(
-            args.maps, args.split, args.stats, section_of(args.settings, ConditionSettings, required=False).channels
-        ),
-        {name: load_model(getattr(args, name), device) for name in MODELS},
-        settings,
-        section_of(args.settings, MapSettings).fov_rhalf,
-        noise_scale=read_noise_scale(args.noise_scale),
-        samples_path=args.samples,
+    conditions = section_of(args.settings, ConditionSettings, required=False)
+    models = load_models({name: getattr(args, name) for name in MODELS}, device)
+    inputs = EvaluationInputs(
+        data=DatasetFiles(args.maps, args.split, args.stats, conditions.channels),
+        cvae=models["cvae"],
+        flow=models["flow"],
+        baseline=models["baseline"],
+        baselines=load_baselines(args.baselines),
+        settings=settings,
+        fov_rhalf=section_of(args.settings, MapSettings).fov_rhalf,
+        noise=read_noise_scales(args.noise_scale),
+        scalars=conditions.scalars,
+        training_prior=section_of(args.settings, PlanSettings, required=False).weighting,
     )
-    write_outputs(metrics, arrays, args.metrics, args.summaries)
+    result = compute(inputs, args.summaries, args.samples if settings.n_saved_samples > 0 else None)
+    write_metrics(summarise(result, inputs), args.metrics)
 
 
 if __name__ == "__main__":
