@@ -23,10 +23,11 @@ from exsitu.reporting.tables import latent_summary
 FIGURE_FORMATS = (".png", ".svg")
 
 STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1250px; margin: 2em auto; color: #222; }
+body { font-family: system-ui, sans-serif; max-width: 1400px; margin: 2em auto; color: #222; }
 .table { overflow-x: auto; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-td, th { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
+td, th { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }
+tbody th { white-space: nowrap; }
 th { background: #f2f2f2; } td:first-child, th:first-child { text-align: left; }
 img { max-width: 100%; display: block; margin: 0.5em 0; }
 pre { background: #f7f7f7; padding: 1em; overflow-x: auto; font-size: 0.85em; }

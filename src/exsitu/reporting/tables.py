@@ -33,13 +33,16 @@ TARGETS: tuple[tuple[str, str, float, float | None], ...] = (
 
 
 def interval(estimate: Mapping[str, float | None] | None, digits: int = 4) -> str:
-    """ "value [low, high]" of a metrics.json estimate (95% galaxy-bootstrap interval); "–" when undefined."""
+    """ "value [low, high]" of a metrics.json estimate (95% galaxy-bootstrap interval); "–" when undefined.
+
+    The space inside the brackets is a no-break space, so a narrow table cell wraps before the interval only.
+    """
     if not estimate or estimate.get("value") is None:
         return "–"
     low, high = estimate.get("low"), estimate.get("high")
     if low is None or high is None:
         return f"{estimate['value']:.{digits}f}"
-    return f"{estimate['value']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return f"{estimate['value']:.{digits}f} [{low:.{digits}f},\u00a0{high:.{digits}f}]"
 
 
 def number(value: float | None, fmt: str = "{:.3g}") -> str:
