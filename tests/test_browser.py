@@ -1,6 +1,6 @@
 """The tiny run's results/report.html in a real headless Chromium (Debian's chromium
-and chromium-driver, driven by Selenium): it loads without console errors and every
-figure has rendered."""
+and chromium-driver, driven by Selenium): it loads without console errors, every
+figure has rendered and every section shows its tables."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+
+from exsitu import reporting
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 CHROMIUM = "/usr/bin/chromium"
@@ -61,9 +63,25 @@ def test_report_renders_without_console_errors(tiny_run: Path, browser):
     images = browser.execute_script(
         "return Array.from(document.images).map(i => [i.alt || i.src.slice(0, 40), i.naturalWidth, i.naturalHeight]);"
     )
-    assert images, "the report has no <img> figures"
+    assert len(images) == len(reporting.FIGURES), images
     broken = [img for img in images if img[1] <= 0 or img[2] <= 0]
     assert not broken, f"figures that did not render: {broken}"
+    # Per section (h2): the tables it shows, as laid out (a table with no rendered rows would be height 0).
+    sections = browser.execute_script(
+        "const out = {}; let h = null;"
+        " for (const e of document.body.children) {"
+        "  if (e.tagName === 'H2') { h = e.textContent; out[h] = []; }"
+        "  else if (h && e.querySelector && e.querySelector('table')) {"
+        "   out[h].push(e.querySelector('table').getBoundingClientRect().height); } }"
+        " return out;"
+    )
+    tables = {name: len(heights) for name, heights in sections.items()}
+    # At least: the Data section's check table is there only when the simulation was checked against TNG100.
+    for name, count in (("Data", 4), ("Accuracy and the baselines", 3), ("by stellar mass", 1), ("Calibration", 5),
+                        ("Residual diagnostics", 3), ("cost", 1), ("model directory", 1)):  # fmt: skip
+        section = next(s for s in sections if name in s)
+        assert tables[section] >= count, (section, tables)
+        assert all(height > 20 for height in sections[section]), (section, sections[section])
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
     assert not severe, f"console errors: {severe}"
     assert browser.title, "the report has no <title>"

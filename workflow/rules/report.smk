@@ -3,21 +3,25 @@
 
 FIGURES = [
     "exsitu_distribution",
-    "training_curves",
-    "example_posteriors",
-    "residuals",
-    "integrated_fraction",
-    "calibration",
-    "radial_profile",
     "relation_exsitu_fraction",
     "relation_size",
     "relation_dispersion",
     "relation_exsitu_profile",
     "relation_metallicity",
     "relation_within_galaxy",
+    "training_curves",
     "latent_kl",
+    "example_posteriors",
+    "residuals",
+    "radial_profile",
+    "integrated_by_mass",
+    "integrated_fraction",
+    "calibration",
     "stratified_coverage",
-    "rank_histogram",
+    "coverage_by_truth",
+    "functional_ranks",
+    "residual_tails",
+    "mahalanobis_per_pixel",
 ]
 
 
@@ -33,6 +37,7 @@ rule report:
         summaries="results/evaluation/summaries.h5",
         relations="results/catalog/relations.json",
         model_card="results/models/model.json",
+        noise_scale="results/models/noise_scale.json",
     output:
         report=report(
             "results/report.html",

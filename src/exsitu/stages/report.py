@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from exsitu.io import atomic_output
-from exsitu.reporting import ReportInputs, build_report, figure_paths
+from exsitu.reporting import ReportPaths, build_report, figure_paths
 from exsitu.stages import run_stage, stage_parser
 
 log = logging.getLogger(__name__)
@@ -27,16 +27,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--summaries", required=True, help="summaries.h5")
     parser.add_argument("--relations", required=True, help="relations.json of the relations stage")
     parser.add_argument("--model-card", required=True, help="results/models/model.json")
+    parser.add_argument("--noise-scale", required=True, help="results/models/noise_scale.json (with diagnostics)")
     parser.add_argument("--benchmarks", required=True, help="directory of Snakemake benchmark TSVs")
     parser.add_argument("--run-config", default="{}", help="the full config as JSON, shown in the report")
     parser.add_argument("--figures", nargs="+", required=True, help="figure files to write (<name>.png and .svg)")
     parser.add_argument("--report", required=True, help="report.html to write")
     args = parser.parse_args(argv)
-    inputs = ReportInputs(
-        catalog=args.catalog, plan=args.plan, split=args.split, histories=args.histories, metrics=args.metrics,
+    paths = ReportPaths(
+        catalog=args.catalog, plan=args.plan, split=args.split, histories=tuple(args.histories), metrics=args.metrics,
         summaries=args.summaries, benchmarks=args.benchmarks, relations=args.relations, model_card=args.model_card,
+        noise_scale=args.noise_scale,
     )  # fmt: skip
-    text = build_report(inputs, figure_paths(args.figures), json.loads(args.run_config))
+    text = build_report(paths, figure_paths(args.figures), json.loads(args.run_config))
     with atomic_output(args.report) as tmp:
         tmp.write_text(text, encoding="utf-8")
     log.info("wrote %s (%.1f kB)", args.report, len(text) / 1024)
