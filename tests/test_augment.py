@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from exsitu.augment import ELEMENTS, apply_elements, compose, dihedral, random_dihedral
-from exsitu.mock.assembly import T0_GYR
+from exsitu.literature import age_of_universe_gyr
 from exsitu.mock.galaxies import draw_galaxy, make_particles
 from exsitu.mock.particles import half_mass_radius
 from exsitu.projection import project
@@ -27,7 +27,7 @@ def sky_transform(element: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def mock_galaxy() -> dict[str, np.ndarray]:
     """A mock disc galaxy with accreted debris (~7000 star particles), in its own frame."""
-    particles = make_particles(draw_galaxy(np.random.default_rng(5), 10.6), T0_GYR, 0.0)
+    particles = make_particles(draw_galaxy(np.random.default_rng(5), 10.6), age_of_universe_gyr(), 0.0)
     assert 0.05 < np.mean(particles.insitu == 0) < 0.95
     return {
         "pos": particles.pos,

@@ -213,6 +213,7 @@ def fit_noise_scales(
     chunks: Iterable[MapSet],
     table: pd.DataFrame,
     settings: RecalibrateSettings,
+    *,
     scalars: Sequence[str] = (),
     scales: np.ndarray = SCALES,
 ) -> NoiseScaleFit:
