@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from exsitu.augment import ELEMENTS, apply_elements, compose, dihedral, random_dihedral
+from exsitu.augment import ELEMENTS, apply_elements, dihedral, random_dihedral
 from exsitu.literature import age_of_universe_gyr
 from exsitu.mock.galaxies import draw_galaxy, make_particles
 from exsitu.mock.particles import half_mass_radius
@@ -17,6 +17,13 @@ from exsitu.sightlines import random_rotations
 # The sky-plane transforms in exsitu.projection's convention (rotation rows: image x, image y, line of sight).
 QUARTER_TURN = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # (x, y, z) -> (y, -x, z)
 REFLECTION = np.diag([-1.0, 1.0, 1.0])  # image x -> -x: improper, the line of sight is unchanged
+
+
+def compose(a: int, b: int) -> int:
+    """The element equal to applying ``b`` first, then ``a``."""
+    corners = torch.arange(4).reshape(2, 2)  # D4 acts faithfully on the corners of a square
+    target = dihedral(dihedral(corners, b), a)
+    return next(e for e in range(ELEMENTS) if torch.equal(dihedral(corners, e), target))
 
 
 def sky_transform(element: int) -> np.ndarray:

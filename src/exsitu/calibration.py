@@ -54,12 +54,6 @@ def central_coverage(pit: np.ndarray, levels: np.ndarray | tuple[float, ...] = C
     )
 
 
-def expected_coverage_curve(pit: np.ndarray, n_levels: int = 51) -> tuple[np.ndarray, np.ndarray]:
-    """(nominal, observed) coverage of central intervals on a grid of levels from 0 to 1."""
-    nominal = np.linspace(0.0, 1.0, n_levels)
-    return nominal, central_coverage(pit, nominal)
-
-
 def crps(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Continuous ranked probability score of each truth value from S samples (lower is better).
 
