@@ -42,8 +42,8 @@ from exsitu.dataset import DatasetFiles, MapSet
 from exsitu.device import resolve_device
 from exsitu.fitted_baselines import load_baselines
 from exsitu.priors import WEIGHTINGS
-from exsitu.recalibration import read_noise_scale
-from exsitu.sample import MAPS_PER_CALL, decode_batch, posterior_samples
+from exsitu.recalibration import read_noise_scales
+from exsitu.sample import sample_in_chunks
 from exsitu.scalars import scalar_values
 
 METHODS = ("flow", "trees")
@@ -88,17 +88,21 @@ def stage(name: str, log: Path, settings: Mapping[str, Any], **flags: str | Sequ
     return time.perf_counter() - start
 
 
-def flow_median(models: Path, test: MapSet, n_samples: int, seed: int, device: torch.device) -> np.ndarray:
-    """(N, P, P) per-pixel median of the flow's full predictive on the test maps, with the recalibrated noise."""
+def flow_median(
+    models: Path, test: MapSet, n_samples: int, seed: int, scalars: Sequence[str], device: torch.device
+) -> np.ndarray:
+    """(N, P, P) per-pixel median of the flow's full predictive on the test maps, with the recalibrated noise.
+
+    Test map i is sampled with seed ``seed + i``, as the evaluate stage samples it; ``scalars``: the galaxy
+    scalars the networks take (``conditions.scalars``).
+    """
     cvae, flow = load_model(str(models / "cvae.pt"), device), load_model(str(models / "flow.pt"), device)
-    noise = read_noise_scale(models / "noise_scale.json")
-    generator = torch.Generator(device=device).manual_seed(seed)
+    noise = read_noise_scales(models / "noise_scale.json")
     medians = []
-    for start in range(0, len(test), MAPS_PER_CALL):
-        samples = posterior_samples(
-            cvae, test.conditions[start : start + MAPS_PER_CALL], n_samples, "flow", flow=flow,
-            noise_scale=noise, batch_size=decode_batch(device), generator=generator,
-        )  # fmt: skip
+    for _, samples in sample_in_chunks(
+        cvae, test.conditions, n_samples, "flow", seeds=seed + np.arange(len(test)), flow=flow,
+        scalars=test.scalars(scalars), noise=noise,
+    ):  # fmt: skip
         medians.append(samples.median(dim=1).values.numpy())
     return np.concatenate(medians)
 
@@ -158,7 +162,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 **common, cvae=str(out / "cvae.pt"), flow=str(out / "flow.pt"), out=str(out / "noise_scale.json"),
             )  # fmt: skip
             start = time.perf_counter()
-            median = flow_median(out, test, config["evaluate"]["n_samples"], config["evaluate"]["seed"], device)
+            median = flow_median(
+                out, test, config["evaluate"]["n_samples"], config["evaluate"]["seed"],
+                config["conditions"]["scalars"], device,
+            )  # fmt: skip
             seconds["flow_sampling"] = time.perf_counter() - start
             row["flow"] = mae(median, test, boot)
         if "trees" in args.methods:

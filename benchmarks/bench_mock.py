@@ -60,7 +60,10 @@ def main() -> None:
             f"{fex} ({ref})  {b['rhalf_median_kpc'] or 0:5.2f} ({t['rhalf_median_kpc']:5.2f})  "
             f"{rho} ({t['rho_fex_rhalf']:+.2f})"
         )
-    print(f"mean rho {tng['mean_rho']:+.3f} (TNG100 {tng['tng100_mean_rho']:+.3f})")
+    if tng["mean_rho"] is None:
+        print("mean rho: n/a (no mass bin holds enough galaxies)")
+    else:
+        print(f"mean rho {tng['mean_rho']:+.3f} (TNG100 {tng['tng100_mean_rho']:+.3f})")
     missed = [c for c in tng["checks"] if not c["passed"]]
     print(f"checks: {len(tng['checks']) - len(missed)} of {len(tng['checks'])} hold")
     for c in missed:

@@ -32,7 +32,9 @@ from scipy.spatial import cKDTree
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_projection import galaxy, scipy_maps, seconds
 
-from exsitu.mock.galaxies import draw_population, half_mass_radius, make_particles
+from exsitu.literature import age_of_universe_gyr
+from exsitu.mock.galaxies import draw_population, make_particles
+from exsitu.mock.particles import half_mass_radius
 from exsitu.projection import project
 from exsitu.sightlines import random_rotations
 from exsitu.smoothing import MAX_DENSITY_CELLS, smoothing_lengths
@@ -102,7 +104,7 @@ def realism(args: argparse.Namespace) -> None:
     per_pixel, h_ratio = [], []
     elapsed = dict.fromkeys(modes, 0.0)
     for model in draw_population(rng, args.mocks):
-        parts = make_particles(model, 13.8, 0.0)
+        parts = make_particles(model, age_of_universe_gyr(), 0.0)
         fov = 4.0 * half_mass_radius(parts.pos, parts.mass)
         rotations = random_rotations(rng, 4)
         inputs = (parts.pos, parts.vel, parts.mass, parts.age, parts.metallicity, parts.insitu == 0, rotations, fov, p)

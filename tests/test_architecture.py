@@ -81,8 +81,9 @@ def test_no_positional_parameter_lists_longer_than_about_six():
                 assert len(positional) <= 6, f"{path.name}:{node.name} takes {len(positional)} positional parameters"
 
 
-#: Schema sections that only the Snakefile reads (no stage builds settings from them).
-WORKFLOW_ONLY_SECTIONS = {"simulation", "resources"}
+#: Schema sections that only the Snakefile reads (no stage builds settings from them): ``predict``
+#: becomes the flags of ``exsitu predict`` in workflow/rules/predict.smk.
+WORKFLOW_ONLY_SECTIONS = {"simulation", "resources", "predict"}
 
 
 def test_every_settings_section_lives_in_settings_py():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from exsitu.augment import ELEMENTS, apply_elements, compose, dihedral, random_dihedral
-from exsitu.mock.assembly import T0_GYR
+from exsitu.augment import ELEMENTS, apply_elements, dihedral, random_dihedral
+from exsitu.literature import age_of_universe_gyr
 from exsitu.mock.galaxies import draw_galaxy, make_particles
 from exsitu.mock.particles import half_mass_radius
 from exsitu.projection import project
@@ -19,6 +19,13 @@ QUARTER_TURN = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  #
 REFLECTION = np.diag([-1.0, 1.0, 1.0])  # image x -> -x: improper, the line of sight is unchanged
 
 
+def compose(a: int, b: int) -> int:
+    """The element equal to applying ``b`` first, then ``a``."""
+    corners = torch.arange(4).reshape(2, 2)  # D4 acts faithfully on the corners of a square
+    target = dihedral(dihedral(corners, b), a)
+    return next(e for e in range(ELEMENTS) if torch.equal(dihedral(corners, e), target))
+
+
 def sky_transform(element: int) -> np.ndarray:
     """The 3x3 transform of the image axes that ``augment.dihedral(., element)`` stands for."""
     return np.linalg.matrix_power(QUARTER_TURN, element % 4) @ (REFLECTION if element >= 4 else np.eye(3))
@@ -27,7 +34,7 @@ def sky_transform(element: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def mock_galaxy() -> dict[str, np.ndarray]:
     """A mock disc galaxy with accreted debris (~7000 star particles), in its own frame."""
-    particles = make_particles(draw_galaxy(np.random.default_rng(5), 10.6), T0_GYR, 0.0)
+    particles = make_particles(draw_galaxy(np.random.default_rng(5), 10.6), age_of_universe_gyr(), 0.0)
     assert 0.05 < np.mean(particles.insitu == 0) < 0.95
     return {
         "pos": particles.pos,

@@ -11,12 +11,15 @@ from exsitu.bootstrap import GalaxyBootstrap
 from exsitu.calibration import (
     COVERAGE_LEVELS,
     CoverageStratum,
+    StratumDef,
     central_coverage,
+    coverage_by_stratum,
     crps,
-    expected_coverage_curve,
+    mass_terciles,
+    pixel_strata,
     randomized_pit,
     rank_histogram,
-    stratified_coverage,
+    stratum_tallies,
     tarp_atc_terms,
     tarp_credibility,
     weighted_ks_uniform,
@@ -52,9 +55,8 @@ def test_too_narrow_posterior_is_detected() -> None:
     samples = rng.normal(scale=0.5, size=(n, s))
     coverage68 = central_coverage(randomized_pit(samples, truth, rng), (0.68,))[0]
     assert coverage68 < 0.5
-    nominal, observed = expected_coverage_curve(randomized_pit(samples, truth, rng))
-    assert nominal[0] == 0 and nominal[-1] == 1
-    assert np.all(observed[1:-1] < nominal[1:-1] + 0.01)
+    nominal = np.linspace(0.1, 0.9, 9)
+    assert np.all(central_coverage(randomized_pit(samples, truth, rng), nominal) < nominal)
 
 
 def test_crps_matches_gaussian_closed_form() -> None:
@@ -125,50 +127,94 @@ def by_label(strata: list[CoverageStratum]) -> dict[str, CoverageStratum]:
     return {s.label: s for s in strata}
 
 
-def test_stratified_coverage_by_truth() -> None:
+LEVELS = (0.68, 0.95)
+
+
+def covered_pixels(pit: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(N, P, P, L) bool: the galaxy pixel's truth inside the central interval of each of LEVELS, from its PIT map."""
+    return (np.abs(pit - 0.5)[..., None] <= np.asarray(LEVELS) / 2) & mask[..., None]
+
+
+def strata_coverage(
+    pit: np.ndarray, median: np.ndarray, truth: np.ndarray, mask: np.ndarray, boot: GalaxyBootstrap
+) -> list[CoverageStratum]:
+    """Coverage per pixel stratum (median, truth, radius; fov 4 r_half) from per-map tallies, as evaluate does."""
+    strata = pixel_strata(median, truth, mask, 4.0)
+    hits, pixels = stratum_tallies(covered_pixels(pit, mask), [selector for _, selector in strata])
+    return coverage_by_stratum([definition for definition, _ in strata], hits, pixels, boot, LEVELS)
+
+
+def pit_map(mask: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """A PIT map (N, P, P): ``values`` on the galaxy pixels, 0.5 elsewhere."""
+    out = np.full(mask.shape, 0.5)
+    out[mask] = values
+    return out
+
+
+def test_coverage_by_truth_and_by_posterior_median() -> None:
     rng = np.random.default_rng(7)
-    galaxy_id, mask, log_mstar = maps_of_galaxies([4] * 30, npix=32)
+    galaxy_id, mask, _ = maps_of_galaxies([4] * 30, npix=32)
     truth = np.where(rng.random(mask.shape) < 0.3, 0.0, rng.random(mask.shape))
     truth[rng.random(mask.shape) < 0.2] = 1.0
-    t = truth[mask]
-    # Truth 0 always covered, truth 1 never, interior calibrated.
-    pit = np.where(t == 0, 0.5, np.where(t == 1, 0.0, rng.random(t.size)))
-    strata = stratified_coverage(pit, truth, mask, log_mstar, GalaxyBootstrap(galaxy_id, n_replicates=200))
+    median = rng.random(mask.shape)
+    t, m = truth[mask], median[mask]
+    # Truth 0 always covered, truth 1 never, interior calibrated except where the median is below 0.2.
+    pit = np.where(t == 0, 0.5, np.where(t == 1, 0.0, np.where(m < 0.2, 0.0, rng.random(t.size))))
+    strata = strata_coverage(pit_map(mask, pit), median, truth, mask, GalaxyBootstrap(galaxy_id, n_replicates=200))
     truth_strata = by_label([s for s in strata if s.by == "truth"])
     assert truth_strata["truth = 0"].coverage["0.68"].value == 1.0
     assert truth_strata["truth = 1"].coverage["0.95"].value == 0.0
     assert truth_strata["truth = 1"].n_pixels == int((t == 1).sum()) and truth_strata["truth = 1"].n_galaxies == 30
-    interior = truth_strata["0 < truth < 1"]
-    assert interior.coverage["0.68"].value == pytest.approx(0.68, abs=0.02)
-    assert interior.coverage["0.68"].low < interior.coverage["0.68"].value < interior.coverage["0.68"].high
-    bins = [s for s in strata if s.by == "truth"][3:]  # after exact 0, interior, exact 1
+    bins = [s for s in strata if s.by == "truth"][2:]  # after exact 0 and exact 1
     assert bins[0].label == "0 < truth <= 0.2" and bins[-1].label == "0.8 < truth < 1"
-    assert len(bins) == 5 and sum(s.n_pixels for s in bins) == interior.n_pixels
-    assert all(abs(s.coverage["0.95"].value - 0.95) < 0.03 for s in bins)
+    interior = (t > 0) & (t < 1)
+    assert len(bins) == 5 and sum(s.n_pixels for s in bins) == int(interior.sum())
+    # Above a truth of 0.2 the median stratum below 0.2 (never covered) takes 20% of the pixels away.
+    for s in bins[1:]:
+        assert s.coverage["0.68"].value == pytest.approx(0.8 * 0.68, abs=0.03)
+        assert s.coverage["0.68"].low < s.coverage["0.68"].value < s.coverage["0.68"].high
+    medians = [s for s in strata if s.by == "median"]
+    assert [s.label for s in medians][:2] == ["0 <= median < 0.05", "0.05 <= median < 0.2"]
+    assert medians[-1].label == "0.8 <= median <= 1"
+    assert sum(s.n_pixels for s in medians) == int(mask.sum())
+    # Truth is 0 on 24% of the pixels (covered), 1 on 20% (never), interior on 56% (covered by its level
+    # where the median is >= 0.2).
+    zero, inside = 0.3 * 0.8, 0.7 * 0.8
+    for s in medians[:2]:
+        assert s.coverage["0.95"].value == pytest.approx(zero, abs=0.03)
+    for s in medians[2:]:
+        assert s.coverage["0.68"].value == pytest.approx(zero + 0.68 * inside, abs=0.03)
 
 
-def test_stratified_coverage_by_radius_mass_and_galaxy_weighting() -> None:
+def test_coverage_by_radius_mass_and_galaxy_weighting() -> None:
     galaxy_id, mask, log_mstar = maps_of_galaxies([3, 1, 2, 2, 1, 3, 1, 2, 2])
     n = len(galaxy_id)
     truth = np.full(mask.shape, 0.5)
     boot = GalaxyBootstrap(galaxy_id, n_replicates=100)
-    radius = np.broadcast_to(pixel_radius(16, 4.0), mask.shape)[mask]
-    strata = by_label(stratified_coverage(np.where(radius < 1.0, 0.5, 0.0), truth, mask, log_mstar, boot))
+    radius = np.broadcast_to(pixel_radius(16, 4.0), mask.shape)
+    pit = np.where(radius < 1.0, 0.5, 0.0)
+    strata = by_label(strata_coverage(pit, truth, truth, mask, boot))
     assert strata["0.00 <= r/r_half < 0.50"].coverage["0.68"].value == 1.0
     assert strata["0.50 <= r/r_half < 1.00"].coverage["0.68"].value == 1.0
     assert strata["1.00 <= r/r_half < 1.50"].coverage["0.68"].value == 0.0
     assert strata["2.00 <= r/r_half < 2.83"].n_pixels == 0  # the disc ends at 1.9
     assert np.isnan(strata["2.00 <= r/r_half < 2.83"].coverage["0.68"].value)
     # Mass terciles hold 3 of the 9 galaxies each; only the heaviest tercile is covered.
-    heavy = np.broadcast_to((galaxy_id >= 6)[:, None, None], mask.shape)[mask]
-    mass = [s for s in stratified_coverage(np.where(heavy, 0.5, 0.0), truth, mask, log_mstar, boot) if s.by == "mass"]
+    heavy = np.broadcast_to((galaxy_id >= 6)[:, None, None], mask.shape)
+    hits, pixels = stratum_tallies(covered_pixels(np.where(heavy, 0.5, 0.0), mask), [mask])
+    terciles = mass_terciles(log_mstar, boot)
+    mass = [
+        coverage_by_stratum([definition], hits * maps[:, None, None], pixels * maps[:, None], boot, LEVELS)[0]
+        for definition, maps in terciles
+    ]
     assert [s.n_galaxies for s in mass] == [3, 3, 3] and sum(s.n_maps for s in mass) == n
     assert [s.coverage["0.68"].value for s in mass] == [0.0, 0.0, 1.0]
+    assert mass[0].high < mass[1].low and mass[1].high < mass[2].low
     # Galaxy 0 (3 maps) covered, galaxy 1 (1 map) not: galaxy-weighted 1/2, not the map-weighted 3/4.
     two = GalaxyBootstrap(galaxy_id[:4], n_replicates=10)
-    map_of_pixel = np.nonzero(mask[:4])[0]
-    pit = np.where(map_of_pixel < 3, 0.5, 0.0)
-    overall = by_label(stratified_coverage(pit, truth[:4], mask[:4], log_mstar[:4], two))["0 < truth < 1"]
+    first = np.arange(4)[:, None, None] < 3
+    hits, pixels = stratum_tallies(covered_pixels(np.where(first, 0.5, 0.0), mask[:4]), [mask[:4]])
+    overall = coverage_by_stratum([StratumDef("all", "all", 0.0, 1.0)], hits, pixels, two, LEVELS)[0]
     assert overall.coverage["0.68"].value == pytest.approx(0.5)
     assert (overall.n_maps, overall.n_galaxies) == (4, 2)
 

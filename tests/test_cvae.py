@@ -87,7 +87,9 @@ def test_elbo_is_recon_plus_beta_kl_per_map() -> None:
 def test_decoder_returns_the_configured_family(family: str) -> None:
     cfg = CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, rank=2, likelihood=family, logit_eps=0.01)
     likelihood, _, _ = CVAE(cfg)(*maps(2, 16)[:2])
-    assert likelihood.family == family and likelihood.eps == 0.01
+    student_t, sinh_arcsinh = family.startswith("student_t"), family.endswith("sinh_arcsinh")
+    assert (likelihood.dof is not None, likelihood.tail is not None) == (student_t, sinh_arcsinh)
+    assert likelihood.eps == 0.01
     if likelihood.dof is not None:
         assert likelihood.dof.shape == () and 2 < likelihood.nu < 1000
     if likelihood.tail is not None:
@@ -121,11 +123,41 @@ def test_the_covariance_nll_trains_only_the_covariance_head(family: str) -> None
         assert torch.allclose(grad, (covariance if name in head else squared)[name], atol=1e-6), name
 
 
-def test_encode_conditions_is_the_condition_encoder_and_refuses_scalars() -> None:
+def test_encode_conditions_is_the_condition_encoder_and_takes_exactly_its_scalars() -> None:
     model = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8)).eval()
     conditions, _, _ = maps(2, 16)
     features, summary = model.encode_conditions(conditions)
     expected_features, expected_summary = model.condition_encoder(conditions)
     assert torch.equal(summary, expected_summary) and all(map(torch.equal, features, expected_features))
-    with pytest.raises(InputError, match="takes no galaxy scalars"):
+    with pytest.raises(InputError, match=r"takes 0 galaxy scalars per map, got scalars of shape \(2, 3\)"):
         model.encode_conditions(conditions, torch.zeros(2, 3))
+    with_scalars = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, n_scalars=2)).eval()
+    with pytest.raises(InputError, match="takes 2 galaxy scalars per map, got scalars of shape None"):
+        with_scalars.encode_conditions(conditions)
+    with pytest.raises(InputError, match=r"takes 2 galaxy scalars per map, got scalars of shape \(2, 3\)"):
+        with_scalars.encode_conditions(conditions, torch.zeros(2, 3))
+
+
+@torch.no_grad()
+def test_galaxy_scalars_are_standardised_and_reach_every_level_and_the_summary() -> None:
+    model = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, n_scalars=2)).eval()
+    encoder = model.condition_encoder
+    conditions, _, _ = maps(2, 16)
+    training = torch.tensor([[10.0, 0.2], [11.0, 0.6], [10.5, 0.4]])  # log M*, log r_half [kpc]
+    encoder.set_scalar_standardisation(training)
+    at_mean = training.mean(0).expand(2, 2)
+    heavier = at_mean + torch.tensor([0.5, 0.0])
+    # FiLM starts as the identity: at initialisation the scalars change the summary vector only.
+    base_features, base_summary = model.encode_conditions(conditions, at_mean)
+    features, summary = model.encode_conditions(conditions, heavier)
+    assert all(map(torch.equal, features, base_features)) and not torch.allclose(summary, base_summary)
+    # Standardised with the training maps: scalars at the training mean enter as zeros.
+    encoder.scalar_mean.zero_()
+    encoder.scalar_std.fill_(1.0)
+    assert torch.allclose(model.encode_conditions(conditions, torch.zeros(2, 2))[1], base_summary)
+    encoder.set_scalar_standardisation(training)
+    # Once FiLM has learned something, every level's features depend on the scalars.
+    encoder.film.weight.normal_(generator=torch.Generator().manual_seed(0))
+    features, _ = model.encode_conditions(conditions, heavier)
+    base_features, _ = model.encode_conditions(conditions, at_mean)
+    assert len(features) == 3 and all(not torch.allclose(a, b) for a, b in zip(features, base_features))

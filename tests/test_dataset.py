@@ -63,6 +63,8 @@ def write_synthetic_dataset(
         with h5py.File(path, "w") as f:
             f.attrs["shard"] = k
             f.attrs["channels"] = list(CHANNELS)
+            f.attrs["npix"] = npix
+            f.attrs["fov_rhalf"] = 4.0
             f["conditions"] = all_cond[idx]
             f["exsitu"] = all_ex[idx]
             f["mask"] = all_mask[idx]

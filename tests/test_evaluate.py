@@ -4,6 +4,7 @@ stage's CLI; and the schema of metrics.json from the tiny end-to-end run."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import h5py
@@ -13,49 +14,89 @@ from test_dataset import write_synthetic_dataset
 
 from exsitu.calibration import COVERAGE_LEVELS
 from exsitu.contracts import CHANNELS
+from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names
 from exsitu.io import InputError
-from exsitu.radial import fit_radial_profile, pixel_radius
-from exsitu.stages import evaluate, recalibrate, train_baseline, train_cvae, train_flow
+from exsitu.likelihood import FAMILIES
+from exsitu.point_metrics import MASS_BINS
+from exsitu.radial import pixel_radius, profile_from_pixels
+from exsitu.stages import evaluate, fit_baselines, recalibrate, train_baseline, train_cvae, train_flow
 
 POSTERIORS = ("reconstruction", "prior", "flow", "flow_mean")
-BASELINES = ("deterministic", "radial", "lookup")
+BASELINES = ("deterministic", "radial", "lookup", "trees")
 
 
-def check_estimate(e: dict, low: float = -1.0, high: float = 1.0) -> None:
+def check_estimate(e: dict | None, low: float = -1.0, high: float = 1.0) -> None:
     """An estimate with its galaxy-bootstrap interval: low <= value <= high, all inside [low, high]."""
-    assert set(e) == {"value", "low", "high"}
+    assert e is not None and set(e) == {"value", "low", "high"}
     assert low <= e["low"] <= e["value"] <= e["high"] <= high, e
 
 
+def check_point(block: dict, n_maps: int, n_pixels: int) -> None:
+    """The point-estimate block of ``exsitu.point_metrics`` (a posterior's median or mean, or a baseline)."""
+    check_estimate(block["mae"], 0, 1)
+    assert sum(block["residuals"]["hist_counts"]) == n_pixels
+    assert sum(block["residual_vs_truth"]["count"]) == n_pixels
+    assert set(block["integrated"]) == set(APERTURES)
+    for aperture in block["integrated"].values():
+        check_estimate(aperture["rms"], 0, 1)
+        check_estimate(aperture["bias"])
+        check_estimate(aperture["scatter"], 0, 1)
+        check_estimate(aperture["mae"], 0, 1)
+        assert aperture["rms"]["value"] >= max(aperture["scatter"]["value"], abs(aperture["bias"]["value"])) - 1e-12
+        if aperture["pearson_r"] is not None:
+            check_estimate(aperture["pearson_r"])
+        assert [row["log_mstar"] for row in aperture["by_mass"]] == [list(b) for b in zip(MASS_BINS, MASS_BINS[1:])]
+        assert sum(row["n_maps"] for row in aperture["by_mass"]) <= n_maps
+
+
 def check_schema(metrics: dict) -> None:
-    """The documented keys of metrics.json, with values in their valid ranges."""
-    assert metrics["n_maps"] >= 1 and metrics["n_pixels"] >= metrics["n_maps"]
-    assert 1 <= metrics["n_galaxies"] <= metrics["n_maps"] and metrics["interval_level"] == 0.95
-    assert 0 <= metrics["exact_01_share"] <= 1
+    """The documented keys of metrics.json (``exsitu.evaluation``'s docstring), with values in their valid ranges."""
+    n_maps, n_pixels = metrics["n_maps"], metrics["n_pixels"]
+    assert n_maps >= 1 and n_pixels >= n_maps
+    assert 1 <= metrics["n_galaxies"] <= n_maps and metrics["interval_level"] == 0.95
+    assert metrics["few_galaxies"] == (metrics["n_galaxies"] < 10) and 0 <= metrics["exact_01_share"] <= 1
+    assert metrics["training_prior"] in ("natural", "balanced") and "1 / n_los" in metrics["weighting"]
+    assert set(metrics["noise"]) == {"lowrank", "diagonal"} and all(v > 0 for v in metrics["noise"].values())
+    assert metrics["likelihood"]["family"] in FAMILIES and metrics["apertures"] == dict(APERTURES)
+    assert metrics["mass_bins"] == list(MASS_BINS) and metrics["profile_edges"] == list(PROFILE_EDGES)
+    assert set(metrics["modes"]) == set(POSTERIORS) and set(metrics["baselines"]) == set(BASELINES)
     for name in POSTERIORS:
         block = metrics["modes"][name]
-        check_estimate(block["mae"], 0, 1)
+        for point in ("median", "mean"):
+            check_point(block["point"][point], n_maps, n_pixels)
         check_estimate(block["crps"], 0, 1)
+        check_estimate(block["mean_std"], 0, 1)
         assert set(block["coverage"]) == {f"{level:g}" for level in COVERAGE_LEVELS}
         values = [block["coverage"][f"{level:g}"]["value"] for level in COVERAGE_LEVELS]
         assert all(0 <= v <= 1 for v in values) and values == sorted(values)
+        assert block["coverage_curve"]["observed"][-1] == pytest.approx(1.0)
         for reference in ("uniform", "posterior"):
             tarp = block["tarp"][reference]
-            check_estimate(tarp["atc"], -0.75, 0.25)
+            check_estimate(tarp["atc"])
             assert len(tarp["alpha"]) == len(tarp["ecp"]) == len(tarp["ecp_low"]) and 0 <= tarp["ks_pvalue"] <= 1
-        assert block["tarp_atc"] == block["tarp"]["uniform"]["atc"]["value"]
-        assert block["coverage_curve"]["observed"][-1] == pytest.approx(1.0)
-        by_truth = {s["label"]: s for s in block["stratified_coverage"] if s["by"] == "truth"}
-        exclusive = ("truth = 0", "0 < truth < 1", "truth = 1")
-        assert sum(by_truth[label]["n_pixels"] for label in exclusive) == metrics["n_pixels"]
-        hist = block["rank_histogram"]
-        assert sum(hist["n_maps"]) == metrics["n_maps"] and sum(hist["fraction"]) == pytest.approx(1.0)
+        strata: dict[str, list[dict]] = {}
+        for stratum in block["strata"]:
+            strata.setdefault(stratum["by"], []).append(stratum)
+        assert set(strata) == {"median", "truth", "radius", "mass"}
+        for by in ("median", "truth", "radius"):  # each partitions the galaxy pixels
+            assert sum(s["n_pixels"] for s in strata[by]) == n_pixels, by
+        assert len(strata["mass"]) == 3 and sum(s["n_maps"] for s in strata["mass"]) == n_maps
+        assert set(block["functionals"]) == set(functional_names())
+        for functional in block["functionals"].values():
+            assert 0 <= functional["n_maps"] <= n_maps
+            if functional["n_maps"] >= 2:
+                assert set(functional["coverage"]) == {"0.68", "0.95"}
+                assert sum(functional["rank_histogram"]["n_maps"]) == functional["n_maps"]
+        check_estimate(block["scores"]["energy"], 0, math.inf)
+        check_estimate(block["scores"]["variogram"], 0, math.inf)
     for name in BASELINES:
-        check_estimate(metrics["baselines"][name]["mae"], 0, 1)
-    for block in [*metrics["modes"].values(), *metrics["baselines"].values()]:
-        assert sum(block["residuals"]["hist_counts"]) == metrics["n_pixels"]
-        assert sum(block["residual_vs_truth"]["count"]) == metrics["n_pixels"]
-        assert block["integrated"]["scatter"]["value"] >= 0
+        check_point(metrics["baselines"][name], n_maps, n_pixels)
+    check_estimate(metrics["baselines"]["trees"]["coverage_68"], 0, 1)
+    comparisons = metrics["comparisons"]
+    assert set(comparisons["mae_flow_over"]) == {*BASELINES, "prior"}
+    assert set(comparisons["integrated_rms_flow_over"]) == set(BASELINES)
+    for ratio in [*comparisons["mae_flow_over"].values(), comparisons["mae_reconstruction_over_flow"]]:
+        check_estimate(ratio, 0, math.inf)
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +134,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
                 *extra,
             ]
         )
+    fit_baselines.main([*common[:-2], "--out", str(root / "baselines.joblib"), "--settings", "{}"])
     noise_scale = root / "noise_scale.json"
     recalibrate.main(
         [*common, "--cvae", str(root / "cvae.pt"), "--flow", str(root / "flow.pt"), "--out", str(noise_scale),
@@ -108,6 +150,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         str(root / "flow.pt"),
         "--baseline",
         str(root / "baseline.pt"),
+        "--baselines",
+        str(root / "baselines.joblib"),
         "--metrics",
         str(root / "out" / "metrics.json"),
         "--summaries",
@@ -122,13 +166,20 @@ def run_evaluate(args: list[str], settings: dict) -> None:
     evaluate.main([*args, "--settings", json.dumps(settings)])
 
 
+def galaxy_mean_abs_error(h5: h5py.File, prediction: np.ndarray) -> float:
+    """Per-pixel MAE of (N, P, P) maps against summaries.h5's truth, each map weighted 1 / n_los."""
+    weights = h5["map_weight"][()][:, None, None] * h5["mask"][()]
+    return float((np.abs(prediction.astype(np.float64) - h5["truth"][()]) * weights).sum() / weights.sum())
+
+
 def test_metrics_and_summaries(evaluated) -> None:
     root, ctx = evaluated
     settings = {"evaluate": {"n_samples": 12, "seed": 0, "n_saved_samples": 5}, "maps": {"fov_rhalf": 4}}
     run_evaluate(ctx["args"], settings)
     metrics = json.loads((root / "out" / "metrics.json").read_text())
     check_schema(metrics)
-    assert metrics["noise_scale"] == json.loads((root / "noise_scale.json").read_text())["noise_scale"]
+    assert metrics["noise"] == json.loads((root / "noise_scale.json").read_text())["noise"]
+    assert metrics["scalars"] == ["log_mstar", "log_rhalf_kpc"] and metrics["training_prior"] == "natural"
     with h5py.File(root / "out" / "samples.h5") as h5:
         n, p = metrics["n_maps"], h5["mask"].shape[-1]
         assert h5["samples"].shape == (n, 5, p, p) and h5["samples"].dtype == np.float16
@@ -140,18 +191,31 @@ def test_metrics_and_summaries(evaluated) -> None:
         n = metrics["n_maps"]
         assert h5["truth"].shape[0] == n and h5["mask"].dtype == bool and h5["mask"][()].sum() == metrics["n_pixels"]
         for mode in POSTERIORS:
-            assert h5[f"mean/{mode}"].dtype == np.float16 and h5[f"std/{mode}"].shape == h5["truth"].shape
-            mean = h5[f"mean/{mode}"][()].astype(np.float64)
-            weights = h5["map_weight"][()][:, None, None] * h5["mask"][()]
-            weighted = (np.abs(mean - h5["truth"][()]) * weights).sum() / weights.sum()
-            assert weighted == pytest.approx(metrics["modes"][mode]["mae"]["value"], abs=2e-3)  # float16 storage
+            for point in ("median", "mean"):
+                assert h5[f"{point}/{mode}"].dtype == np.float16 and h5[f"{point}/{mode}"].shape == h5["truth"].shape
+                mae = metrics["modes"][mode]["point"][point]["mae"]["value"]
+                assert galaxy_mean_abs_error(h5, h5[f"{point}/{mode}"][()]) == pytest.approx(mae, abs=2e-3)  # float16
+            assert h5[f"std/{mode}"].shape == h5["truth"].shape
+            for name in functional_names():
+                quantiles = h5[f"functionals/{mode}/{name}"][()]
+                assert quantiles.shape == (n, 3) and h5[f"functionals/true/{name}"].shape == (n,)
+                defined = np.isfinite(quantiles).all(axis=1)
+                assert np.all(np.diff(quantiles[defined], axis=1) >= 0)  # p16 <= p50 <= p84
+            for aperture in APERTURES:  # the point estimate of the integrated fraction is the posterior's median
+                np.testing.assert_allclose(
+                    h5[f"integrated/{mode}/{aperture}"][()], h5[f"functionals/{mode}/integrated_{aperture}"][()][:, 1]
+                )
             assert h5[f"examples/samples/{mode}"].shape[0] == h5["examples/index"].shape[0]
+        for name in BASELINES:
+            mae = metrics["baselines"][name]["mae"]["value"]
+            assert galaxy_mean_abs_error(h5, h5[f"baseline/{name}"][()]) == pytest.approx(mae, abs=2e-3)
+            assert h5[f"integrated/{name}/fov"].shape == (n,)
         assert h5["examples/conditions"].shape[1] == len(CHANNELS)
         # Physical units: log10 surface density of a galaxy, not a standardised value near 0.
         conditions = h5["examples/conditions"][()]
         example_mask = h5["mask"][()][h5["examples/index"][()]]
         assert conditions[:, 0][example_mask].min() > 3
-        assert len(h5["subhalo_id"]) == n
+        assert len(h5["subhalo_id"]) == n and h5["radial/radius"].shape == h5["radial/exsitu"].shape
 
 
 def test_same_seed_same_metrics_and_bad_settings(evaluated) -> None:
@@ -180,7 +244,7 @@ def test_radial_profile_recovers_a_known_profile() -> None:
     assert radius.min() == pytest.approx(np.hypot(0.125, 0.125))  # pixel centres, rhalf units
     mask = np.broadcast_to(radius < 2.0, (30, 16, 16)) & (rng.random((30, 16, 16)) < 0.9)
     truth = np.where(mask, np.clip(radius / 2.0, 0, 1) + rng.normal(0, 0.05, (30, 16, 16)), 0.0)
-    profile = fit_radial_profile(truth, mask, 4.0)
+    profile = profile_from_pixels(np.broadcast_to(radius, mask.shape)[mask], truth[mask], None, 16, 4.0)
     predicted = profile.predict(mask)
     assert np.all(predicted[~mask] == 0)
     np.testing.assert_allclose(predicted[mask], np.clip(radius / 2.0, 0, 1)[None].repeat(30, 0)[mask], atol=0.05)
@@ -190,4 +254,5 @@ def test_tiny_run_metrics_schema(tiny_run: Path) -> None:
     metrics = json.loads((tiny_run / "results" / "evaluation" / "metrics.json").read_text())
     check_schema(metrics)
     assert metrics["n_samples"] == 10  # tests/config/tiny.yaml
+    assert metrics["training_prior"] == "natural" and metrics["channels"] == list(CHANNELS)
     assert (tiny_run / "results" / "evaluation" / "summaries.h5").stat().st_size > 0

@@ -46,7 +46,7 @@ def test_plan_is_deterministic_and_complete() -> None:
             "shard": [0, 1, 0],
         }
     )
-    settings = PlanSettings(min_los=1, max_los=4, n_bins=5, seed=3)
+    settings = PlanSettings.from_config({"min_los": 1, "max_los": 4, "n_bins": 5, "seed": 3})
     a = make_plan(galaxies, settings)
     b = make_plan(galaxies.iloc[::-1], settings)
     pd.testing.assert_frame_equal(a, b)

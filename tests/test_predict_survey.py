@@ -6,7 +6,6 @@ syntax, and the Snakemake predict_catalogue target on the tiny run's model."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -32,9 +31,10 @@ K = 16
 
 
 def write_galaxies(run: Path, directory: Path, model) -> list[Path]:
-    """The first N_GOOD test maps of ``run`` in the generic layout, each spaxel one model pixel."""
+    """The first N_GOOD test maps of ``run`` in the generic layout, each spaxel one model pixel, with their
+    stellar mass (LOGMSTAR: the galaxy scalar log_mstar the model takes)."""
     directory.mkdir(parents=True, exist_ok=True)
-    conditions, mask = first_test_maps(run, N_GOOD, model.card.channels)
+    conditions, mask, log_mstar = first_test_maps(run, N_GOOD, model.card.channels, ("log_mstar",))
     p = model.card.npix
     paths = []
     for i in range(N_GOOD):
@@ -48,7 +48,7 @@ def write_galaxies(run: Path, directory: Path, model) -> list[Path]:
                 psf_fwhm=2.5,
                 masks={c: (~mask[i]).astype(np.int32) for c in maps},
                 centre_xy=(p / 2 - 0.5, p / 2 - 0.5),
-                primary_cards={"PLATEIFU": f"100-{i}"} if i == 0 else None,
+                primary_cards={"LOGMSTAR": float(log_mstar[i, 0])} | ({"PLATEIFU": f"100-{i}"} if i == 0 else {}),
             )  # fmt: skip
         )
     return paths
@@ -135,11 +135,12 @@ def test_catalogue_equals_single_file_predict_and_the_model_grid_fractions(surve
     # the integrated fractions from the model-grid samples, computed here: the galaxy's grid is the
     # model grid, so its maps are the test maps; weights: surface density; apertures: circles of
     # r Re = r * 3/4 half-mass radii (the model was trained on ideal maps scaled by the 3D radius)
-    conditions, mask = first_test_maps(tiny_run, N_GOOD, model.card.channels)
+    conditions, mask, _ = first_test_maps(tiny_run, N_GOOD, model.card.channels)
     radius = pixel_radius(model.card.npix, model.card.fov_rhalf)
     sigma = 10.0 ** conditions[:, model.card.channels.index("mass")] * mask
     for i, name in enumerate(["100-0", "gal1", "gal2"]):
-        own = predict_maps(model, conditions[i : i + 1], mask[i : i + 1], K, SEED)[0]  # one galaxy, its own seed
+        scalars = model_scalars(model, read_observation(survey["good"][i], model.card.channels))[None]
+        own = predict_maps(model, conditions[i : i + 1], mask[i : i + 1], K, SEED, scalars=scalars)[0]  # own seed
         for r, column in ((1.0, "f_exsitu_1re"), (1.5, "f_exsitu_1p5re")):
             w = sigma[i] * (radius <= r * 0.75)
             fractions = (own * w).sum(axis=(-2, -1)) / w.sum()
@@ -150,11 +151,13 @@ def test_catalogue_equals_single_file_predict_and_the_model_grid_fractions(surve
 
 
 def test_missing_scalar_is_one_error_and_no_file(tiny_run: Path, survey: dict, tmp_path: Path) -> None:
-    model_dir = tmp_path / "model"
-    shutil.copytree(tiny_run / "results" / "models", model_dir)
-    card = json.loads((model_dir / MODEL_CARD).read_text())
-    (model_dir / MODEL_CARD).write_text(json.dumps({**card, "scalars": ["log_rhalf_kpc", "log_mstar"]}))
-    galaxy = survey["good"][1]
+    model_dir = tiny_run / "results" / "models"
+    assert json.loads((model_dir / MODEL_CARD).read_text())["scalars"] == ["log_mstar", "log_rhalf_kpc"]
+    # A good galaxy without its LOGMSTAR key.
+    galaxy = tmp_path / "no_mass.fits"
+    with fits.open(survey["good"][1]) as hdul:
+        del hdul[0].header["LOGMSTAR"]
+        hdul.writeto(galaxy)
     out = tmp_path / "one.fits"
     proc = run_predict(model_dir, str(galaxy), "--out", str(out))
     assert proc.returncode == 1 and not out.exists() and not out.with_suffix(".png").exists()
@@ -168,7 +171,15 @@ def test_missing_scalar_is_one_error_and_no_file(tiny_run: Path, survey: dict, t
     model = load_model_dir(model_dir, CPU)
     observed = read_observation(galaxy, model.card.channels, log_mstar=10.25)
     expected_log_r = np.log10(observed.re_kpc * 4 / 3)
-    np.testing.assert_allclose(model_scalars(model, observed), [expected_log_r, 10.25])
+    np.testing.assert_allclose(model_scalars(model, observed), [10.25, expected_log_r])
+    # --log-mstar stands in for the file's key: the file's own value gives the batch's samples, another value others.
+    with fits.open(survey["out"] / "gal1.fits") as batch:
+        expected = batch["SAMPLES"].data
+    for value, same in ((fits.getheader(survey["good"][1])["LOGMSTAR"], True), (12.0, False)):
+        given = run_predict(model_dir, str(galaxy), "--out", str(out), "--log-mstar", repr(float(value)))
+        assert given.returncode == 0, given.stderr[-3000:]
+        with fits.open(out) as hdul:
+            assert np.array_equal(hdul["SAMPLES"].data, expected, equal_nan=True) == same, value
 
 
 def test_apertures_and_integrated_fractions() -> None:

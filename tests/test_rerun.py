@@ -14,7 +14,8 @@ from conftest import OBSERVED, TINY, snakemake
 
 RECALIBRATION_AND_AFTER = {"recalibrate", "model_card", "evaluate", "report", "all"}
 MODEL_AND_AFTER = {"train_flow", *RECALIBRATION_AND_AFTER}
-TRAINING_AND_AFTER = {"split", "train_cvae", "train_baseline", *MODEL_AND_AFTER}
+FITS_AND_AFTER = {"train_cvae", "train_baseline", "fit_baselines", *MODEL_AND_AFTER}
+TRAINING_AND_AFTER = {"split", *FITS_AND_AFTER}
 PROJECT_AND_AFTER = {"project", *TRAINING_AND_AFTER}
 
 
@@ -79,6 +80,15 @@ def test_recalibration_setting_reruns_neither_training_nor_data(finished_copy):
     proc = _with_overlay(finished_copy, {"recalibrate": {"n_samples": 16}}, "--dry-run")
     assert _planned_rules(proc.stdout + proc.stderr) == RECALIBRATION_AND_AFTER, proc.stdout
     assert "Params have changed" in _reasons(proc.stdout)["recalibrate"]
+
+
+def test_training_prior_reruns_every_fit_and_after_but_never_the_plan(finished_copy):
+    proc = _with_overlay(finished_copy, {"plan": {"weighting": "balanced"}}, "--dry-run")
+    planned = _planned_rules(proc.stdout + proc.stderr)
+    assert planned == FITS_AND_AFTER, proc.stdout
+    reasons = _reasons(proc.stdout)
+    for rule in ("fit_baselines", "train_cvae", "train_baseline", "train_flow"):
+        assert "Params have changed" in reasons[rule], (rule, reasons[rule])
 
 
 def test_npix_reruns_projection_and_after_but_never_the_data_stages(finished_copy):

@@ -48,6 +48,7 @@ resources:
   flow: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
   recalibrate: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
   evaluate: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
+  baselines: {cpus: 1, mem_mb: 2000, runtime: 30}
 """
 IDENTICAL = [
     "results/catalog/subhalos.csv",

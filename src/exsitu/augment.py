@@ -38,13 +38,6 @@ def _permutation(element: int, npix: int) -> torch.Tensor:
     return dihedral(torch.arange(npix * npix).reshape(npix, npix), element).reshape(-1)
 
 
-def compose(a: int, b: int) -> int:
-    """The element equal to applying ``b`` first, then ``a``."""
-    corners = torch.arange(4).reshape(2, 2)  # D4 acts faithfully on the corners of a square
-    target = dihedral(dihedral(corners, b), a)
-    return next(e for e in range(ELEMENTS) if torch.equal(dihedral(corners, e), target))
-
-
 def apply_elements(maps: torch.Tensor, elements: torch.Tensor) -> torch.Tensor:
     """(B, ..., P, P) maps, map i transformed by ``elements[i]`` (B,) int; one gather, any dtype and device."""
     b, p = maps.shape[0], maps.shape[-1]

@@ -40,10 +40,6 @@ class Estimate:
     high: float
     level: float
 
-    def contains(self, x: float) -> bool:
-        """Whether ``x`` lies inside the interval."""
-        return bool(self.low <= x <= self.high)
-
     def to_dict(self) -> dict[str, float]:
         """{"value", "low", "high"} for metrics.json (the level is stated once by the caller)."""
         return {"value": self.value, "low": self.low, "high": self.high}
@@ -60,14 +56,6 @@ def warn_if_few_galaxies(n_galaxies: int, what: str = "test set", minimum: int =
             minimum,
         )
     return few
-
-
-def per_map_totals(values: np.ndarray, map_index: np.ndarray, n_maps: int) -> np.ndarray:
-    """Sum per-pixel ``values`` (n_pix, ...) into per-map totals (n_maps, ...) using each pixel's ``map_index``."""
-    values = np.asarray(values, dtype=np.float64)
-    flat = values.reshape(len(values), -1)
-    out = np.stack([np.bincount(map_index, weights=flat[:, j], minlength=n_maps) for j in range(flat.shape[1])], axis=1)
-    return out.reshape(n_maps, *values.shape[1:])
 
 
 def galaxy_weights(galaxy_id: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,7 +10,7 @@ each tie uniformly over the ranks it could take, so it is Uniform(0, 1) for a ca
 posterior, ties included. Coverage of the central interval at level a is then the fraction
 of u inside [(1 - a) / 2, (1 + a) / 2].
 
-The galaxy-weighted summaries (:func:`tarp_summary`, :func:`stratified_coverage`,
+The galaxy-weighted summaries (:func:`tarp_summary`, :func:`coverage_by_stratum`,
 :func:`rank_histogram`) take a :class:`~exsitu.bootstrap.GalaxyBootstrap`:
 every map of a galaxy weighs 1 / n_los, so each test galaxy counts once, and every headline
 number comes with a 95% interval from resampling galaxies.
@@ -54,12 +54,6 @@ def central_coverage(pit: np.ndarray, levels: np.ndarray | tuple[float, ...] = C
     )
 
 
-def expected_coverage_curve(pit: np.ndarray, n_levels: int = 51) -> tuple[np.ndarray, np.ndarray]:
-    """(nominal, observed) coverage of central intervals on a grid of levels from 0 to 1."""
-    nominal = np.linspace(0.0, 1.0, n_levels)
-    return nominal, central_coverage(pit, nominal)
-
-
 def crps(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Continuous ranked probability score of each truth value from S samples (lower is better).
 
@@ -77,9 +71,9 @@ def crps(samples: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 #: Reference-point choices of :func:`tarp_credibility`.
 TARP_REFERENCES: tuple[str, ...] = ("uniform", "posterior")
-#: Interior truth bins of :func:`stratified_coverage` (exact 0 and exact 1 are strata of their own).
+#: Interior truth bins of :func:`pixel_strata` (exact 0 and exact 1 are strata of their own).
 TRUTH_STRATUM_EDGES: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
-#: Width of the radial strata of :func:`stratified_coverage`, in units of the stellar half-mass radius.
+#: Width of the radial strata of :func:`pixel_strata`, in units of the stellar half-mass radius.
 RADIUS_STEP_RHALF = 0.5
 
 

@@ -62,7 +62,6 @@ from scipy import special, stats
 from exsitu.io import InputError
 
 LOGIT_EPS = 1e-3
-LOGIT_LOW = math.log(LOGIT_EPS / (1 - LOGIT_EPS))  # logit of the clip; beyond it a sample is exactly 0 / 1
 LOG_VAR_MIN = 2 * math.log(0.01)  # diagonal std >= 0.01 logits: clipped pixels must not give an unbounded NLL
 LOG_VAR_MAX = 2 * math.log(10.0)
 #: Likelihood families (config ``cvae.likelihood``): see the module doc.
@@ -243,16 +242,6 @@ class MapLikelihood:
         """The Student-t degrees of freedom as a number (None for the other families)."""
         return None if self.dof is None else float(self.dof.detach())
 
-    @property
-    def family(self) -> str:
-        """One of :data:`FAMILIES`."""
-        return {
-            (False, False): "gaussian",
-            (True, False): "student_t",
-            (False, True): "sinh_arcsinh",
-            (True, True): "student_t_sinh_arcsinh",
-        }[(self.dof is not None, self.tail is not None)]
-
     def marginal_log_var(self) -> torch.Tensor:
         """Log of each pixel's core variance S_ii = d + sum_k F_k^2: (N, 1, P, P) [log logit^2].
 
@@ -285,11 +274,6 @@ class MapLikelihood:
         mahalanobis = (inv_var * core**2).sum(1) - projected.pow(2).sum(1)
         log_det = (log_var * m).sum(1) + 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(1)
         return mahalanobis, log_det
-
-    def mahalanobis(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """g^T S^-1 g of each map's core residual over its galaxy pixels: (N,) (chi^2_n for a right Gaussian)."""
-        with torch.autocast(self.loc.device.type, enabled=False):
-            return self._woodbury(self.core_residual(target, mask)[0], mask)[0]
 
     def nll(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Negative log-likelihood of each map, summed over its galaxy pixels: (N,) nats per map.

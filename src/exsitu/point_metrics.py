@@ -150,7 +150,8 @@ def integrated_block(
 
     def pearson(n, x, y, xx, yy, xy):  # weighted totals, each (1 + replicates,)
         cov = xy / n - x * y / n**2
-        return cov / np.sqrt((xx / n - (x / n) ** 2) * (yy / n - (y / n) ** 2))
+        # Clipped: a replicate of few distinct galaxies gives |r| = 1 up to round-off, which can exceed 1.
+        return np.clip(cov / np.sqrt((xx / n - (x / n) ** 2) * (yy / n - (y / n) ** 2)), -1.0, 1.0)
 
     block["pearson_r"] = (
         boot.statistic(pearson, ones, p, t, p**2, t**2, p * t).to_dict() if np.std(t[valid]) > 0 else None

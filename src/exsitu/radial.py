@@ -38,16 +38,6 @@ class RadialProfile:
         return np.where(mask, np.interp(radius, self.radius, self.exsitu), 0.0).astype(np.float32)
 
 
-def fit_radial_profile(
-    exsitu: np.ndarray, mask: np.ndarray, fov_rhalf: float, weights: np.ndarray | None = None
-) -> RadialProfile:
-    """The weighted-mean profile of training maps: exsitu and mask (N, P, P), per-map ``weights`` (N,) (None: 1)."""
-    npix = exsitu.shape[-1]
-    radius = np.broadcast_to(pixel_radius(npix, fov_rhalf), exsitu.shape)[mask]
-    w = None if weights is None else np.broadcast_to(np.asarray(weights, np.float64)[:, None, None], mask.shape)[mask]
-    return profile_from_pixels(radius, exsitu[mask], w, npix, fov_rhalf)
-
-
 def profile_from_pixels(
     radius: np.ndarray,
     exsitu: np.ndarray,

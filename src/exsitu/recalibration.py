@@ -213,6 +213,7 @@ def fit_noise_scales(
     chunks: Iterable[MapSet],
     table: pd.DataFrame,
     settings: RecalibrateSettings,
+    *,
     scalars: Sequence[str] = (),
     scales: np.ndarray = SCALES,
 ) -> NoiseScaleFit:
@@ -271,18 +272,6 @@ def write_noise_scale(path: str | os.PathLike, fit: NoiseScaleFit, diagnostics: 
     record = fit.to_dict() | ({} if diagnostics is None else {"diagnostics": diagnostics})
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(record, indent=1, allow_nan=False))
-
-
-def check_noise_scale(scale: Any, source: str | os.PathLike) -> float:
-    """``scale`` as a float if it is a finite number > 0; otherwise one error naming ``source`` and the key."""
-    if not is_noise_scale(scale):
-        raise InputError(f"{source}: 'noise_scale' must be a finite number > 0, got {scale!r}")
-    return float(scale)
-
-
-def read_noise_scale(path: str | os.PathLike) -> float:
-    """The best single noise factor from the recalibrate stage's JSON; a bad file is one clear error."""
-    return check_noise_scale(read_json(path, ("noise_scale",), "noise-scale file")["noise_scale"], path)
 
 
 def read_noise_scales(path: str | os.PathLike) -> NoiseScales:

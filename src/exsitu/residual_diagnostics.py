@@ -237,6 +237,7 @@ def diagnose(
     table: pd.DataFrame,
     seed: int,
     noise: NoiseScales,
+    *,
     scalars: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The residual diagnostics of the validation maps streamed as ``chunks`` (the JSON of the module doc).

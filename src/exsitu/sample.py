@@ -296,39 +296,6 @@ def residual_draws_in_chunks(
         yield maps, ResidualDraw.cat(draws), torch.cat(masks)
 
 
-def posterior_samples(
-    cvae: CVAE,
-    conditions: torch.Tensor,
-    n_samples: int,
-    mode: str,
-    *,
-    exsitu: torch.Tensor | None = None,
-    flow: LatentFlow | None = None,
-    predictive: str = "full",
-    noise_scale: float | NoiseScales = 1.0,
-    batch_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    """:func:`sample_in_chunks` for all N maps at once, with one seed per map drawn from ``generator``.
-
-    The entry point of the callers that hold one generator (the evaluate stage, exsitu predict):
-    the same generator state and maps give the same samples. ``noise_scale``: one factor on both
-    parts of the residual, or :class:`NoiseScales`; ``batch_size``: (map, sample) pairs per decoder
-    pass. Returns (N, K, P, P) float32 in [0, 1] on the CPU; pixels outside the galaxy are 0.
-    """
-    noise = noise_scale if isinstance(noise_scale, NoiseScales) else NoiseScales(noise_scale, noise_scale)
-    device = generator.device if generator is not None else torch.device("cpu")
-    seeds = torch.randint(0, 2**62, (conditions.shape[0],), generator=generator, device=device).tolist()
-    n, p = conditions.shape[0], conditions.shape[-1]
-    out = torch.empty(n, n_samples, p, p, dtype=torch.float32)
-    for maps, samples in sample_in_chunks(
-        cvae, conditions, n_samples, mode, seeds=seeds, flow=flow, exsitu=exsitu, predictive=predictive,
-        noise=noise, pairs_per_pass=batch_size,
-    ):  # fmt: skip
-        out[maps] = samples
-    return out
-
-
 @torch.no_grad()
 def predict_baseline(
     baseline: Baseline, conditions: torch.Tensor, scalars: torch.Tensor | None = None, batch_size: int = 256

@@ -69,7 +69,7 @@ def prior_weights(table: pd.DataFrame, sections: dict[str, Any]) -> torch.Tensor
 
 
 def map_model_training(
-    args: argparse.Namespace,
+    sections: dict[str, Any],
     data: DatasetFiles,
     make_model: Callable[[CVAEConfig], nn.Module],
     settings: TrainSettings,
@@ -79,11 +79,12 @@ def map_model_training(
 
     Train and val are held as float16; the galaxy scalars (``conditions.scalars``) are standardised
     with the training maps' values; every map weighs what ``plan.weighting`` says; with
-    ``cvae.augment`` every training batch gets the eight symmetries of the square. ``options`` are the
-    remaining keywords of :class:`Training` (loss options, epoch metrics).
+    ``cvae.augment`` every training batch gets the eight symmetries of the square. ``sections`` are the
+    stage's ``--settings``; ``options`` are the remaining keywords of :class:`Training` (loss options,
+    epoch metrics).
     """
-    cvae = section_of(args.settings, CVAESettings)
-    scalars = section_of(args.settings, ConditionSettings, required=False).scalars
+    cvae = section_of(sections, CVAESettings)
+    scalars = section_of(sections, ConditionSettings, required=False).scalars
     train, val = data.load("train", MAP_DTYPE), data.load("val", MAP_DTYPE)
     cfg = CVAEConfig.from_settings(cvae, int(train.conditions.shape[-1]), len(train.channels), len(scalars))
     torch.manual_seed(settings.seed)  # the initial weights are part of a seeded run
@@ -95,9 +96,9 @@ def map_model_training(
         train=map_tensors(train, scalars),
         val=map_tensors(val, scalars),
         settings=settings,
-        precision=section_of(args.settings, TrainLoopSettings, required=False).precision,
-        train_weights=prior_weights(train.table, args.settings),
-        val_weights=prior_weights(val.table, args.settings),
+        precision=section_of(sections, TrainLoopSettings, required=False).precision,
+        train_weights=prior_weights(train.table, sections),
+        val_weights=prior_weights(val.table, sections),
         batch_transform=random_dihedral if cvae.augment else None,
         **options,
     )

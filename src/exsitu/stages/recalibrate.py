@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cvae, flow = models["cvae"], models["flow"]
     chunk = maps_per_chunk(settings.n_samples, cvae.cfg.npix)
     if settings.enabled:
-        fit = fit_noise_scales(cvae, flow, data.chunks("val", chunk), table, settings, conditions.scalars)
+        fit = fit_noise_scales(cvae, flow, data.chunks("val", chunk), table, settings, scalars=conditions.scalars)
         lowest, highest = fit.scales[0], fit.scales[-1]
         if {fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale} & {lowest, highest}:
             log.warning("a best noise scale is at the end of the searched range [%g, %g]", lowest, highest)
@@ -55,7 +55,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         )  # fmt: skip
     else:
         fit = unscaled(len(table), table["galaxy_id"].nunique())
-    diagnostics = diagnose(cvae, flow, data.chunks("val", chunk), table, settings.seed, fit.noise, conditions.scalars)
+    diagnostics = diagnose(
+        cvae, flow, data.chunks("val", chunk), table, settings.seed, fit.noise, scalars=conditions.scalars
+    )
     flow_block = diagnostics["as_trained"]["flow"]
     log.info(
         "residual diagnostics (flow z, as trained): marginal kurtosis %s, within-map kurtosis %s, median M/n %.3f",

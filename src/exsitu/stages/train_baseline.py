@@ -21,7 +21,7 @@ from exsitu.stages._train import Training, map_model_training, run_training, tra
 
 def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) -> Training:
     cvae = section_of(args.settings, CVAESettings)
-    return map_model_training(args, data, Baseline, section_of(args.settings, BaselineSettings).training(cvae))
+    return map_model_training(args.settings, data, Baseline, section_of(args.settings, BaselineSettings).training(cvae))
 
 
 def main(argv: Sequence[str] | None = None) -> None:

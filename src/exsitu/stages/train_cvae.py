@@ -21,7 +21,7 @@ from exsitu.stages._train import Training, map_model_training, run_training, tra
 def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) -> Training:
     settings = section_of(args.settings, CVAESettings)
     return map_model_training(
-        args,
+        args.settings,
         data,
         CVAE,
         settings.training(),
