@@ -115,7 +115,7 @@ def recalibrate_child(n_maps: int, npix: int, n_samples: int) -> None:
     """The recalibrate stage's work on ``n_maps`` random maps with the paper's network (run in a child)."""
     cvae, flow = models(torch.device("cpu"), npix, base_channels=32)
     val = paper_maps(n_maps, npix)
-    settings = RecalibrateSettings(enabled=True, n_samples=n_samples, seed=0)
+    settings = RecalibrateSettings(enabled=True, n_samples=n_samples, seed=0, method="coverage")
     chunk = maps_per_chunk(n_samples, npix)
     start = time.perf_counter()
     fit = fit_noise_scales(cvae, flow, val.chunks(chunk), val.table, settings)

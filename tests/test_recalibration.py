@@ -18,9 +18,11 @@ from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.io import InputError
 from exsitu.likelihood import ResidualDraw, to_fraction
 from exsitu.recalibration import (
+    COVERAGE_TARGETS,
     SCALES,
     best_scale,
     best_scales,
+    coverage_matched_diagonal,
     energy_scores,
     fit_noise_scales,
     grid_scores,
@@ -95,10 +97,22 @@ def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[f
         eps=1e-3,
     )  # fmt: skip
     mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
-    energy, variogram = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
+    energy, variogram, *covered = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
     fitted = best_scales(SCALES, energy, variogram)
     assert fitted.lowrank == pytest.approx(true_scales[0], rel=0.2)
     assert fitted.diagonal == pytest.approx(true_scales[1], rel=0.2)
+    # Coverage matching: the surfaces grow with either scale; at the true low-rank scale the matched diagonal
+    # scale gives the nominal 68%/95% coverage, and it is the true one where the diagonal part sets the
+    # pixel widths (where the correlated part dominates, coverage hardly depends on it).
+    coverage = np.array(covered) / (n * p * p)
+    assert np.all(np.diff(coverage, axis=2) >= -0.02) and np.all(np.diff(coverage, axis=1) >= -0.02)
+    matched = coverage_matched_diagonal(SCALES, coverage, true_scales[0])
+    x = np.log(SCALES)
+    for level, surface in zip(COVERAGE_TARGETS, coverage):
+        row = [np.interp(np.log(true_scales[0]), x, surface[:, j]) for j in range(len(x))]
+        assert np.interp(np.log(matched), x, row) == pytest.approx(level, abs=0.03)
+    if true_scales[0] < true_scales[1]:
+        assert matched == pytest.approx(true_scales[1], rel=0.2)
 
 
 def test_best_scale_refines_between_grid_points_and_keeps_edges() -> None:
@@ -128,7 +142,7 @@ def small_maps(n: int, p: int = 16) -> MapSet:
 def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
     cvae, flow = small_models()
     maps = small_maps(11)
-    settings = RecalibrateSettings(enabled=True, n_samples=4, seed=5)
+    settings = RecalibrateSettings(enabled=True, n_samples=4, seed=5, method="scores")
     scales = SCALES[::2]
     whole = fit_noise_scales(cvae, flow, maps.chunks(11), maps.table, settings, scales=scales)
     pieces = fit_noise_scales(cvae, flow, maps.chunks(4), maps.table, settings, scales=scales)
@@ -160,7 +174,12 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     energy, variogram = np.array(fitted["energy_score"]), np.array(fitted["variogram_score"])
     assert energy.shape == variogram.shape == (len(SCALES), len(SCALES)) and fitted["n_samples"] == 64
     noise = read_noise_scales(path)
-    assert noise == best_scales(np.array(scales), energy, variogram)
+    assert fitted["method"] == "coverage"  # the default: the low-rank scale from the scores, the diagonal from coverage
+    coverage = np.array([fitted["pixel_coverage"][str(level)] for level in COVERAGE_TARGETS])
+    assert coverage.shape == (len(COVERAGE_TARGETS), len(SCALES), len(SCALES))
+    assert np.all((coverage >= 0) & (coverage <= 1))
+    assert noise.lowrank == best_scales(np.array(scales), energy, variogram).lowrank
+    assert noise.diagonal == coverage_matched_diagonal(np.array(scales), coverage, noise.lowrank)
     assert min(scales) <= noise.lowrank <= max(scales) and min(scales) <= noise.diagonal <= max(scales)
     # the single factor is the energy-score minimum along lowrank = diagonal (or refined next to it)
     lowest = scales[int(np.argmin(np.diagonal(energy)))]

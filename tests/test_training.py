@@ -17,10 +17,14 @@ import pytest
 import torch
 from test_dataset import write_synthetic_dataset
 
+from exsitu.augment import ELEMENTS, dihedral
 from exsitu.checkpoint import load_model, read_file
+from exsitu.cvae import CVAE as CVAENetwork
+from exsitu.cvae import CVAEConfig
 from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
 from exsitu.io import InputError
+from exsitu.sample import encode
 from exsitu.settings import TrainSettings
 from exsitu.stages import train_baseline, train_cvae, train_flow
 from exsitu.training import fit
@@ -288,3 +292,24 @@ def test_cuda_requested_without_gpu_is_one_error_before_any_work(data: dict, tmp
     proc = subprocess.run(["exsitu", "train_cvae", *argv], capture_output=True, text=True)
     assert proc.returncode == 1 and "error: config key 'device' is 'cuda'" in proc.stderr
     assert not (tmp_path / "ck").exists() and not (tmp_path / "cvae.pt").exists()
+
+
+def test_the_flow_learns_from_every_symmetry_of_the_training_maps(data: dict) -> None:
+    # flow.augment: each training map is encoded in the eight symmetries of the square, element by element.
+    torch.manual_seed(0)
+    cvae = CVAENetwork(CVAEConfig(npix=16, latent_dim=4, base_channels=4, summary_dim=8, rank=2)).eval()
+    files = DatasetFiles(**data)
+    maps = files.load("train")
+    n = len(maps)
+    plain = train_flow.encode_subset(cvae, files, "train", ())
+    every = train_flow.encode_subset(cvae, files, "train", (), range(ELEMENTS))
+    assert all(e.shape[0] == ELEMENTS * n for e in every)
+    for element in (0, 2, 5):
+        expected = encode(cvae, dihedral(maps.conditions, element), dihedral(maps.exsitu, element))
+        for got, want in zip(every, expected):
+            torch.testing.assert_close(got[element * n : (element + 1) * n], want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(every[0][:n], plain[0])
+    assert not torch.allclose(every[0][2 * n : 3 * n], plain[0], atol=1e-3)  # a turned map is another map
+    # The training weights follow the same row order: each map's weight once per element.
+    weights = torch.arange(n, dtype=torch.float32)
+    assert torch.equal(train_flow._per_element(weights, ELEMENTS), weights.repeat(ELEMENTS))

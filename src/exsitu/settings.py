@@ -263,6 +263,7 @@ class FlowSettings(Section):
     lr: float
     patience: int
     seed: int
+    augment: bool  # encode each training map in the eight symmetries of the square (stages.train_flow)
 
     def training(self) -> TrainSettings:
         return _training(self)
@@ -298,6 +299,7 @@ class RecalibrateSettings(Section):
     enabled: bool
     n_samples: int
     seed: int
+    method: str  # coverage | scores (exsitu.recalibration)
 
 
 @dataclasses.dataclass(frozen=True)

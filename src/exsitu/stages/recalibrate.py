@@ -2,7 +2,8 @@
 
 Two scales, one on the correlated (low-rank) and one on the independent (diagonal) part of the map
 likelihood's residual, fitted with the energy and variogram scores of the flow's full predictive
-(``exsitu.recalibration``); with ``recalibrate.enabled: false`` both are 1 (the likelihood as
+(``exsitu.recalibration``; ``recalibrate.method: coverage`` sets the diagonal one to the per-pixel
+coverage of the validation maps instead); with ``recalibrate.enabled: false`` both are 1 (the likelihood as
 trained). The JSON also holds the residual diagnostics of the validation maps
 (``exsitu.residual_diagnostics``), as trained and at the fitted scales. evaluate and the model card
 (hence ``exsitu predict``) use the scales. The validation maps are streamed in chunks, so memory is
@@ -49,9 +50,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         if {fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale} & {lowest, highest}:
             log.warning("a best noise scale is at the end of the searched range [%g, %g]", lowest, highest)
         log.info(
-            "noise scales: low-rank %.3f, diagonal %.3f (single factor %.3f) from %d validation maps of %d galaxies "
-            "(%d samples each)",
-            fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale, fit.n_maps, fit.n_galaxies, fit.n_samples,
+            "noise scales (%s): low-rank %.3f, diagonal %.3f (single factor %.3f) from %d validation maps of %d "
+            "galaxies (%d samples each)",
+            fit.method, fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale,
+            fit.n_maps, fit.n_galaxies, fit.n_samples,
         )  # fmt: skip
     else:
         fit = unscaled(len(table), table["galaxy_id"].nunique())

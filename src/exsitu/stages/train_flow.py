@@ -3,7 +3,10 @@
 The trained cVAE (``--cvae``) encodes every training and validation map into q(z | eps, theta),
 ``ENCODE_CHUNK`` maps at a time (memory is bounded by a chunk, not by the data set); the flow
 learns from fresh draws of those Gaussians each epoch (never from their means alone),
-conditioned on the condition encoder's summary vector. The flow trains in fp32 whatever
+conditioned on the condition encoder's summary vector. With ``flow.augment`` each training map is
+encoded in all eight symmetries of the square (``exsitu.augment``): each is an equally valid map
+with its own summary and latent, so the flow, which learns a 10-d conditional density from a few
+thousand maps and overfits them, sees eight times the pairs at no simulation cost. The flow trains in fp32 whatever
 ``train.precision``: its loss is a log density whose log-determinants bfloat16 would round to
 about three digits, and its small MLPs gain nothing from bfloat16.
 """
@@ -15,6 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
+from exsitu.augment import ELEMENTS, dihedral
 from exsitu.checkpoint import load_models
 from exsitu.cvae import CVAE
 from exsitu.dataset import DatasetFiles
@@ -29,15 +33,25 @@ ENCODE_CHUNK = 256
 
 
 def encode_subset(
-    cvae: CVAE, data: DatasetFiles, subset: str, scalars: Sequence[str]
+    cvae: CVAE, data: DatasetFiles, subset: str, scalars: Sequence[str], elements: Sequence[int] = (0,)
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q(z | eps, theta) of every map of ``subset``, chunk by chunk: (mu, std, summary) as ``encode`` gives them."""
+    """q(z | eps, theta) of every map of ``subset``, chunk by chunk: (mu, std, summary) as ``encode`` gives them.
+
+    elements: the symmetries of the square each map is encoded in (``exsitu.augment``; 0 is the
+    identity); the rows are ordered element by element within a chunk.
+    """
     parts = [
-        encode(cvae, chunk.conditions, chunk.exsitu, chunk.scalars(scalars))
+        encode(cvae, dihedral(chunk.conditions, e), dihedral(chunk.exsitu, e), chunk.scalars(scalars))
         for chunk in data.chunks(subset, ENCODE_CHUNK)
+        for e in elements
     ]
     mu, std, summary = (torch.cat(column) for column in zip(*parts))
     return mu, std, summary
+
+
+def _per_element(weights: torch.Tensor, n_elements: int) -> torch.Tensor:
+    """Map weights in the row order of ``encode_subset``: each chunk's maps once per element."""
+    return torch.cat([chunk.repeat(n_elements) for chunk in weights.split(ENCODE_CHUNK)])
 
 
 def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) -> Training:
@@ -50,7 +64,8 @@ def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) ->
         num_layers=settings.num_layers,
         hidden_features=settings.hidden_features,
     )
-    train_data = encode_subset(cvae, data, "train", scalars)
+    elements = range(ELEMENTS) if settings.augment else (0,)
+    train_data = encode_subset(cvae, data, "train", scalars, elements)
     val_mu, val_std, val_summary = encode_subset(cvae, data, "val", scalars)
     # Validation scores one fixed draw per map, so its loss is comparable from epoch to epoch.
     draws = torch.Generator().manual_seed(settings.seed)
@@ -65,7 +80,7 @@ def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) ->
         val=(val_z, torch.zeros_like(val_std), val_summary),
         settings=settings.training(),
         precision="fp32",
-        train_weights=prior_weights(data.table("train"), args.settings),
+        train_weights=_per_element(prior_weights(data.table("train"), args.settings), len(elements)),
         val_weights=prior_weights(data.table("val"), args.settings),
     )
 
