@@ -241,6 +241,7 @@ def likelihood_table(metrics: Mapping[str, Any], noise_scale: Mapping[str, Any])
         "noise scale, low-rank (correlated) part": f"{noise['lowrank']:.3f}",
         "noise scale, diagonal (independent) part": f"{noise['diagonal']:.3f}",
         "single scale (energy-score minimum, lowrank = diagonal)": f"{noise_scale['noise_scale']:.3f}",
+        "how the scales were fitted (recalibrate.method)": noise_scale.get("method_description", "–"),
         "fitted on": f"{noise_scale.get('n_maps', '–')} validation maps of {noise_scale.get('n_galaxies', '–')} "
         f"galaxies, {noise_scale.get('n_samples', '–')} samples each",
     }
