@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
 
 from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.settings import TrainSettings
@@ -37,3 +39,30 @@ def test_flow_learns_a_conditional_gaussian(tmp_path) -> None:
     draws = flow.sample(4000, torch.tensor([[0.5], [-0.5]]), generator=torch.Generator().manual_seed(1))
     assert torch.allclose(draws.mean(1), torch.tensor([[11.5, 8.5], [8.5, 11.5]]), atol=0.15)
     assert torch.allclose(draws.std(1), torch.full((2, 2), 0.5), atol=0.1)
+
+
+def _with_scales_of(flow: LatentFlow, unconstrained: float) -> LatentFlow:
+    """Every affine layer's scale set to sigmoid(unconstrained + 2) + 1e-3 and its shift to 0, whatever z and c."""
+    with torch.no_grad():
+        for layer in flow.transform._transforms:
+            if isinstance(layer, MaskedAffineAutoregressiveTransform):
+                final = layer.autoregressive_net.final_layer
+                final.weight.zero_()
+                final.bias.zero_()
+                final.bias[0::2] = unconstrained  # nflows interleaves (scale, shift) per feature
+    return flow
+
+
+def test_sampling_keeps_consistent_draws_and_stops_on_failed_inversions() -> None:
+    # Scales at nflows' floor of 1e-3: each layer's inverse multiplies u by 1000. Two layers: |z| ~ 1e6, still
+    # an exact inverse, kept as it is; fourteen layers overflow float32 for every draw: one clear error.
+    context = torch.zeros(3, 2)
+    two = _with_scales_of(LatentFlow(FlowConfig(latent_dim=2, context_dim=2, num_layers=2, hidden_features=8)), -40)
+    two.eval()
+    with torch.no_grad():
+        z = two.sample(50, context, generator=torch.Generator().manual_seed(0))
+    u = torch.randn(150, 2, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(z.view(-1, 2), u * 1e6, rtol=1e-3, atol=1e-3)  # the first round's draws, all kept
+    deep = _with_scales_of(LatentFlow(FlowConfig(latent_dim=2, context_dim=2, num_layers=14, hidden_features=8)), -40)
+    with torch.no_grad(), pytest.raises(FloatingPointError, match=r"inverse failed for 150 of 150 latent draws"):
+        deep.eval().sample(50, context, generator=torch.Generator().manual_seed(0))
