@@ -87,7 +87,9 @@ def test_training_prior_reruns_every_fit_and_after_but_never_the_plan(finished_c
     planned = _planned_rules(proc.stdout + proc.stderr)
     assert planned == FITS_AND_AFTER, proc.stdout
     reasons = _reasons(proc.stdout)
-    for rule in ("fit_baselines", "train_cvae", "train_baseline", "train_flow"):
+    # The fits that read the maps see the changed prior themselves; train_flow reruns after the new cVAE
+    # (Snakemake then gives that as its reason).
+    for rule in ("fit_baselines", "train_cvae", "train_baseline"):
         assert "Params have changed" in reasons[rule], (rule, reasons[rule])
 
 

@@ -17,8 +17,10 @@ rule fit_baselines:
     # cores are shared with a training job (measured: 8.6 s against 0.9 s for one quantile model).
     threads: 1
     params:
-        # The training prior: natural | balanced.
-        args=stage_args(weighting=config["plan"]["weighting"]),
+        args=stage_args(),
+        # The training prior (natural | balanced), a plain value so that Snakemake sees it change
+        # (a function in params, like args, is not compared between runs).
+        weighting=config["plan"]["weighting"],
         settings=settings("conditions"),
     shell:
-        "exsitu fit_baselines {params.args} --settings {params.settings:q} > {log} 2>&1"
+        "exsitu fit_baselines {params.args} --weighting {params.weighting} --settings {params.settings:q} > {log} 2>&1"
