@@ -63,14 +63,17 @@ def map_scalars(stellar_mass: np.ndarray, rhalf_kpc: np.ndarray, redshift: np.nd
 
 
 def scalar_values(table: pd.DataFrame, names: Sequence[str]) -> np.ndarray:
-    """(N, S) float64 values of the scalars ``names`` (in the given order) for the rows of split.csv ``table``.
+    """(N, S) float64 values of the scalars ``names`` for the rows of split.csv ``table``, in canonical order.
 
+    The columns follow :data:`SCALARS`, whatever the order of ``names``: a model's scalar axis follows
+    it, so a caller that lists the scalars as config.yaml does gets the values the model was trained on.
     A name outside :data:`SCALARS`, a missing column (a split.csv from before the scalars: rerun the
     split stage) or a non-finite value is one ``InputError``. ``names`` may be empty: (N, 0).
     """
     unknown = [n for n in names if n not in SCALARS]
     if unknown:
         raise InputError(f"unknown galaxy scalars {unknown}; known: {list(SCALARS)}")
+    names = [n for n in SCALARS if n in names]
     missing = [n for n in names if n not in table.columns]
     if missing:
         raise InputError(
