@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from astropy.io import fits
 
@@ -34,6 +35,7 @@ from exsitu.dataset import DatasetFiles
 from exsitu.modelcard import TrainedModel, load_model_dir
 from exsitu.predict import predict_maps
 from exsitu.regrid import PixelGrid, regrid_mean
+from exsitu.scalars import scalar_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from fits_factories import write_generic  # noqa: E402 (the test suite's writer of the documented layout)
@@ -42,9 +44,10 @@ SPAXEL = 0.5  # arcsec
 UPSAMPLE = 2  # spaxels per model pixel side
 
 
-def test_maps(run: Path, n: int) -> tuple[TrainedModel, np.ndarray, np.ndarray]:
+def test_maps(run: Path, n: int) -> tuple[TrainedModel, np.ndarray, np.ndarray, pd.DataFrame]:
     """The run's model and ``n`` test maps (cycling through them if there are fewer) on the model
-    grid: conditions (n, C, P, P) in physical units and mask (n, P, P)."""
+    grid: conditions (n, C, P, P) in physical units, mask (n, P, P) and their split.csv rows (the
+    galaxy scalars)."""
     res = run / "results"
     model = load_model_dir(res / "models", torch.device("cpu"))
     card = model.card
@@ -57,18 +60,18 @@ def test_maps(run: Path, n: int) -> tuple[TrainedModel, np.ndarray, np.ndarray]:
                         card.channels).load("test")  # fmt: skip
     which = np.arange(n) % len(test)
     conditions = (test.conditions[which].numpy() * std + mean).astype(np.float32)
-    return model, conditions, test.mask[which, 0].numpy()
+    return model, conditions, test.mask[which, 0].numpy(), test.table.iloc[which]
 
 
 def write_galaxies(run: Path, out: Path, n: int) -> list[Path]:
     """``n`` test maps of ``run`` as generic-layout FITS files."""
-    model, conditions, masks = test_maps(run, n)
+    model, conditions, masks, rows = test_maps(run, n)
     card = model.card
     p = card.npix
     model_px, spax = PixelGrid.square(p, p * SPAXEL * UPSAMPLE), PixelGrid.square(p * UPSAMPLE, p * SPAXEL * UPSAMPLE)
     re = p * SPAXEL * UPSAMPLE / card.fov_rhalf / (4.0 / 3.0 if card.radius == "3d" else 1.0)
     paths = []
-    for i, (physical, mask) in enumerate(zip(conditions, masks)):
+    for i, (physical, mask, mstar) in enumerate(zip(conditions, masks, rows["log_mstar"])):
         fine = regrid_mean(physical, model_px, spax)
         fine_mask = regrid_mean(mask.astype(float), model_px, spax) > 0.5
         maps = {c: np.where(fine_mask, fine[j], np.nan) for j, c in enumerate(card.channels)}
@@ -83,6 +86,7 @@ def write_galaxies(run: Path, out: Path, n: int) -> list[Path]:
                 psf_fwhm=2.5,
                 masks=spaxel_masks,
                 centre_xy=centre,
+                primary_cards={"LOGMSTAR": float(mstar)},  # for a model conditioned on log_mstar
             )  # fmt: skip
         )
     return paths
@@ -90,13 +94,16 @@ def write_galaxies(run: Path, out: Path, n: int) -> list[Path]:
 
 def time_batching(run: Path, k: int, n: int = 16) -> None:
     """Sampling alone: ``n`` galaxies through the network one per call, and several per call."""
-    model, conditions, mask = test_maps(run, n)
-    predict_maps(model, conditions[:1], mask[:1], k, seed=0)  # warm-up
+    model, conditions, mask, rows = test_maps(run, n)
+    scalars = scalar_values(rows, model.card.scalars) if model.card.scalars else None
+    predict_maps(model, conditions[:1], mask[:1], k, seed=0, scalars=None if scalars is None else scalars[:1])
     times = {}
     for per_call in (1, 4, n):
         start = time.perf_counter()
         for i in range(0, n, per_call):
-            predict_maps(model, conditions[i : i + per_call], mask[i : i + per_call], k, seed=0)
+            part = slice(i, i + per_call)
+            context = None if scalars is None else scalars[part]
+            predict_maps(model, conditions[part], mask[part], k, seed=0, scalars=context)
         times[per_call] = (time.perf_counter() - start) / n
     print(
         f"sampling alone, K={k}, s per galaxy with 1, 4, {n} galaxies per network call: "
