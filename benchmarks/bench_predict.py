@@ -95,15 +95,14 @@ def write_galaxies(run: Path, out: Path, n: int) -> list[Path]:
 def time_batching(run: Path, k: int, n: int = 16) -> None:
     """Sampling alone: ``n`` galaxies through the network one per call, and several per call."""
     model, conditions, mask, rows = test_maps(run, n)
-    scalars = scalar_values(rows, model.card.scalars) if model.card.scalars else None
-    predict_maps(model, conditions[:1], mask[:1], k, seed=0, scalars=None if scalars is None else scalars[:1])
+    scalars = scalar_values(rows, model.card.scalars)  # (n, 0) and ignored for a model without scalars
+    predict_maps(model, conditions[:1], mask[:1], k, seed=0, scalars=scalars[:1])  # warm-up
     times = {}
     for per_call in (1, 4, n):
         start = time.perf_counter()
         for i in range(0, n, per_call):
             part = slice(i, i + per_call)
-            context = None if scalars is None else scalars[part]
-            predict_maps(model, conditions[part], mask[part], k, seed=0, scalars=context)
+            predict_maps(model, conditions[part], mask[part], k, seed=0, scalars=scalars[part])
         times[per_call] = (time.perf_counter() - start) / n
     print(
         f"sampling alone, K={k}, s per galaxy with 1, 4, {n} galaxies per network call: "
