@@ -3,6 +3,7 @@ and the deterministic baseline's prediction, on models trained by the real stage
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -15,7 +16,14 @@ from exsitu.cvae import CVAE, CVAEConfig
 from exsitu.dataset import DatasetFiles, MapSet
 from exsitu.io import InputError
 from exsitu.likelihood import NoiseScales
-from exsitu.sample import decode_batch, predict_baseline, residual_draws_in_chunks, sample_in_chunks
+from exsitu.sample import (
+    decode_batch,
+    predict_baseline,
+    predictives_in_chunks,
+    residual_draws_in_chunks,
+    sample_in_chunks,
+    sampling_layout,
+)
 from exsitu.settings import ConditionSettings
 from exsitu.stages import train_baseline, train_cvae, train_flow
 
@@ -217,6 +225,40 @@ def test_mean_predictive_is_what_the_latent_carries(trained) -> None:
     assert torch.all(means.permute(0, 2, 3, 1)[~mask] == 0)
     assert means.std(1)[mask].mean() < 0.5 * full.std(1)[mask].mean()
     assert (means.mean(1) - full.mean(1))[mask].abs().mean() < 0.5 * full.std(1)[mask].mean()
+
+
+@pytest.mark.parametrize("mode", ["flow", "reconstruction"])
+def test_one_decoding_serves_both_predictives_bit_for_bit(trained, mode: str) -> None:
+    """The evaluation's flow and flow_mean posteriors come from one decoding of the same latents."""
+    models, test = trained
+    decoded: list[int] = []
+    hook = models["cvae"].decoder.register_forward_hook(lambda m, inp, out: decoded.append(inp[0].shape[0]))
+    try:
+        chunks = list(
+            predictives_in_chunks(
+                models["cvae"], test.conditions, 6, mode, seeds=3 + np.arange(len(test)), predictives=("full", "mean"),
+                flow=models["flow"], exsitu=test.exsitu, scalars=test.scalars(SCALARS), maps_per_chunk=5,
+            )
+        )  # fmt: skip
+    finally:
+        hook.remove()
+    assert sum(decoded) == 6 * len(test)  # once, not once per predictive
+    for predictive in ("full", "mean"):
+        together = torch.cat([samples[predictive] for _, samples in chunks])
+        alone = draw(models, test, 6, mode, seed=3, predictive=predictive, maps_per_chunk=5)
+        assert torch.equal(together, alone)
+    with pytest.raises(InputError, match="predictive must be one of"):
+        next(predictives_in_chunks(models["cvae"], test.conditions, 2, "prior", seeds=range(len(test)), predictives=()))
+
+
+def test_sampling_layout_changes_speed_not_samples(trained) -> None:
+    """Channels-last decoding gives the default layout's samples up to float rounding."""
+    models, test = trained
+    fast = {**models, "cvae": sampling_layout(copy.deepcopy(models["cvae"]))}
+    conv = next(m for m in fast["cvae"].modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    for mode in ("flow", "prior"):
+        torch.testing.assert_close(draw(fast, test, 6, mode), draw(models, test, 6, mode), atol=1e-4, rtol=0)
 
 
 def test_baseline_prediction(trained) -> None:

@@ -77,7 +77,7 @@ from exsitu.io import atomic_output
 from exsitu.likelihood import NoiseScales
 from exsitu.point_metrics import MASS_BINS, PointTally, paired_ratio, rms_ratio
 from exsitu.posterior_stats import PosteriorTally
-from exsitu.sample import MODES, predict_baseline, sample_in_chunks
+from exsitu.sample import MODES, predict_baseline, predictives_in_chunks
 from exsitu.scalars import scalar_values
 from exsitu.settings import EvaluateSettings
 
@@ -231,16 +231,19 @@ def compute(
                 result.true_integrated[a].append(true[f"integrated_{a}"])
             mine = examples[(examples >= start) & (examples < start + len(chunk))] - start
             example_conditions.append(physical_conditions(chunk, *_channel_stats(mean_c, std_c, chunk.channels), mine))
+            drawn: dict[str, dict[str, torch.Tensor]] = {}
             for name, mode, predictive in POSTERIORS:
-                _, samples = next(
-                    sample_in_chunks(
-                        inputs.cvae, chunk.conditions, settings.n_samples, mode, seeds=settings.seed + rows,
-                        flow=inputs.flow if mode == "flow" else None,
-                        exsitu=chunk.exsitu if mode == "reconstruction" else None, scalars=scalars,
-                        predictive=predictive, noise=inputs.noise, maps_per_chunk=len(chunk),
-                    )
-                )  # fmt: skip
-                samples = samples.numpy()
+                if mode not in drawn:  # the posteriors of one mode share its latent draws and one decoding
+                    _, drawn[mode] = next(
+                        predictives_in_chunks(
+                            inputs.cvae, chunk.conditions, settings.n_samples, mode, seeds=settings.seed + rows,
+                            predictives=[p for _, m, p in POSTERIORS if m == mode],
+                            flow=inputs.flow if mode == "flow" else None,
+                            exsitu=chunk.exsitu if mode == "reconstruction" else None, scalars=scalars,
+                            noise=inputs.noise, maps_per_chunk=len(chunk),
+                        )
+                    )  # fmt: skip
+                samples = drawn[mode].pop(predictive).numpy()
                 made = result.posteriors[name].add(samples, truth, mask, weights, rng)
                 for key in ("median", "mean", "std"):
                     summaries.write(f"{key}/{name}", start, made[key], np.float16)

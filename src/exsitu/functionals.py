@@ -77,6 +77,8 @@ def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float) -> 
     (:data:`GRADIENT_INNER`, :data:`GRADIENT_OUTER`). ``weights`` as in :func:`integrated_fraction`;
     NaN where an aperture holds no galaxy mass (e.g. outside an IFU footprint).
     """
+    # Converted once, not once per aperture: (N, K, P, P) samples in float64 are 0.1 GB a chunk.
+    maps, weights = np.asarray(maps, dtype=np.float64), np.asarray(weights, dtype=np.float64)
     npix = maps.shape[-1]
     out = {
         f"integrated_{name}": integrated_fraction(maps, weights, None if r is None else aperture(npix, fov_rhalf, r))

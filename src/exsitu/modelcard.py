@@ -28,6 +28,7 @@ from exsitu.cvae import CVAE
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output
 from exsitu.likelihood import NoiseScales
+from exsitu.sample import sampling_layout
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def load_model_dir(model_dir: str | os.PathLike, device: torch.device) -> Traine
     if missing:
         raise InputError(f"{Path(model_dir) / MODEL_CARD}: 'files' names no {' and no '.join(missing)} model file")
     models = load_models({kind: str(Path(model_dir) / card.files[kind]) for kind in ("cvae", "flow")}, device)
-    cvae, flow = models["cvae"], models["flow"]
+    cvae, flow = sampling_layout(models["cvae"]), models["flow"]
     if cvae.cfg.n_channels != len(card.channels):
         raise InputError(
             f"{model_dir}: the cVAE takes {cvae.cfg.n_channels} channels but model.json lists {card.channels}"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +36,8 @@ from exsitu.cvae import CVAE, galaxy_mask
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError
 from exsitu.likelihood import AS_TRAINED, MapLikelihood, NoiseScales, ResidualDraw, ResidualNoise, to_fraction
+
+ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
 MODES = ("reconstruction", "prior", "flow")
 PREDICTIVES = ("full", "mean")
@@ -54,6 +57,18 @@ def decode_batch(device: torch.device, npix: int = 32, base_channels: int = 16) 
     """
     budget = PAIRS_AT_32["cuda" if device.type == "cuda" else "cpu"] * 32 * 32 * 16
     return max(1, budget // (npix * npix * base_channels))
+
+
+def sampling_layout(model: ModelT) -> ModelT:
+    """``model`` (in place, and returned) in the channels-last memory format the sampler runs fastest in.
+
+    oneDNN's convolutions and nearest-neighbour upsampling take channels-last batches of hundreds of
+    maps about 1.6x faster on a CPU (the decoder on 512 (map, sample) pairs of 32^2); the outputs
+    agree with the default layout to ~1e-5 in logit (another summation order). The training loop
+    sets its own layout, so trained weights never depend on this; the stages that sample (evaluate,
+    recalibrate, predict) put their models in it when they load them.
+    """
+    return model.to(memory_format=torch.channels_last)
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -249,21 +264,51 @@ def sample_in_chunks(
     pairs_per_pass: (map, sample) pairs per decoder pass (default :func:`decode_batch`).
     Yields (maps of this chunk, samples (n, K, P, P) float32 in [0, 1] on the CPU, 0 off the galaxy).
     """
-    if predictive not in PREDICTIVES:
-        raise InputError(f"predictive must be one of {PREDICTIVES}, got {predictive!r}")
+    for maps, samples in predictives_in_chunks(
+        cvae, conditions, n_samples, mode, seeds=seeds, flow=flow, exsitu=exsitu, scalars=scalars,
+        predictives=(predictive,), noise=noise, maps_per_chunk=maps_per_chunk, pairs_per_pass=pairs_per_pass,
+    ):  # fmt: skip
+        yield maps, samples[predictive]
+
+
+def predictives_in_chunks(
+    cvae: CVAE,
+    conditions: torch.Tensor,
+    n_samples: int,
+    mode: str,
+    *,
+    seeds: Sequence[int] | np.ndarray,
+    predictives: Sequence[str],
+    flow: LatentFlow | None = None,
+    exsitu: torch.Tensor | None = None,
+    scalars: torch.Tensor | None = None,
+    noise: NoiseScales = AS_TRAINED,
+    maps_per_chunk: int = MAPS_PER_CALL,
+    pairs_per_pass: int | None = None,
+) -> Iterator[tuple[slice, dict[str, torch.Tensor]]]:
+    """:func:`sample_in_chunks` for several ``predictives`` of the same latent draws, from one decoder pass.
+
+    Yields (maps of this chunk, predictive -> samples (n, K, P, P)); each predictive's samples are
+    bit for bit those of ``sample_in_chunks(..., predictive=...)`` with the same arguments (a map's
+    latents come first from its generator, the residual noise after), at the cost of one decoding.
+    """
+    unknown = [p for p in predictives if p not in PREDICTIVES]
+    if unknown or not predictives:
+        raise InputError(f"predictive must be one of {PREDICTIVES}, got {list(predictives)!r}")
     p = conditions.shape[-1]
     for maps, passes in decoded_in_chunks(
         cvae, conditions, n_samples, mode, seeds=seeds, flow=flow, exsitu=exsitu, scalars=scalars,
-        maps_per_chunk=maps_per_chunk, pairs_per_pass=pairs_per_pass, with_noise=predictive == "full",
+        maps_per_chunk=maps_per_chunk, pairs_per_pass=pairs_per_pass, with_noise="full" in predictives,
     ):  # fmt: skip
-        out = torch.empty(maps.stop - maps.start, n_samples, p, p, dtype=torch.float32)
+        out = {name: torch.empty(maps.stop - maps.start, n_samples, p, p, dtype=torch.float32) for name in predictives}
         for step in passes:
             with torch.no_grad():
-                if predictive == "full":
-                    draw = step.likelihood.residual(step.noise).fractions(step.mask, noise)
-                else:
-                    draw = step.likelihood.scaled(noise).mean(step.mask)
-            out.view(-1, p, p)[step.pairs] = draw.squeeze(1).cpu()
+                for name in predictives:
+                    if name == "full":
+                        draw = step.likelihood.residual(step.noise).fractions(step.mask, noise)
+                    else:
+                        draw = step.likelihood.scaled(noise).mean(step.mask)
+                    out[name].view(-1, p, p)[step.pairs] = draw.squeeze(1).cpu()
         yield maps, out
 
 

@@ -15,6 +15,7 @@ from exsitu.device import resolve_device
 from exsitu.evaluation import EvaluationInputs, compute, summarise, write_metrics
 from exsitu.fitted_baselines import load_baselines
 from exsitu.recalibration import read_noise_scales
+from exsitu.sample import sampling_layout
 from exsitu.settings import ConditionSettings, EvaluateSettings, MapSettings, PlanSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
@@ -40,7 +41,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.n_saved_samples > 0 and args.samples is None:
         parser.error("evaluate.n_saved_samples > 0 needs --samples (the samples.h5 to write)")
     conditions = section_of(args.settings, ConditionSettings, required=False)
-    models = load_models({name: getattr(args, name) for name in MODELS}, device)
+    models = {
+        name: sampling_layout(model)
+        for name, model in load_models({n: getattr(args, n) for n in MODELS}, device).items()
+    }
     inputs = EvaluationInputs(
         data=DatasetFiles(args.maps, args.split, args.stats, conditions.channels),
         cvae=models["cvae"],

@@ -20,6 +20,7 @@ from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
 from exsitu.recalibration import fit_noise_scales, maps_per_chunk, unscaled, write_noise_scale
 from exsitu.residual_diagnostics import diagnose
+from exsitu.sample import sampling_layout
 from exsitu.settings import ConditionSettings, RecalibrateSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     data = DatasetFiles(args.maps, args.split, args.stats, conditions.channels)
     table = data.table("val")
     models = load_models({"cvae": args.cvae, "flow": args.flow}, device)
-    cvae, flow = models["cvae"], models["flow"]
+    cvae, flow = sampling_layout(models["cvae"]), models["flow"]
     chunk = maps_per_chunk(settings.n_samples, cvae.cfg.npix)
     if settings.enabled:
         fit = fit_noise_scales(cvae, flow, data.chunks("val", chunk), table, settings, scalars=conditions.scalars)
