@@ -1,9 +1,11 @@
 """Posterior sampling and evaluation cost, and the memory of the recalibrate and evaluate stages' work.
 
 Run: ``python benchmarks/bench_sampling.py [--threads 2] [--repeats 3] [--npix 32 128]``: maps*samples/s
-of ``exsitu.sample.sample_in_chunks`` in each mode (its default chunks and decoder passes), and of the
-per-chunk evaluation statistics of one posterior (``exsitu.posterior_stats.PosteriorTally``), with the
-extrapolated time of the evaluate stage's posteriors on the paper's test set. Untrained networks of the
+of ``exsitu.sample.sample_in_chunks`` in each mode (its default chunks and decoder passes, in the
+sampling stages' channels-last layout, ``exsitu.sample.sampling_layout``; flow mode also in the default
+layout, and the ratio), and of the per-chunk evaluation statistics of one posterior
+(``exsitu.posterior_stats.PosteriorTally``), with the extrapolated time of the evaluate stage's
+posteriors on the paper's test set. Untrained networks of the
 default shape (speed does not depend on the weights) on random in-memory maps; the CPU always, the GPU
 too when there is one.
 
@@ -41,7 +43,7 @@ from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.posterior_stats import PosteriorTally
 from exsitu.recalibration import fit_noise_scales, maps_per_chunk
 from exsitu.residual_diagnostics import diagnose
-from exsitu.sample import MODES, sample_in_chunks
+from exsitu.sample import MODES, predictives_in_chunks, sample_in_chunks, sampling_layout
 from exsitu.settings import RecalibrateSettings
 
 PAPER_TEST_MAPS = 3637  # 15% of the paper's 24248 maps
@@ -62,10 +64,15 @@ def median_seconds(work: Callable[[], object], repeats: int, device: torch.devic
     return statistics.median(times)
 
 
-def models(device: torch.device, npix: int, base_channels: int = 16) -> tuple[CVAE, LatentFlow]:
+def models(
+    device: torch.device, npix: int, base_channels: int = 16, stages_layout: bool = True
+) -> tuple[CVAE, LatentFlow]:
+    """Untrained cVAE and flow of the default shape; the cVAE in the sampling stages' layout unless told not."""
     torch.manual_seed(0)
     config = CVAEConfig(npix=npix, latent_dim=10, base_channels=base_channels)
     cvae = CVAE(config).to(device).eval()
+    if stages_layout:
+        sampling_layout(cvae)
     flow = LatentFlow(FlowConfig(latent_dim=10, context_dim=config.summary_dim))
     flow.set_standardisation(torch.randn(4096, 10), torch.randn(4096, config.summary_dim))
     return cvae, flow.to(device).eval()
@@ -78,13 +85,19 @@ def bench(device: torch.device, npix: int, repeats: int) -> dict[str, float]:
     seeds = np.arange(n_maps)
     rates: dict[str, float] = {}
 
-    def draw(mode: str) -> torch.Tensor:
-        return torch.cat([s for _, s in sample_in_chunks(cvae, conditions, K, mode, seeds=seeds, exsitu=exsitu,
+    def draw(mode: str, model: CVAE = cvae) -> torch.Tensor:
+        return torch.cat([s for _, s in sample_in_chunks(model, conditions, K, mode, seeds=seeds, exsitu=exsitu,
                                                          flow=flow)])  # fmt: skip
 
     for mode in MODES:
         rates[mode] = n_maps * K / median_seconds(lambda mode=mode: draw(mode), repeats, device)
         print(f"{device.type} {npix}x{npix} sampling {mode:14s}: {rates[mode]:10.0f} maps*samples/s")
+    default_layout = models(device, npix, stages_layout=False)[0]
+    default_rate = n_maps * K / median_seconds(lambda: draw("flow", default_layout), repeats, device)
+    print(
+        f"{device.type} {npix}x{npix} sampling flow, default layout: {default_rate:10.0f} maps*samples/s "
+        f"(channels-last / default: {rates['flow'] / default_rate:.2f}x)"
+    )
     samples = draw("flow").numpy()
     truth, galaxy = exsitu[:, 0].numpy(), mask[:, 0].numpy()
 
@@ -92,9 +105,9 @@ def bench(device: torch.device, npix: int, repeats: int) -> dict[str, float]:
         PosteriorTally(FOV_RHALF).add(samples, truth, galaxy, galaxy.astype(np.float64), np.random.default_rng(0))
 
     stats_s = median_seconds(statistics_only, repeats, torch.device("cpu"))
-    # evaluate samples every posterior (the flow twice: full predictive and decoder mean; the mean
-    # predictive draws no residual, so the full one's rate bounds it), then computes its statistics on the CPU.
-    per_map = sum(K / rates[mode] for _, mode, _ in POSTERIORS) + len(POSTERIORS) * stats_s / n_maps
+    # evaluate decodes each mode once (flow and flow_mean share their latents and decoding), then computes the
+    # statistics of every posterior on the CPU.
+    per_map = sum(K / rates[mode] for mode in MODES) + len(POSTERIORS) * stats_s / n_maps
     rates["evaluate"] = K / per_map
     print(f"{device.type} {npix}x{npix} statistics of one posterior: {n_maps * K / stats_s:10.0f} maps*samples/s")
     print(
@@ -133,14 +146,17 @@ def evaluate_child(n_maps: int, npix: int, n_samples: int) -> None:
     for chunk in test.chunks(evaluate_maps_per_chunk(n_samples, npix)):
         truth, mask = chunk.exsitu[:, 0].numpy().astype(np.float64), chunk.mask[:, 0].numpy()
         weights = np.where(mask, 10.0 ** chunk.log_sigma.astype(np.float64), 0.0)
-        for name, mode, predictive in POSTERIORS:
-            _, samples = next(
-                sample_in_chunks(
+        for mode in MODES:  # as evaluate does: one decoding per mode serves all its predictives
+            _, drawn = next(
+                predictives_in_chunks(
                     cvae, chunk.conditions, n_samples, mode, seeds=chunk.table.index.to_numpy(), flow=flow,
-                    exsitu=chunk.exsitu, predictive=predictive, maps_per_chunk=len(chunk),
+                    exsitu=chunk.exsitu, maps_per_chunk=len(chunk),
+                    predictives=[predictive for _, m, predictive in POSTERIORS if m == mode],
                 )
             )  # fmt: skip
-            tallies[name].add(samples.numpy(), truth, mask, weights, rng)
+            for name, m, predictive in POSTERIORS:
+                if m == mode:
+                    tallies[name].add(drawn[predictive].numpy(), truth, mask, weights, rng)
     boot = GalaxyBootstrap(test.table["galaxy_id"].to_numpy(), n_replicates=BOOTSTRAP_REPLICATES)
     for tally in tallies.values():
         tally.summary(boot, test.table["log_mstar"].to_numpy())
