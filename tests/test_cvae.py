@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from exsitu.cvae import CVAE, CVAEConfig, galaxy_mask, kl_per_dim
+from exsitu.cvae import CVAE, CVAEConfig, active_units, galaxy_mask, kl_per_dim
 from exsitu.io import InputError
 from exsitu.likelihood import to_logit
 from exsitu.settings import CVAESettings
@@ -161,3 +161,11 @@ def test_galaxy_scalars_are_standardised_and_reach_every_level_and_the_summary()
     features, _ = model.encode_conditions(conditions, heavier)
     base_features, _ = model.encode_conditions(conditions, at_mean)
     assert len(features) == 3 and all(not torch.allclose(a, b) for a, b in zip(features, base_features))
+
+
+def test_active_units_count_dimensions_that_carry_a_tenth_of_a_nat() -> None:
+    """A dimension under 0.1 nats (an encoder mean ~0.45 prior sigma from 0) counts as collapsed."""
+    mu = torch.tensor([[0.3, 0.5, 2.0, 0.0]])  # KL mu^2 / 2 at unit variance: 0.045, 0.125, 2, 0
+    kl = kl_per_dim(mu, torch.zeros_like(mu))[0]
+    row = {f"val_kl_dim_{i}": float(v) for i, v in enumerate(kl)} | {"val_loss": -2.0}
+    assert active_units(row) == {"active_units": 2.0}
