@@ -6,7 +6,7 @@ Three steps: :func:`read_inputs` gathers what the evaluation needs (:class:`Eval
 every baseline, and keeps per-map statistics only (``exsitu.posterior_stats``,
 ``exsitu.point_metrics``; the per-map maps go to summaries.h5 and the samples to samples.h5 as they
 are made), and :func:`summarise` turns them into metrics.json. Memory is bounded by a chunk
-(:func:`maps_per_chunk`), not by the number of test maps.
+(:data:`CHUNK_ELEMENTS`), not by the number of test maps.
 
 Every test galaxy counts once: each map is weighted 1 / n_los of its galaxy, and every headline
 number carries a 95% interval from a bootstrap over test galaxies (``exsitu.bootstrap``); ratios of
@@ -77,7 +77,7 @@ from exsitu.io import atomic_output
 from exsitu.likelihood import NoiseScales
 from exsitu.point_metrics import MASS_BINS, PointTally, paired_ratio, rms_ratio
 from exsitu.posterior_stats import PosteriorTally
-from exsitu.sample import MODES, predict_baseline, predictives_in_chunks
+from exsitu.sample import MODES, maps_per_chunk, predict_baseline, predictives_in_chunks
 from exsitu.scalars import scalar_values
 from exsitu.settings import EvaluateSettings
 
@@ -110,11 +110,6 @@ class EvaluationInputs:
     noise: NoiseScales  # recalibrated noise scales, applied to every posterior
     scalars: tuple[str, ...] = ()  # galaxy scalars the networks are conditioned on (conditions.scalars)
     training_prior: str = "natural"  # plan.weighting the models were trained with
-
-
-def maps_per_chunk(n_samples: int, npix: int) -> int:
-    """Test maps per chunk so that one chunk's samples hold at most :data:`CHUNK_ELEMENTS` floats."""
-    return max(1, CHUNK_ELEMENTS // (n_samples * npix * npix))
 
 
 def physical_conditions(maps: MapSet, mean: np.ndarray, std: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -186,7 +181,7 @@ class Evaluation:
 
 def _chunks(inputs: EvaluationInputs) -> Iterator[MapSet]:
     npix = inputs.cvae.cfg.npix
-    return inputs.data.chunks("test", maps_per_chunk(inputs.settings.n_samples, npix))
+    return inputs.data.chunks("test", maps_per_chunk(inputs.settings.n_samples, npix, CHUNK_ELEMENTS))
 
 
 def compute(

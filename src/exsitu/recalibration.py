@@ -43,7 +43,7 @@ kept as ``noise_scale`` for consumers that apply one factor to the whole residua
 Every candidate is scored on the same draws (``exsitu.sample.residual_draws_in_chunks``: a draw at
 other scales reuses its z and random numbers), so the comparison between scales has no sampling
 noise. Maps are weighted 1 / n_los so that every validation galaxy counts once, as in the
-evaluation. Memory is bounded by a chunk of maps (:func:`maps_per_chunk`); score sums are
+evaluation. Memory is bounded by a chunk of maps (:data:`CHUNK_ELEMENTS` floats of draws); score sums are
 accumulated per grid point.
 """
 
@@ -66,7 +66,7 @@ from exsitu.dataset import MapSet
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output, read_json
 from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_scale
-from exsitu.sample import residual_draws_in_chunks
+from exsitu.sample import maps_per_chunk, residual_draws_in_chunks
 from exsitu.settings import RecalibrateSettings
 
 #: Candidate scales of each part: 2^(k/2) for k = -5..2, 0.18 to 2 in steps of 41%, 1 included; the
@@ -78,11 +78,6 @@ METHODS = ("coverage", "scores")
 VARIOGRAM_ORDER = 0.5
 #: Float elements of one draw tensor per chunk (maps x samples x pixels): 16 MB in float32.
 CHUNK_ELEMENTS = 2**22
-
-
-def maps_per_chunk(n_samples: int, npix: int) -> int:
-    """Validation maps per chunk so that one draw tensor holds at most CHUNK_ELEMENTS floats."""
-    return max(1, CHUNK_ELEMENTS // (n_samples * npix * npix))
 
 
 def energy_scores(samples: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -305,7 +300,7 @@ def fit_noise_scales(
         lags = tuple(variogram_lags(npix))
         for maps, draws, mask in residual_draws_in_chunks(
             cvae, chunk.conditions, settings.n_samples, "flow", seeds=settings.seed + rows, flow=flow,
-            scalars=chunk.scalars(scalars), maps_per_chunk=maps_per_chunk(settings.n_samples, npix),
+            scalars=chunk.scalars(scalars), maps_per_chunk=maps_per_chunk(settings.n_samples, npix, CHUNK_ELEMENTS),
         ):  # fmt: skip
             truth = chunk.exsitu[maps, 0].to(device)
             weights = torch.as_tensor(map_weights[rows[maps]], device=device)
