@@ -33,7 +33,7 @@ from exsitu.evaluation import CHUNK_ELEMENTS
 from exsitu.fitted_baselines import load_baselines
 from exsitu.modelcard import load_model_dir
 from exsitu.posterior_stats import PosteriorTally
-from exsitu.sample import maps_per_chunk, predict_baseline, sample_in_chunks
+from exsitu.sample import maps_in_budget, predict_baseline, sample_in_chunks
 from exsitu.scalars import scalar_values
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     tally = PosteriorTally(card.fov_rhalf)
     seconds: dict[str, float] = defaultdict(float)
     tables = []
-    chunk_size = maps_per_chunk(args.n_samples, card.npix, CHUNK_ELEMENTS)
+    chunk_size = maps_in_budget(args.n_samples, card.npix, CHUNK_ELEMENTS)
     for chunk in data.chunks("test", chunk_size):
         if args.max_maps is not None and int(chunk.table.index[0]) >= args.max_maps:
             break

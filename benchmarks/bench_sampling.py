@@ -37,14 +37,14 @@ from bench_training import fake_maps
 from exsitu.bootstrap import GalaxyBootstrap
 from exsitu.cvae import CVAE, CVAEConfig
 from exsitu.dataset import MapSet
-from exsitu.evaluation import BOOTSTRAP_REPLICATES, POSTERIORS
+from exsitu.evaluation import BOOTSTRAP_REPLICATES, POSTERIORS, predictives_of
 from exsitu.evaluation import CHUNK_ELEMENTS as EVALUATE_CHUNK
 from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.posterior_stats import PosteriorTally
 from exsitu.recalibration import CHUNK_ELEMENTS as RECALIBRATE_CHUNK
 from exsitu.recalibration import fit_noise_scales
 from exsitu.residual_diagnostics import diagnose
-from exsitu.sample import MODES, maps_per_chunk, predictives_in_chunks, sample_in_chunks, sampling_layout
+from exsitu.sample import MODES, maps_in_budget, predictives_in_chunks, sample_in_chunks, sampling_layout
 from exsitu.settings import RecalibrateSettings
 
 PAPER_TEST_MAPS = 3637  # 15% of the paper's 24248 maps
@@ -130,7 +130,7 @@ def recalibrate_child(n_maps: int, npix: int, n_samples: int) -> None:
     cvae, flow = models(torch.device("cpu"), npix, base_channels=32)
     val = paper_maps(n_maps, npix)
     settings = RecalibrateSettings(enabled=True, n_samples=n_samples, seed=0, method="coverage")
-    chunk = maps_per_chunk(n_samples, npix, RECALIBRATE_CHUNK)
+    chunk = maps_in_budget(n_samples, npix, RECALIBRATE_CHUNK)
     start = time.perf_counter()
     fit = fit_noise_scales(cvae, flow, val.chunks(chunk), val.table, settings)
     diagnose(cvae, flow, val.chunks(chunk), val.table, 0, fit.noise)
@@ -144,7 +144,7 @@ def evaluate_child(n_maps: int, npix: int, n_samples: int) -> None:
     tallies = {name: PosteriorTally(FOV_RHALF) for name, _, _ in POSTERIORS}
     rng = np.random.default_rng(0)
     start = time.perf_counter()
-    for chunk in test.chunks(maps_per_chunk(n_samples, npix, EVALUATE_CHUNK)):
+    for chunk in test.chunks(maps_in_budget(n_samples, npix, EVALUATE_CHUNK)):
         truth, mask = chunk.exsitu[:, 0].numpy().astype(np.float64), chunk.mask[:, 0].numpy()
         weights = np.where(mask, 10.0 ** chunk.log_sigma.astype(np.float64), 0.0)
         for mode in MODES:  # as evaluate does: one decoding per mode serves all its predictives
@@ -152,7 +152,7 @@ def evaluate_child(n_maps: int, npix: int, n_samples: int) -> None:
                 predictives_in_chunks(
                     cvae, chunk.conditions, n_samples, mode, seeds=chunk.table.index.to_numpy(), flow=flow,
                     exsitu=chunk.exsitu, maps_per_chunk=len(chunk),
-                    predictives=[predictive for _, m, predictive in POSTERIORS if m == mode],
+                    predictives=predictives_of(mode),
                 )
             )  # fmt: skip
             for name, m, predictive in POSTERIORS:

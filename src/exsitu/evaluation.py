@@ -77,7 +77,7 @@ from exsitu.io import atomic_output
 from exsitu.likelihood import NoiseScales
 from exsitu.point_metrics import MASS_BINS, PointTally, paired_ratio, rms_ratio
 from exsitu.posterior_stats import PosteriorTally
-from exsitu.sample import MODES, maps_per_chunk, predict_baseline, predictives_in_chunks
+from exsitu.sample import MODES, maps_in_budget, predict_baseline, predictives_in_chunks
 from exsitu.scalars import scalar_values
 from exsitu.settings import EvaluateSettings
 
@@ -94,6 +94,11 @@ BASELINES: tuple[str, ...] = ("deterministic", "radial", "lookup", "trees")
 BOOTSTRAP_REPLICATES = 1000
 #: Floats of one chunk's samples (maps x samples x pixels): 64 MB as float32, whatever the map size.
 CHUNK_ELEMENTS = 2**24
+
+
+def predictives_of(mode: str) -> list[str]:
+    """The predictives of ``POSTERIORS`` drawn in sampling ``mode``: one decoding of its latents serves them all."""
+    return [predictive for _, m, predictive in POSTERIORS if m == mode]
 
 
 @dataclass(frozen=True)
@@ -181,7 +186,7 @@ class Evaluation:
 
 def _chunks(inputs: EvaluationInputs) -> Iterator[MapSet]:
     npix = inputs.cvae.cfg.npix
-    return inputs.data.chunks("test", maps_per_chunk(inputs.settings.n_samples, npix, CHUNK_ELEMENTS))
+    return inputs.data.chunks("test", maps_in_budget(inputs.settings.n_samples, npix, CHUNK_ELEMENTS))
 
 
 def compute(
@@ -232,7 +237,7 @@ def compute(
                     _, drawn[mode] = next(
                         predictives_in_chunks(
                             inputs.cvae, chunk.conditions, settings.n_samples, mode, seeds=settings.seed + rows,
-                            predictives=[p for _, m, p in POSTERIORS if m == mode],
+                            predictives=predictives_of(mode),
                             flow=inputs.flow if mode == "flow" else None,
                             exsitu=chunk.exsitu if mode == "reconstruction" else None, scalars=scalars,
                             noise=inputs.noise, maps_per_chunk=len(chunk),

@@ -66,7 +66,7 @@ from exsitu.dataset import MapSet
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output, read_json
 from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_scale
-from exsitu.sample import maps_per_chunk, residual_draws_in_chunks
+from exsitu.sample import maps_in_budget, residual_draws_in_chunks
 from exsitu.settings import RecalibrateSettings
 
 #: Candidate scales of each part: 2^(k/2) for k = -5..2, 0.18 to 2 in steps of 41%, 1 included; the
@@ -300,7 +300,7 @@ def fit_noise_scales(
         lags = tuple(variogram_lags(npix))
         for maps, draws, mask in residual_draws_in_chunks(
             cvae, chunk.conditions, settings.n_samples, "flow", seeds=settings.seed + rows, flow=flow,
-            scalars=chunk.scalars(scalars), maps_per_chunk=maps_per_chunk(settings.n_samples, npix, CHUNK_ELEMENTS),
+            scalars=chunk.scalars(scalars), maps_per_chunk=maps_in_budget(settings.n_samples, npix, CHUNK_ELEMENTS),
         ):  # fmt: skip
             truth = chunk.exsitu[maps, 0].to(device)
             weights = torch.as_tensor(map_weights[rows[maps]], device=device)

@@ -59,7 +59,7 @@ def decode_batch(device: torch.device, npix: int = 32, base_channels: int = 16) 
     return max(1, budget // (npix * npix * base_channels))
 
 
-def maps_per_chunk(n_samples: int, npix: int, budget: int) -> int:
+def maps_in_budget(n_samples: int, npix: int, budget: int) -> int:
     """Maps per chunk (>= 1) so that a chunk's (maps, n_samples, npix, npix) samples hold at most ``budget`` floats."""
     return max(1, budget // (n_samples * npix * npix))
 

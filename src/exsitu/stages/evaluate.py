@@ -41,10 +41,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if settings.n_saved_samples > 0 and args.samples is None:
         parser.error("evaluate.n_saved_samples > 0 needs --samples (the samples.h5 to write)")
     conditions = section_of(args.settings, ConditionSettings, required=False)
-    models = {
-        name: sampling_layout(model)
-        for name, model in load_models({n: getattr(args, n) for n in MODELS}, device).items()
-    }
+    models = load_models({n: getattr(args, n) for n in MODELS}, device)
+    for name in ("cvae", "baseline"):  # the convolutional ones; the flow's MLPs have no layout
+        sampling_layout(models[name])
     inputs = EvaluationInputs(
         data=DatasetFiles(args.maps, args.split, args.stats, conditions.channels),
         cvae=models["cvae"],

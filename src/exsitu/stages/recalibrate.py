@@ -20,7 +20,7 @@ from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
 from exsitu.recalibration import CHUNK_ELEMENTS, fit_noise_scales, unscaled, write_noise_scale
 from exsitu.residual_diagnostics import diagnose
-from exsitu.sample import maps_per_chunk, sampling_layout
+from exsitu.sample import maps_in_budget, sampling_layout
 from exsitu.settings import ConditionSettings, RecalibrateSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
@@ -44,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     table = data.table("val")
     models = load_models({"cvae": args.cvae, "flow": args.flow}, device)
     cvae, flow = sampling_layout(models["cvae"]), models["flow"]
-    chunk = maps_per_chunk(settings.n_samples, cvae.cfg.npix, CHUNK_ELEMENTS)
+    chunk = maps_in_budget(settings.n_samples, cvae.cfg.npix, CHUNK_ELEMENTS)
     if settings.enabled:
         fit = fit_noise_scales(cvae, flow, data.chunks("val", chunk), table, settings, scalars=conditions.scalars)
         lowest, highest = fit.scales[0], fit.scales[-1]
