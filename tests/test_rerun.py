@@ -82,6 +82,13 @@ def test_recalibration_setting_reruns_neither_training_nor_data(finished_copy):
     assert "Params have changed" in _reasons(proc.stdout)["recalibrate"]
 
 
+def test_kl_setting_retrains_the_cvae_never_the_baselines(finished_copy):
+    """cvae.free_bits and cvae.beta weigh the latent's KL, which the deterministic U-net does not have."""
+    proc = _with_overlay(finished_copy, {"cvae": {"free_bits": 0.5, "beta": 0.5}}, "--dry-run")
+    assert _planned_rules(proc.stdout + proc.stderr) == {"train_cvae", *MODEL_AND_AFTER}, proc.stdout
+    assert "Params have changed" in _reasons(proc.stdout)["train_cvae"]
+
+
 def test_training_prior_reruns_every_fit_and_after_but_never_the_plan(finished_copy):
     proc = _with_overlay(finished_copy, {"plan": {"weighting": "balanced"}}, "--dry-run")
     planned = _planned_rules(proc.stdout + proc.stderr)
