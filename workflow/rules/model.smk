@@ -107,14 +107,13 @@ rule train_baseline:
             device=config["device"], checkpoint="results/checkpoints/baseline.pt"
         ),
         # The deterministic baseline shares the cVAE's network; baseline: keys override its optimiser.
-        # The latent's KL terms are not in its loss, so their keys do not retrain it.
         settings=settings(
             "cvae",
             "baseline",
             "conditions",
             "train",
             "plan.weighting",
-            exclude=["cvae.beta", "cvae.free_bits"],
+            exclude=cvae_keys_baseline_ignores(),
         ),
     shell:
         "exsitu train_baseline {params.args} --settings {params.settings:q} > {log} 2>&1"
