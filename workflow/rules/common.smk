@@ -59,7 +59,8 @@ def settings(*sections, exclude=()):
 
 def cvae_keys_baseline_ignores():
     """The cvae keys the deterministic baseline does not read (dotted, for ``settings(exclude=)``): the KL
-    weights (its loss has no latent) and the optimiser keys its own ``baseline`` section sets."""
+    weights (its loss has no latent) and the optimiser keys its own ``baseline`` section sets.
+    """
     overridden = [key for key, value in config["baseline"].items() if value is not None]
     return ["cvae.beta", "cvae.free_bits", *(f"cvae.{key}" for key in overridden)]
 
