@@ -85,7 +85,7 @@ def test_recalibration_setting_reruns_neither_training_nor_data(finished_copy):
 def test_cvae_only_settings_retrain_the_cvae_never_the_baselines(finished_copy):
     """cvae.free_bits and cvae.beta weigh the latent's KL, which the deterministic U-net does not have; the
     tiny config sets baseline.epochs, so cvae.epochs is not the U-net's either."""
-    proc = _with_overlay(finished_copy, {"cvae": {"free_bits": 0.5, "beta": 0.5, "epochs": 3}}, "--dry-run")
+    proc = _with_overlay(finished_copy, {"cvae": {"free_bits": 1.0, "beta": 0.5, "epochs": 3}}, "--dry-run")
     assert _planned_rules(proc.stdout + proc.stderr) == {"train_cvae", *MODEL_AND_AFTER}, proc.stdout
     assert "Params have changed" in _reasons(proc.stdout)["train_cvae"]
     # ... while a cvae key the baseline inherits (baseline.lr is null) retrains it.
