@@ -1,0 +1,104 @@
+"""How often a mock universe of the default size holds the TNG100 checks, over many universes.
+
+One universe of 750 galaxies holds 10-100 galaxies per bin above 10^10.75 Msun, so whether it
+passes a check of ``exsitu.relations.TOLERANCES`` is partly luck. This benchmark draws
+``--universes`` independent universes (seeds ``--first-seed``, ``--first-seed + 1``, ...; keep the
+default run's seed 42 out of them) from the mock's galaxy population -- stellar masses, central or
+satellite, halo and assembly history (``exsitu.mock.galaxies.draw_population``), without
+particles -- and applies ``exsitu.relations.compare_with_tng100`` to each. It prints, per check,
+the share of universes that pass it with a 95% Wilson interval, and the f_ex percentiles of all
+universes pooled beside TNG100-1's: the pooled figures are the population's bias, the pass rates
+what a new seed can expect.
+
+The ex-situ fraction here is the assembly history's (accreted over total stellar mass); the
+relations stage measures it from tagged particles, which agrees to sampling noise. Sizes need
+particles, so the rho(f_ex, R1/2) check is left to the relations stage (``bench_mock.py``).
+
+    python benchmarks/bench_population.py [--universes 40] [--n-galaxies 750] [--first-seed 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from exsitu.literature import tng100_population
+from exsitu.mock.galaxies import draw_population
+from exsitu.relations import compare_with_tng100
+
+
+def draw_universe(seed: int, n_galaxies: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(log M* [Msun], f_ex, is_central) of the z = 0 galaxies of the mock universe of ``seed``."""
+    galaxies = draw_population(np.random.default_rng(seed), n_galaxies)
+    return (
+        np.array([g.log_mstar for g in galaxies]),
+        np.array([g.exsitu_fraction for g in galaxies]),
+        np.array([not g.is_satellite for g in galaxies]),
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "  n/a" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--universes", type=int, default=40)
+    parser.add_argument("--n-galaxies", type=int, default=750)
+    parser.add_argument("--first-seed", type=int, default=1000)
+    parser.add_argument("--json", help="also write the pass rates and pooled percentiles here")
+    args = parser.parse_args()
+    seeds = range(args.first_seed, args.first_seed + args.universes)
+    if 42 in seeds:
+        parser.error("seed 42 is the default universe's; choose --first-seed so that it is left out")
+    t0 = time.perf_counter()
+    universes = [draw_universe(s, args.n_galaxies) for s in seeds]
+    elapsed = time.perf_counter() - t0
+    passes: dict[tuple[str, str], list[bool]] = {}
+    every = []  # per universe: all its checks pass (without sizes there is no rho check)
+    for log_m, fex, central in universes:
+        result = compare_with_tng100(log_m, fex, np.full(fex.size, np.nan), central)
+        every.append(result["all_passed"])
+        for check in result["checks"]:
+            passes.setdefault((check["what"], check["bin"]), []).append(check["passed"])
+    log_m, fex, central = (np.concatenate(parts) for parts in zip(*universes))
+    pooled = compare_with_tng100(log_m, fex, np.full(fex.size, np.nan), central)
+
+    print(f"{args.universes} universes of {args.n_galaxies} galaxies (seeds {seeds.start}-{seeds.stop - 1}), ", end="")
+    print(f"drawn in {elapsed:.0f} s without particles")
+    print("\ncheck                 bin          pass rate  [95% Wilson]   universes checked")
+    rates = []
+    for (what, where), outcome in passes.items():
+        ci = stats.binomtest(int(sum(outcome)), len(outcome)).proportion_ci(method="wilson")
+        rates.append({"what": what, "bin": where, "passed": int(sum(outcome)), "checked": len(outcome)})
+        rates[-1].update(low=ci.low, high=ci.high)
+        print(f"{what:20s}  {where:11s}  {np.mean(outcome):.2f}      [{ci.low:.2f}, {ci.high:.2f}]   {len(outcome)}")
+    print(f"universes that pass every f_ex and share check: {np.mean(every):.2f}")
+    print("\nlog M*        pooled f_ex p16 / median / p84      TNG100-1              centrals / satellites median")
+    for row in pooled["bins"]:
+        tng = row["tng100"]
+        mock = " / ".join(_fmt(row[k]) for k in ("fex_p16", "fex_median", "fex_p84"))
+        ref = " / ".join(_fmt(tng[k]) for k in ("fex_p16", "fex_median", "fex_p84"))
+        split = f"{_fmt(row['fex_median_centrals'])} / {_fmt(row['fex_median_satellites'])}"
+        print(f"{tng['log_mstar'][0]:.2f}-{tng['log_mstar'][1]:.2f}  {mock}   {ref}   {split}")
+    if args.json:
+        keys = ("log_mstar", "n", "share", "fex_p16", "fex_median", "fex_p84")
+        record = {
+            "universes": args.universes,
+            "n_galaxies": args.n_galaxies,
+            "seeds": [seeds.start, seeds.stop - 1],
+            "pass_rates": rates,
+            "all_passed_share": float(np.mean(every)),
+            "pooled": [{k: row[k] for k in keys} for row in pooled["bins"]],
+            "tng100": tng100_population()["bins"],
+        }
+        Path(args.json).write_text(json.dumps(record, indent=1))
+
+
+if __name__ == "__main__":
+    main()
