@@ -23,9 +23,11 @@ from exsitu.recalibration import (
     best_scale,
     best_scales,
     coverage_matched_diagonal,
+    coverage_matched_scales,
     energy_scores,
     fit_noise_scales,
     grid_scores,
+    integrated_covered,
     read_noise_scales,
     sample_scores,
     variogram_lags,
@@ -98,6 +100,7 @@ def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[f
     )  # fmt: skip
     mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
     energy, variogram, *covered = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
+    covered = covered[: len(COVERAGE_TARGETS)]  # pixels; the maps' integrated fractions follow
     fitted = best_scales(SCALES, energy, variogram)
     assert fitted.lowrank == pytest.approx(true_scales[0], rel=0.2)
     assert fitted.diagonal == pytest.approx(true_scales[1], rel=0.2)
@@ -113,6 +116,47 @@ def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[f
         assert np.interp(np.log(matched), x, row) == pytest.approx(level, abs=0.03)
     if true_scales[0] < true_scales[1]:
         assert matched == pytest.approx(true_scales[1], rel=0.2)
+
+
+def test_integrated_coverage_is_the_mass_weighted_fraction_inside_the_sampled_interval() -> None:
+    # Two maps of 2 x 2 pixels; all the mass of map 0 sits in one pixel, so only that pixel's samples count.
+    mass = torch.tensor([[[1.0, 0.0], [0.0, 0.0]], [[1.0, 1.0], [1.0, 1.0]]])
+    truth = torch.tensor([[[0.5, 0.9], [0.9, 0.9]], [[0.9, 0.9], [0.9, 0.9]]])
+    samples = torch.linspace(0.0, 1.0, 101)[None, :, None, None].expand(2, 101, 2, 2).clone()
+    covered = integrated_covered(samples, truth, mass, levels=(0.5, 0.7))
+    # map 0: integrated truth 0.5, the middle of the samples -> inside both; map 1: 0.9 sits at rank 0.9 -> inside
+    # neither the central 50% (0.25-0.75) nor the central 70% (0.15-0.85) interval
+    assert covered.tolist() == [[1, 1], [0, 0]]
+
+
+@pytest.mark.parametrize("true_scales", [(0.4, 1.0), (1.0, 0.5)])
+def test_the_joint_fit_matches_integrated_and_pixel_coverage(true_scales: tuple[float, float]) -> None:
+    # Truth drawn from the predictive at true_scales: at the jointly matched scales the validation maps'
+    # integrated fractions and their pixels are covered at the nominal rates, and the low-rank scale, which
+    # sets the spread of the integrated fraction, is recovered.
+    g = torch.Generator().manual_seed(7)
+    n, k, p = 400, 40, 8
+    loc = (torch.randn(n, 1, 1, 1, generator=g) - 1.0).expand(n, 1, p, p)
+    coherent, white = _fields(n, 1, p, g)
+    truth = to_fraction(loc + true_scales[0] * coherent + true_scales[1] * white)[:, 0]
+    coherent, white = _fields(n, k, p, g)
+    parts = ResidualDraw(
+        loc=loc.repeat_interleave(k, 0), coherent=coherent.reshape(n * k, 1, p, p),
+        independent=white.reshape(n * k, 1, p, p), mixing=None, lowrank_var=None, diagonal_var=None, tail=None,
+        eps=1e-3,
+    )  # fmt: skip
+    mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
+    totals = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
+    levels = len(COVERAGE_TARGETS)
+    pixels, maps = totals[2 : 2 + levels] / (n * p * p), totals[2 + levels :] / n
+    assert np.all(np.diff(maps, axis=1) >= -0.03)  # a wider correlated part covers more integrated fractions
+    fitted = coverage_matched_scales(SCALES, pixels, maps)
+    assert fitted.lowrank == pytest.approx(true_scales[0], rel=0.25)
+    assert fitted.diagonal == coverage_matched_diagonal(SCALES, pixels, fitted.lowrank)
+    x = np.log(SCALES)
+    for level, surface in zip(COVERAGE_TARGETS, maps):
+        along = [np.interp(np.log(fitted.lowrank), x, surface[:, j]) for j in range(len(x))]
+        assert np.interp(np.log(fitted.diagonal), x, along) == pytest.approx(level, abs=0.05)
 
 
 def test_best_scale_refines_between_grid_points_and_keeps_edges() -> None:
@@ -149,6 +193,8 @@ def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
     assert (whole.n_maps, whole.n_galaxies, len(whole.energy_score)) == (11, 4, len(scales))
     np.testing.assert_allclose(pieces.energy_score, whole.energy_score, rtol=1e-5)
     np.testing.assert_allclose(pieces.variogram_score, whole.variogram_score, rtol=1e-5)
+    for level in ("0.68", "0.95"):
+        np.testing.assert_allclose(pieces.integrated_coverage[level], whole.integrated_coverage[level], atol=1e-9)
     assert pieces.noise == pytest.approx(whole.noise, rel=1e-4)
     with pytest.raises(InputError, match="chunks held 4 maps"):
         fit_noise_scales(cvae, flow, small_maps(4).chunks(4), maps.table, settings, scales=scales)
