@@ -84,11 +84,12 @@ def test_the_variogram_score_sees_correlations_the_energy_score_hardly_does() ->
     assert gain["variogram"] > 1.5 and gain["variogram"] > 3 * (gain["energy"] - 1) + 1
 
 
-@pytest.mark.parametrize("true_scales", [(0.4, 1.0), (1.0, 0.5), (1.0, 1.0)])
-def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[float, float]) -> None:
-    # The truth is a draw from the predictive at true_scales: the combined score must be lowest there.
-    g = torch.Generator().manual_seed(1)
-    n, k, p = 60, 32, 12
+def _predictive_and_truth(
+    true_scales: tuple[float, float], n: int, k: int, p: int, seed: int
+) -> tuple[ResidualDraw, torch.Tensor, torch.Tensor]:
+    """k draws of n synthetic p x p maps (a random offset plus correlated and white residual parts), their
+    all-true galaxy masks, and a truth per map drawn from the same predictive at ``true_scales``."""
+    g = torch.Generator().manual_seed(seed)
     loc = (torch.randn(n, 1, 1, 1, generator=g) - 1.0).expand(n, 1, p, p)
     coherent, white = _fields(n, 1, p, g)
     truth = to_fraction(loc + true_scales[0] * coherent + true_scales[1] * white)[:, 0]
@@ -98,7 +99,14 @@ def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[f
         independent=white.reshape(n * k, 1, p, p), mixing=None, lowrank_var=None, diagonal_var=None, tail=None,
         eps=1e-3,
     )  # fmt: skip
-    mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
+    return parts, torch.ones(n * k, 1, p, p, dtype=torch.bool), truth
+
+
+@pytest.mark.parametrize("true_scales", [(0.4, 1.0), (1.0, 0.5), (1.0, 1.0)])
+def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[float, float]) -> None:
+    # The truth is a draw from the predictive at true_scales: the combined score must be lowest there.
+    n, k, p = 60, 32, 12
+    parts, mask, truth = _predictive_and_truth(true_scales, n, k, p, seed=1)
     energy, variogram, *covered = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
     covered = covered[: len(COVERAGE_TARGETS)]  # pixels; the maps' integrated fractions follow
     fitted = best_scales(SCALES, energy, variogram)
@@ -134,18 +142,8 @@ def test_the_joint_fit_matches_integrated_and_pixel_coverage(true_scales: tuple[
     # Truth drawn from the predictive at true_scales: at the jointly matched scales the validation maps'
     # integrated fractions and their pixels are covered at the nominal rates, and the low-rank scale, which
     # sets the spread of the integrated fraction, is recovered.
-    g = torch.Generator().manual_seed(7)
     n, k, p = 400, 40, 8
-    loc = (torch.randn(n, 1, 1, 1, generator=g) - 1.0).expand(n, 1, p, p)
-    coherent, white = _fields(n, 1, p, g)
-    truth = to_fraction(loc + true_scales[0] * coherent + true_scales[1] * white)[:, 0]
-    coherent, white = _fields(n, k, p, g)
-    parts = ResidualDraw(
-        loc=loc.repeat_interleave(k, 0), coherent=coherent.reshape(n * k, 1, p, p),
-        independent=white.reshape(n * k, 1, p, p), mixing=None, lowrank_var=None, diagonal_var=None, tail=None,
-        eps=1e-3,
-    )  # fmt: skip
-    mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
+    parts, mask, truth = _predictive_and_truth(true_scales, n, k, p, seed=7)
     totals = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
     levels = len(COVERAGE_TARGETS)
     pixels, maps = totals[2 : 2 + levels] / (n * p * p), totals[2 + levels :] / n

@@ -264,16 +264,14 @@ def coverage_matched_scales(
     linearly in log scale.
     """
     x = np.log(np.asarray(scales, dtype=np.float64))
-    best, best_misfit = None, np.inf
-    for log_lowrank in np.linspace(x[0], x[-1], 64):
-        lowrank = float(np.exp(log_lowrank))
-        diagonal = coverage_matched_diagonal(scales, pixel_coverage, lowrank, levels)
-        covered = [_bilinear(x, level, log_lowrank, np.log(diagonal)) for level in integrated_coverage]
-        misfit = float(((np.asarray(covered) - np.asarray(levels)) ** 2).sum())
-        if misfit < best_misfit:
-            best, best_misfit = NoiseScales(lowrank, diagonal), misfit
-    assert best is not None
-    return best
+
+    def misfit(pair: NoiseScales) -> float:
+        covered = [_bilinear(x, level, np.log(pair.lowrank), np.log(pair.diagonal)) for level in integrated_coverage]
+        return float(((np.asarray(covered) - np.asarray(levels)) ** 2).sum())
+
+    lowranks = [float(s) for s in np.exp(np.linspace(x[0], x[-1], 64))]
+    pairs = [NoiseScales(s, coverage_matched_diagonal(scales, pixel_coverage, s, levels)) for s in lowranks]
+    return min(pairs, key=misfit)
 
 
 def _bilinear(x: np.ndarray, grid: np.ndarray, u: float, v: float) -> float:
