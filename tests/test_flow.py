@@ -8,7 +8,7 @@ import pytest
 import torch
 from nflows.transforms.autoregressive import MaskedAffineAutoregressiveTransform
 
-from exsitu.flow import FlowConfig, LatentFlow
+from exsitu.flow import FlowConfig, LatentFlow, context_dim, flow_context
 from exsitu.settings import TrainSettings
 from exsitu.training import fit
 
@@ -66,3 +66,19 @@ def test_sampling_keeps_consistent_draws_and_stops_on_failed_inversions() -> Non
     deep = _with_scales_of(LatentFlow(FlowConfig(latent_dim=2, context_dim=2, num_layers=14, hidden_features=8)), -40)
     with torch.no_grad(), pytest.raises(FloatingPointError, match=r"inverse failed for 150 of 150 latent draws"):
         deep.eval().sample(50, context, generator=torch.Generator().manual_seed(0))
+
+
+def test_the_pooled_context_is_the_summary_and_each_levels_mean_features() -> None:
+    g = torch.Generator().manual_seed(0)
+    summary = torch.randn(3, 5, generator=g)
+    features = [torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 6, 4, 4, generator=g)]
+    assert torch.equal(flow_context("summary", features, summary), summary)
+    pooled = flow_context("pooled", features, summary)
+    assert pooled.shape == (3, context_dim("pooled", 5, [4, 6])) == (3, 15)
+    torch.testing.assert_close(pooled[:, 5:9], features[0].mean(dim=(2, 3)))
+    torch.testing.assert_close(pooled[:, 9:], features[1].mean(dim=(2, 3)))
+    # Turning a map turns each feature map, not its mean: the pooled part is invariant to the square's symmetries.
+    turned = flow_context("pooled", [f.rot90(1, (2, 3)) for f in features], summary)
+    torch.testing.assert_close(turned, pooled)
+    with pytest.raises(ValueError, match="flow context must be one of"):
+        flow_context("mean", features, summary)

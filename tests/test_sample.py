@@ -82,8 +82,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, MapSet]:
 
     run(train_cvae, "cvae", {"cvae": cvae})
     run(train_flow, "flow", {"flow": flow}, "--cvae", str(root / "cvae.pt"))
+    run(train_flow, "flow_pooled", {"flow": {**flow, "context": "pooled"}}, "--cvae", str(root / "cvae.pt"))
     run(train_baseline, "baseline", {"cvae": cvae, "baseline": {"epochs": cvae["epochs"]}})
-    models = {name: load_model(str(root / f"{name}.pt"), CPU) for name in ("cvae", "flow", "baseline")}
+    models = {name: load_model(str(root / f"{name}.pt"), CPU) for name in ("cvae", "flow", "flow_pooled", "baseline")}
     return models, DatasetFiles(data["maps"], data["split"], data["stats"]).load("test")
 
 
@@ -270,3 +271,18 @@ def test_baseline_prediction(trained) -> None:
     mask = test.mask[:, 0]
     truth = test.exsitu[:, 0][mask]
     assert (prediction[mask] - truth).abs().mean() < (truth - truth.mean()).abs().mean()
+
+
+def test_a_flow_on_the_pooled_context_trains_samples_and_round_trips(trained) -> None:
+    """flow.context: pooled conditions the flow on the summary and every level's mean features."""
+    models, test = trained
+    cvae, pooled = models["cvae"], models["flow_pooled"]
+    assert pooled.hparams()["context"] == "pooled" and models["flow"].hparams()["context"] == "summary"
+    assert pooled.cfg.context_dim == cvae.cfg.summary_dim + sum(cvae.condition_encoder.widths)
+    samples = draw(models, test, 6, "flow", flow=pooled)
+    assert samples.shape == (len(test), 6, 16, 16) and samples.min() >= 0 and samples.max() <= 1
+    # A map's samples depend on its seed, not on its chunk (up to the rounding of convolutions at other batch sizes).
+    torch.testing.assert_close(draw(models, test, 6, "flow", flow=pooled, maps_per_chunk=3), samples, atol=1e-5, rtol=0)
+    # Another context, another conditional density: the same seeds give other maps than the summary flow's.
+    assert (samples - draw(models, test, 6, "flow")).abs()[:, :, test.mask[0, 0]].mean() > 1e-3
+    assert mae(samples, test) < mae(draw(models, test, 6, "prior"), test) * 1.5

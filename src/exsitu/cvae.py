@@ -3,8 +3,8 @@
 Maps are P x P pixels (P a power of two, >= 8). The condition encoder turns the 5 normalised
 observable maps (plus the galaxy mask, which is where they are non-zero) into one feature map
 per resolution level and a summary vector; those features enter every convolutional level of
-the encoder and of the decoder (U-net-like skips), and the summary vector is what the flow
-is conditioned on.
+the encoder and of the decoder (U-net-like skips); the flow is conditioned on the summary vector
+and, by default, each level's features averaged over the grid (``exsitu.flow.flow_context``).
 
 The decoder does not return one map but the likelihood of a whole map,
 ``exsitu.likelihood.MapLikelihood``: per pixel a mean logit and a log diagonal variance, and
@@ -114,7 +114,7 @@ class ConditionEncoder(nn.Module):
     statistics held as buffers, :meth:`set_scalar_standardisation`) enter twice: they modulate every
     level's features (FiLM, Perez et al. 2018, AAAI: per channel a scale and a shift predicted from
     the scalars, starting as the identity), so the convolutions read the maps in physical context,
-    and they join the bottleneck features in the summary vector, which the flow is conditioned on.
+    and they join the bottleneck features in the summary vector, part of the flow's context.
     """
 
     def __init__(self, cfg: CVAEConfig) -> None:

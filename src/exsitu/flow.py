@@ -1,4 +1,11 @@
-"""Conditional masked autoregressive flow (nflows) on the cVAE latent space, p(z | summary).
+"""Conditional masked autoregressive flow (nflows) on the cVAE latent space, p(z | condition context).
+
+The context is what the flow knows of a galaxy's observables (``FlowConfig.context``, config
+``flow.context``): ``summary``, the condition encoder's summary vector (the paper's choice), or
+``pooled``, that vector and the mean of every level's condition feature maps over the grid. The
+summary is trained for the decoder and the encoder, never for predicting the latent; the pooled
+features add what every resolution level of the condition encoder found, invariant to the square's
+symmetries (:func:`flow_context`).
 
 The flow is a stack of nflows ``MaskedAffineAutoregressiveTransform`` + ``ReversePermutation``
 layers (nflows' LU/QR linear transforms are avoided: they call torch functions that are gone).
@@ -29,6 +36,23 @@ from torch import nn
 ROUND_TRIP_TOL = 1e-3
 #: Rounds of redrawing failed draws before sampling gives up.
 MAX_REDRAWS = 20
+#: What the flow is conditioned on (module doc).
+CONTEXTS = ("summary", "pooled")
+
+
+def flow_context(kind: str, features: list[torch.Tensor], summary: torch.Tensor) -> torch.Tensor:
+    """The flow's context (N, D) from the condition encoder's features (one (N, C, H, W) map per level) and
+    summary (N, summary_dim): ``summary`` alone, or ``pooled``, the summary and each level's spatial mean."""
+    if kind == "summary":
+        return summary
+    if kind == "pooled":
+        return torch.cat([summary, *(f.mean(dim=(2, 3)) for f in features)], dim=1)
+    raise ValueError(f"flow context must be one of {CONTEXTS}, got {kind!r}")
+
+
+def context_dim(kind: str, summary_dim: int, widths: list[int]) -> int:
+    """Length of :func:`flow_context`'s rows for a condition encoder of this summary length and level widths."""
+    return summary_dim + (sum(widths) if kind == "pooled" else 0)
 
 
 @dataclass(frozen=True)
@@ -39,13 +63,15 @@ class FlowConfig:
     context_dim: int
     num_layers: int = 5
     hidden_features: int = 64
+    # One of CONTEXTS. The config's default is "pooled"; this one reads flows saved before the option existed.
+    context: str = "summary"
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, int | str]:
         return asdict(self)
 
 
 class LatentFlow(nn.Module):
-    """p(z | summary) as a conditional MAF; ``log_prob`` in nats, ``sample`` in latent units."""
+    """p(z | context) as a conditional MAF; ``log_prob`` in nats, ``sample`` in latent units."""
 
     kind = "flow"
 
@@ -67,8 +93,12 @@ class LatentFlow(nn.Module):
         self.register_buffer("c_mean", torch.zeros(cfg.context_dim))
         self.register_buffer("c_std", torch.ones(cfg.context_dim))
 
-    def hparams(self) -> dict[str, int]:
+    def hparams(self) -> dict[str, int | str]:
         return self.cfg.to_dict()
+
+    def context_of(self, features: list[torch.Tensor], summary: torch.Tensor) -> torch.Tensor:
+        """This flow's context of maps from the condition encoder's output (:func:`flow_context`)."""
+        return flow_context(self.cfg.context, features, summary)
 
     def set_standardisation(self, z: torch.Tensor, context: torch.Tensor) -> None:
         """Fix the latent and context standardisation from training samples (N, D)."""

@@ -2,7 +2,7 @@
 
 - ``reconstruction``: z ~ q(z | true ex-situ map, conditions), the lower bound on the error;
 - ``prior``: z ~ N(0, 1);
-- ``flow``: z ~ p_flow(z | condition summary), the realistic inference mode.
+- ``flow``: z ~ p_flow(z | condition context), the realistic inference mode.
 
 Each z is decoded to the likelihood of a whole map (``exsitu.likelihood.MapLikelihood``) and then
 ``predictive`` decides what a sample is:
@@ -33,7 +33,7 @@ import torch
 
 from exsitu.baseline import Baseline
 from exsitu.cvae import CVAE, galaxy_mask
-from exsitu.flow import LatentFlow
+from exsitu.flow import LatentFlow, flow_context
 from exsitu.io import InputError
 from exsitu.likelihood import AS_TRAINED, MapLikelihood, NoiseScales, ResidualDraw, ResidualNoise, to_fraction
 
@@ -87,15 +87,17 @@ def encode(
     exsitu: torch.Tensor,
     scalars: torch.Tensor | None = None,
     batch_size: int = 256,
+    context: str = "summary",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """q(z | eps, theta) of every map: (mu, std, summary) on the CPU, float32.
+    """q(z | eps, theta) of every map: (mu, std, flow context) on the CPU, float32.
 
-    mu, std: (N, latent_dim) in latent units; summary: (N, summary_dim), the condition encoder's
-    summary vector that the flow is conditioned on; scalars: (N, S) galaxy scalars when the model takes them.
+    mu, std: (N, latent_dim) in latent units; the flow context (N, D) of kind ``context``
+    (``exsitu.flow.flow_context``: the condition encoder's summary vector, or it and the pooled
+    features) is what the flow is conditioned on; scalars: (N, S) galaxy scalars when the model takes them.
     """
     cvae.eval()
     device = _device(cvae)
-    mus, stds, summaries = [], [], []
+    mus, stds, contexts = [], [], []
     for start in range(0, conditions.shape[0], batch_size):
         rows = slice(start, start + batch_size)
         features, summary = cvae.encode_conditions(
@@ -104,8 +106,8 @@ def encode(
         mu, logvar = cvae.encoder(exsitu[rows].to(device), features, summary)
         mus.append(mu.float().cpu())
         stds.append(torch.exp(0.5 * logvar).float().cpu())
-        summaries.append(summary.float().cpu())
-    return torch.cat(mus), torch.cat(stds), torch.cat(summaries)
+        contexts.append(flow_context(context, features, summary).float().cpu())
+    return torch.cat(mus), torch.cat(stds), torch.cat(contexts)
 
 
 def _check(
@@ -189,7 +191,8 @@ def _latents(
 ) -> torch.Tensor:
     """(maps, K, latent_dim) latent draws, each map's from its own generator."""
     if mode == "flow":
-        return torch.cat([flow.sample(n_samples, summary[i : i + 1], generator=g) for i, g in enumerate(generators)])
+        context = flow.context_of(features, summary)
+        return torch.cat([flow.sample(n_samples, context[i : i + 1], generator=g) for i, g in enumerate(generators)])
     dim = cvae.cfg.latent_dim
     noise = torch.stack([torch.randn((n_samples, dim), generator=g, device=summary.device) for g in generators])
     if mode == "prior":

@@ -264,6 +264,7 @@ class FlowSettings(Section):
     patience: int
     seed: int
     augment: bool  # encode each training map in the eight symmetries of the square (stages.train_flow)
+    context: str  # what the flow is conditioned on (exsitu.flow.CONTEXTS)
 
     def training(self) -> TrainSettings:
         return _training(self)
