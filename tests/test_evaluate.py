@@ -14,6 +14,7 @@ from test_dataset import write_synthetic_dataset
 
 from exsitu.calibration import COVERAGE_LEVELS
 from exsitu.contracts import CHANNELS
+from exsitu.flow import CONTEXTS
 from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names
 from exsitu.io import InputError
 from exsitu.likelihood import FAMILIES
@@ -56,6 +57,7 @@ def check_schema(metrics: dict) -> None:
     assert 1 <= metrics["n_galaxies"] <= n_maps and metrics["interval_level"] == 0.95
     assert metrics["few_galaxies"] == (metrics["n_galaxies"] < 10) and 0 <= metrics["exact_01_share"] <= 1
     assert metrics["training_prior"] in ("natural", "balanced") and "1 / n_los" in metrics["weighting"]
+    assert metrics["flow_context"] in CONTEXTS
     assert set(metrics["noise"]) == {"lowrank", "diagonal"} and all(v > 0 for v in metrics["noise"].values())
     assert metrics["likelihood"]["family"] in FAMILIES and metrics["apertures"] == dict(APERTURES)
     assert metrics["mass_bins"] == list(MASS_BINS) and metrics["profile_edges"] == list(PROFILE_EDGES)

@@ -121,6 +121,7 @@ def test_report_tables_show_the_metrics(tiny_report) -> None:
     assert len(made["functionals"]) == len(metrics["modes"]) * len(flow["functionals"])
     assert made["scores"].loc["flow", "variogram score"] == tables.interval(flow["scores"]["variogram"])
     assert made["likelihood"].loc["likelihood family", "value"] == metrics["likelihood"]["family"]
+    assert made["data"].loc["the flow's context (flow.context)", "value"] == metrics["flow_context"]
     # Residual diagnostics, as trained and recalibrated, reconstruction and flow z.
     block = diagnostics["recalibrated"]["flow"]
     assert (

@@ -19,7 +19,8 @@ metrics.json:
 
 - ``n_maps``, ``n_pixels``, ``n_galaxies``, ``n_samples``, ``seed``, ``interval_level`` (0.95),
   ``weighting`` (how maps are weighted), ``training_prior`` (``plan.weighting`` the models were
-  trained with), ``few_galaxies`` (fewer than 10 test galaxies back the intervals), ``exact_01_share``
+  trained with), ``flow_context`` (``flow.context``: what the flow is conditioned on), ``few_galaxies``
+  (fewer than 10 test galaxies back the intervals), ``exact_01_share``
   (galaxy pixels whose true fraction is exactly 0 or 1), ``channels``, ``scalars``, ``noise`` (the
   recalibrated scales applied to every posterior), ``likelihood`` (family, degrees of freedom, clip),
   ``apertures`` (name -> radius in half-mass radii, null: the whole field), ``profile_edges``,
@@ -343,6 +344,7 @@ def summarise(result: Evaluation, inputs: EvaluationInputs) -> dict[str, Any]:
         "interval_level": boot.level,
         "weighting": "each test galaxy counts once: maps weighted 1 / n_los; intervals from a galaxy bootstrap",
         "training_prior": inputs.training_prior,
+        "flow_context": inputs.flow.cfg.context,
         "few_galaxies": boot.n_galaxies < MIN_GALAXIES,
         "exact_01_share": result.exact_01 / max(result.n_pixels, 1),
         "channels": list(result.channels),

@@ -351,6 +351,8 @@ def data_table(data: ReportData) -> pd.DataFrame:
         "posterior samples per map": str(metrics["n_samples"]),
         "test galaxy pixels with true fraction exactly 0 or 1 [%]": f"{100 * metrics['exact_01_share']:.1f}",
         "training prior (plan.weighting)": str(metrics["training_prior"]),
+        # .get: metrics written before the option existed hold the summary context
+        "the flow's context (flow.context)": str(metrics.get("flow_context", "summary")),
     }
     return pd.DataFrame({"value": rows})
 
