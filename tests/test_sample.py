@@ -81,7 +81,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, MapSet]:
         )
 
     run(train_cvae, "cvae", {"cvae": cvae})
-    run(train_flow, "flow", {"flow": flow}, "--cvae", str(root / "cvae.pt"))
+    # Both contexts, whatever the config's default: "flow" is the paper's (summary), "flow_pooled" the other.
+    run(train_flow, "flow", {"flow": {**flow, "context": "summary"}}, "--cvae", str(root / "cvae.pt"))
     run(train_flow, "flow_pooled", {"flow": {**flow, "context": "pooled"}}, "--cvae", str(root / "cvae.pt"))
     run(train_baseline, "baseline", {"cvae": cvae, "baseline": {"epochs": cvae["epochs"]}})
     models = {name: load_model(str(root / f"{name}.pt"), CPU) for name in ("cvae", "flow", "flow_pooled", "baseline")}
