@@ -177,6 +177,13 @@ def _key_paths(value, prefix=""):
 def test_models_are_identical_and_evaluation_matches_in_structure(slurm_run, tiny_run):
     workdir, _ = slurm_run
     for model in ("cvae", "flow", "baseline"):
+        # Identical weights need the same CPU thread count in both runs: check that first, so a
+        # difference in the setup is not reported as a difference in training.
+        threads = [
+            re.findall(r"with (\d+) CPU threads", (run / f"results/logs/train_{model}.log").read_text())
+            for run in (workdir, tiny_run)
+        ]
+        assert threads[0] and threads[0] == threads[1], f"{model}: CPU threads SLURM {threads[0]}, local {threads[1]}"
         remote = _tensors(workdir / f"results/models/{model}.pt")
         local = _tensors(tiny_run / f"results/models/{model}.pt")
         assert remote and remote.keys() == local.keys(), model

@@ -9,6 +9,7 @@ the device before any work, fits and writes the outputs.
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,8 @@ from exsitu.settings import (
 )
 from exsitu.stages import add_device_argument, stage_parser
 from exsitu.training import BatchTransform, fit, save_outputs
+
+log = logging.getLogger(__name__)
 
 #: dtype the map-based training stages hold their maps in (the loop casts each batch to float32
 #: on the device): half the memory of float32, so 100 000 maps of 128^2 fit a 64 GB node.
@@ -121,6 +124,13 @@ def run_training(parser: argparse.ArgumentParser, build: Build, argv: Sequence[s
     """Parse the flags, resolve the device, build the run from the data set, fit it and write model + history."""
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
+    # Set the CPU thread count explicitly (OMP_NUM_THREADS, which Snakemake sets from the rule's
+    # threads): torch.set_num_threads also turns MKL's dynamic threading off, one of MKL's
+    # conditions for run-to-run identical results, so a seeded run trains the same weights
+    # locally and as a SLURM job. The log records the count, the other condition.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    log.info("training on %s with %d CPU threads", device, threads)
     data = DatasetFiles(
         args.maps, args.split, args.stats, section_of(args.settings, ConditionSettings, required=False).channels
     )
