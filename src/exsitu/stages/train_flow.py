@@ -51,8 +51,7 @@ def encode_subset(
         for chunk in data.chunks(subset, ENCODE_CHUNK)
         for e in elements
     ]
-    mu, std, context_rows = (torch.cat(column) for column in zip(*parts))
-    return mu, std, context_rows
+    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def _per_element(weights: torch.Tensor, n_elements: int) -> torch.Tensor:
