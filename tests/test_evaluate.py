@@ -58,7 +58,8 @@ def check_schema(metrics: dict) -> None:
     assert metrics["few_galaxies"] == (metrics["n_galaxies"] < 10) and 0 <= metrics["exact_01_share"] <= 1
     assert metrics["training_prior"] in ("natural", "balanced") and "1 / n_los" in metrics["weighting"]
     assert metrics["flow_context"] in CONTEXTS
-    assert set(metrics["noise"]) == {"lowrank", "diagonal"} and all(v > 0 for v in metrics["noise"].values())
+    noise = metrics["noise"]
+    assert set(noise) == {"lowrank", "diagonal", "diagonal_slope"} and noise["lowrank"] > 0 and noise["diagonal"] > 0
     assert metrics["likelihood"]["family"] in FAMILIES and metrics["apertures"] == dict(APERTURES)
     assert metrics["mass_bins"] == list(MASS_BINS) and metrics["profile_edges"] == list(PROFILE_EDGES)
     assert set(metrics["modes"]) == set(POSTERIORS) and set(metrics["baselines"]) == set(BASELINES)

@@ -172,17 +172,19 @@ def test_sinh_arcsinh_samples_have_a_gaussian_core() -> None:
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_scaled_noise_draws_the_parts_of_the_same_random_numbers(family: str) -> None:
+@pytest.mark.parametrize("slope", [0.0, 0.3])
+def test_scaled_noise_draws_the_parts_of_the_same_random_numbers(family: str, slope: float) -> None:
     # The recalibration relies on it: one set of draws serves every candidate pair of scales.
     lik = random_likelihood(3, 6, 4, seed=2, family=family)
-    scales = NoiseScales(lowrank=0.5, diagonal=1.7)
+    scales = NoiseScales(lowrank=0.5, diagonal=1.7, diagonal_slope=slope)
     noise = lik.draw_noise(torch.Generator().manual_seed(5))
     parts = lik.residual(noise)
     scaled = lik.scaled(scales).sample_logit(torch.Generator().manual_seed(5))
     assert torch.allclose(scaled, parts.logits(scales), atol=1e-5)
     assert torch.allclose(lik.sample_logit(torch.Generator().manual_seed(5)), parts.logits(), atol=1e-6)
     if family == "gaussian":
-        assert torch.allclose(scaled, lik.loc + 0.5 * parts.coherent + 1.7 * parts.independent, atol=1e-5)
+        diagonal = 1.7 * torch.exp(slope * lik.loc.abs())  # the diagonal factor grows with |mean logit|
+        assert torch.allclose(scaled, lik.loc + 0.5 * parts.coherent + diagonal * parts.independent, atol=1e-5)
     assert lik.scaled(NoiseScales()) is lik
 
 
@@ -191,6 +193,17 @@ def test_noise_scales_must_be_positive_numbers() -> None:
         NoiseScales(1.0, 0.0)
     with pytest.raises(InputError, match="'lowrank'"):
         NoiseScales(float("nan"))
+    with pytest.raises(InputError, match="'diagonal_slope' must be a finite number"):
+        NoiseScales(1.0, 1.0, float("inf"))
+
+
+def test_noise_records_without_a_slope_read_as_slope_zero_and_unknown_keys_are_errors() -> None:
+    assert NoiseScales.from_record({"lowrank": 0.4, "diagonal": 0.9}, "model.json") == NoiseScales(0.4, 0.9, 0.0)
+    assert (
+        NoiseScales.from_record({"lowrank": 0.4, "diagonal": 0.9, "diagonal_slope": -0.1}, "x").diagonal_slope == -0.1
+    )
+    with pytest.raises(InputError, match="model.json: 'noise' must hold 'lowrank' and 'diagonal'"):
+        NoiseScales.from_record({"lowrank": 0.4, "diagonal": 0.9, "tilt": 1.0}, "model.json")
 
 
 def test_fractions_clip_to_exact_zero_and_one() -> None:

@@ -16,10 +16,11 @@ from exsitu.cvae import CVAE, CVAEConfig
 from exsitu.dataset import MapSet
 from exsitu.flow import FlowConfig, LatentFlow
 from exsitu.io import InputError
-from exsitu.likelihood import ResidualDraw, to_fraction
+from exsitu.likelihood import NoiseScales, ResidualDraw, to_fraction
 from exsitu.recalibration import (
     COVERAGE_TARGETS,
     SCALES,
+    SLOPES,
     best_scale,
     best_scales,
     coverage_matched_diagonal,
@@ -30,6 +31,8 @@ from exsitu.recalibration import (
     integrated_covered,
     read_noise_scales,
     sample_scores,
+    slope_matched_scales,
+    stratum_grid,
     variogram_lags,
 )
 from exsitu.settings import RecalibrateSettings
@@ -157,6 +160,39 @@ def test_the_joint_fit_matches_integrated_and_pixel_coverage(true_scales: tuple[
         assert np.interp(np.log(fitted.diagonal), x, along) == pytest.approx(level, abs=0.05)
 
 
+@pytest.mark.parametrize("true_slope", [0.0, 0.3])
+def test_the_slope_fit_recovers_a_diagonal_noise_that_grows_towards_0_and_1(true_slope: float) -> None:
+    # Independent noise only, with a mean logit that varies over each map from -4 to 4: the truth is drawn with
+    # the diagonal factor exp(true_slope |loc|), the draws as trained (factor 1). Fitted per median stratum,
+    # the slope and the diagonal factor at |loc| = 0 come back, and every stratum is then covered at 68%.
+    g = torch.Generator().manual_seed(11)
+    n, k, p = 120, 48, 10
+    loc = torch.linspace(-4.0, 4.0, p * p)[torch.randperm(p * p, generator=g)].view(1, 1, p, p).expand(n, 1, p, p)
+    truth = to_fraction(loc + torch.exp(true_slope * loc.abs()) * torch.randn(n, 1, p, p, generator=g))[:, 0]
+    draws = ResidualDraw(
+        loc=loc.repeat_interleave(k, 0), coherent=torch.zeros(n * k, 1, p, p),
+        independent=torch.randn(n * k, 1, p, p, generator=g), mixing=None, lowrank_var=None, diagonal_var=None,
+        tail=None, eps=1e-3,
+    )  # fmt: skip
+    mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
+    covered, pixels = stratum_grid(draws, mask, truth, torch.ones(n), 1.0, SLOPES, SCALES)
+    assert covered.shape == (len(SLOPES), len(SCALES), len(COVERAGE_TARGETS), 6) and float(pixels.sum()) == n * p * p
+    fitted, diagonals, misfit = slope_matched_scales(1.0, SLOPES, SCALES, covered.numpy(), pixels.numpy())
+    assert fitted.diagonal_slope == pytest.approx(true_slope, abs=0.08)
+    assert fitted.diagonal == pytest.approx(1.0, rel=0.25) and misfit.shape == diagonals.shape == SLOPES.shape
+    samples = draws.fractions(mask, fitted).view(n, k, p, p)
+    centre = to_fraction(loc[:, 0]).expand(n, p, p)
+    inside = ((samples < truth[:, None]).float().mean(1) - 0.5).abs() <= 0.34
+    for low, high in ((0.0, 0.05), (0.05, 0.2), (0.2, 0.8), (0.8, 0.95), (0.95, 1.0)):
+        stratum_inside = inside[(centre >= low) & (centre <= high)].float().mean()
+        assert float(stratum_inside) == pytest.approx(0.68, abs=0.06), (low, high)
+    if true_slope > 0:  # one factor for every pixel cannot cover the ends and the middle alike
+        single = draws.fractions(mask, NoiseScales(1.0, float(diagonals[list(SLOPES).index(0.0)]))).view(n, k, p, p)
+        single_inside = ((single < truth[:, None]).float().mean(1) - 0.5).abs() <= 0.34
+        ends, middle = centre.sub(0.5).abs() > 0.45, centre.sub(0.5).abs() < 0.3
+        assert float(single_inside[ends].float().mean()) < float(single_inside[middle].float().mean()) - 0.1
+
+
 def test_best_scale_refines_between_grid_points_and_keeps_edges() -> None:
     scales = np.geomspace(0.1, 2.0, 40)
     scores = (np.log(scales) - np.log(0.37)) ** 2
@@ -184,10 +220,10 @@ def small_maps(n: int, p: int = 16) -> MapSet:
 def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
     cvae, flow = small_models()
     maps = small_maps(11)
-    settings = RecalibrateSettings(enabled=True, n_samples=4, seed=5, method="scores")
+    settings = RecalibrateSettings(enabled=True, n_samples=4, seed=5, method="scores", diagonal_slope=False)
     scales = SCALES[::2]
-    whole = fit_noise_scales(cvae, flow, maps.chunks(11), maps.table, settings, scales=scales)
-    pieces = fit_noise_scales(cvae, flow, maps.chunks(4), maps.table, settings, scales=scales)
+    whole = fit_noise_scales(cvae, flow, lambda: maps.chunks(11), maps.table, settings, scales=scales)
+    pieces = fit_noise_scales(cvae, flow, lambda: maps.chunks(4), maps.table, settings, scales=scales)
     assert (whole.n_maps, whole.n_galaxies, len(whole.energy_score)) == (11, 4, len(scales))
     np.testing.assert_allclose(pieces.energy_score, whole.energy_score, rtol=1e-5)
     np.testing.assert_allclose(pieces.variogram_score, whole.variogram_score, rtol=1e-5)
@@ -195,7 +231,7 @@ def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
         np.testing.assert_allclose(pieces.integrated_coverage[level], whole.integrated_coverage[level], atol=1e-9)
     assert pieces.noise == pytest.approx(whole.noise, rel=1e-4)
     with pytest.raises(InputError, match="chunks held 4 maps"):
-        fit_noise_scales(cvae, flow, small_maps(4).chunks(4), maps.table, settings, scales=scales)
+        fit_noise_scales(cvae, flow, lambda: small_maps(4).chunks(4), maps.table, settings, scales=scales)
 
 
 def test_a_bad_noise_scale_file_names_the_key(tmp_path: Path) -> None:
@@ -223,14 +259,26 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     assert coverage.shape == (len(COVERAGE_TARGETS), len(SCALES), len(SCALES))
     assert np.all((coverage >= 0) & (coverage <= 1))
     assert noise.lowrank == best_scales(np.array(scales), energy, variogram).lowrank
-    assert noise.diagonal == coverage_matched_diagonal(np.array(scales), coverage, noise.lowrank)
+    # recalibrate.diagonal_slope (on in the tiny config): per slope a diagonal scale matched to the pooled
+    # coverage; the fitted pair lies on that curve, at the slope of the least stratum misfit (refined between
+    # grid slopes)
+    slope_fit = fitted["diagonal_slope_fit"]
+    slopes, matched = np.array(slope_fit["slopes"]), np.array(slope_fit["matched_diagonal"])
+    assert slopes.min() <= noise.diagonal_slope <= slopes.max()
+    assert abs(noise.diagonal_slope - slopes[int(np.argmin(slope_fit["strata_misfit"]))]) <= slopes[1] - slopes[0]
+    assert noise.diagonal == pytest.approx(math.exp(np.interp(noise.diagonal_slope, slopes, np.log(matched))))
+    # at slope 0 the pooled match is the one-factor fit (computed at the low-rank scale, not interpolated to it)
+    assert matched[list(slopes).index(0.0)] == pytest.approx(
+        coverage_matched_diagonal(np.array(scales), coverage, noise.lowrank), rel=0.15
+    )
+    assert sum(slope_fit["stratum_pixel_share"]) == pytest.approx(1.0)
     assert min(scales) <= noise.lowrank <= max(scales) and min(scales) <= noise.diagonal <= max(scales)
     # the single factor is the energy-score minimum along lowrank = diagonal (or refined next to it)
     lowest = scales[int(np.argmin(np.diagonal(energy)))]
     assert abs(math.log(fitted["noise_scale"] / lowest)) <= math.log(SCALES[1] / SCALES[0])
     diagnostics = fitted["diagnostics"]
-    assert diagnostics["family"] == "gaussian" and diagnostics["noise"] == {"lowrank": noise.lowrank,
-                                                                            "diagonal": noise.diagonal}  # fmt: skip
+    assert diagnostics["family"] == "gaussian" and diagnostics["noise"] == fitted["noise"]
+    assert NoiseScales(**fitted["noise"]) == noise
     block = diagnostics["as_trained"]["flow"]
     assert block["n_pixels"] > 0 and block["mahalanobis_per_pixel"]["quantiles"]["0.5"] > 0
     metrics = json.loads((tiny_run / "results" / "evaluation" / "metrics.json").read_text())

@@ -59,7 +59,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import h5py
@@ -349,7 +349,7 @@ def summarise(result: Evaluation, inputs: EvaluationInputs) -> dict[str, Any]:
         "exact_01_share": result.exact_01 / max(result.n_pixels, 1),
         "channels": list(result.channels),
         "scalars": list(inputs.scalars),
-        "noise": {"lowrank": inputs.noise.lowrank, "diagonal": inputs.noise.diagonal},
+        "noise": asdict(inputs.noise),
         "likelihood": {
             "family": cvae.cfg.likelihood,
             "dof": None if dof is None else float(dof.detach()),

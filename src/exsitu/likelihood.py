@@ -53,7 +53,9 @@ the log of the diagonal variance in logit^2, ``factors`` are logits; fractions a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+import os
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -105,15 +107,42 @@ class NoiseScales:
 
     lowrank multiplies the factor maps F (the correlated part), diagonal the diagonal std sqrt(d)
     (the independent part); 1, 1 is the likelihood as trained. Dimensionless, > 0.
+
+    diagonal_slope [per logit] lets the diagonal factor depend on where the pixel's decoder mean
+    lies: it is diagonal * exp(diagonal_slope * |loc|), with loc the mean logit of that draw, so
+    ``diagonal`` is the factor where the mean is 1/2 and a positive slope widens the independent
+    noise towards fractions of 0 and 1 against the middle (0: one factor for every pixel).
     """
 
     lowrank: float = 1.0
     diagonal: float = 1.0
+    diagonal_slope: float = 0.0
 
     def __post_init__(self) -> None:
         for name in ("lowrank", "diagonal"):
             if not is_noise_scale(getattr(self, name)):
                 raise InputError(f"noise scale '{name}' must be a finite number > 0, got {getattr(self, name)!r}")
+        slope = self.diagonal_slope
+        if not (isinstance(slope, int | float) and not isinstance(slope, bool) and math.isfinite(slope)):
+            raise InputError(f"noise scale 'diagonal_slope' must be a finite number, got {slope!r}")
+
+    @classmethod
+    def from_record(cls, noise: Any, path: str | os.PathLike) -> NoiseScales:
+        """The scales of the ``noise`` record of file ``path`` (noise_scale.json, model.json): 'lowrank',
+        'diagonal' and 'diagonal_slope' (0 in files written before it); a bad record is one clear error."""
+        keys = {f.name for f in fields(cls)}
+        if not isinstance(noise, dict) or not {"lowrank", "diagonal"} <= set(noise) <= keys:
+            raise InputError(
+                f"{path}: 'noise' must hold 'lowrank' and 'diagonal' (and optionally 'diagonal_slope'), got {noise!r}"
+            )
+        try:
+            return cls(**noise)
+        except InputError as err:
+            raise InputError(f"{path}: {err}") from None
+
+    def diagonal_factor(self, loc: torch.Tensor) -> torch.Tensor | float:
+        """The factor on the diagonal std of pixels whose mean logit is ``loc`` (a float when the slope is 0)."""
+        return self.diagonal if self.diagonal_slope == 0 else self.diagonal * torch.exp(self.diagonal_slope * loc.abs())
 
 
 #: The likelihood as trained.
@@ -174,11 +203,12 @@ class ResidualDraw:
 
     def logits(self, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
         """The draw in logit space at ``scales``: (N, 1, P, P)."""
-        g = scales.lowrank * self.coherent + scales.diagonal * self.independent
+        diagonal = scales.diagonal_factor(self.loc)
+        g = scales.lowrank * self.coherent + diagonal * self.independent
         if self.mixing is not None:
             g = g * self.mixing
         if self.tail is not None:
-            std = torch.sqrt(scales.lowrank**2 * self.lowrank_var + scales.diagonal**2 * self.diagonal_var)
+            std = torch.sqrt(scales.lowrank**2 * self.lowrank_var + diagonal**2 * self.diagonal_var)
             g = std * sinh_arcsinh(g / std, self.tail)
         return self.loc + g
 
@@ -320,14 +350,13 @@ class MapLikelihood:
 
     def scaled(self, noise: NoiseScales) -> MapLikelihood:
         """The same likelihood with the factor maps times ``noise.lowrank`` and the diagonal std times
-        ``noise.diagonal`` (the recalibrated noise of ``exsitu.recalibration``). Draws from it use the
-        random numbers in the same order: ``scaled(s)`` draws ``residual(noise).logits(s)``.
+        ``noise.diagonal_factor(loc)`` (the recalibrated noise of ``exsitu.recalibration``). Draws from it
+        use the random numbers in the same order: ``scaled(s)`` draws ``residual(noise).logits(s)``.
         """
         if noise == AS_TRAINED:
             return self
-        return replace(
-            self, log_var=self.log_var + 2.0 * math.log(noise.diagonal), factors=self.factors * noise.lowrank
-        )
+        log_factor = 2.0 * math.log(noise.diagonal) + 2.0 * noise.diagonal_slope * self.loc.detach().abs()
+        return replace(self, log_var=self.log_var + log_factor, factors=self.factors * noise.lowrank)
 
     def draw_noise(self, generator: torch.Generator | None = None) -> ResidualNoise:
         """The random numbers of one draw per map (:meth:`ResidualNoise.draw`; uniforms for the Student-t families)."""

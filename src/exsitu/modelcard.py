@@ -52,7 +52,7 @@ class ModelCard:
     radius: str  # one of RADII
     observe: dict[str, Any] | None
     config_hash: str
-    noise: dict[str, float]  # factors on the residual's low-rank and diagonal parts (recalibrate; 1 = as trained)
+    noise: dict[str, float]  # NoiseScales: factors on the residual's parts (recalibrate; 1, 1, slope 0 = as trained)
     #: galaxy scalars the networks are conditioned on, in model order (exsitu.scalars; none: maps alone)
     scalars: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=lambda: {"cvae": "cvae.pt", "flow": "flow.pt"})
@@ -70,7 +70,7 @@ class ModelCard:
     @property
     def noise_scales(self) -> NoiseScales:
         """The recalibrated noise scales of the decoder's residual."""
-        return NoiseScales(self.noise["lowrank"], self.noise["diagonal"])
+        return NoiseScales(**self.noise)
 
 
 def write_model_card(path: str | os.PathLike, card: ModelCard) -> None:
@@ -107,12 +107,7 @@ def read_model_card(model_dir: str | os.PathLike) -> ModelCard:
         raise InputError(f"{path}: scalars must be distinct scalar names, got {list(card.scalars)}")
     if card.radius not in RADII:
         raise InputError(f"{path}: radius must be one of {RADII}, got {card.radius!r}")
-    if not isinstance(card.noise, dict) or set(card.noise) != {"lowrank", "diagonal"}:
-        raise InputError(f"{path}: 'noise' must hold 'lowrank' and 'diagonal', got {card.noise!r}")
-    try:
-        card.noise_scales  # noqa: B018 - validates the two factors
-    except InputError as err:
-        raise InputError(f"{path}: {err}") from None
+    NoiseScales.from_record(card.noise, path)  # validates the factors
     return card
 
 

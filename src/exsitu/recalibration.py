@@ -40,6 +40,18 @@ points; quantile recalibration in the sense of Kuleshov et al. 2018, ICML, with 
 The coverage surfaces go into the JSON as well. The former single scale (the ES minimum along lowrank = diagonal) is
 kept as ``noise_scale`` for consumers that apply one factor to the whole residual.
 
+``diagonal_slope`` (with ``method: coverage``) lets the diagonal factor depend on the pixel's decoder
+mean, diagonal * exp(slope * |mean logit|) (``NoiseScales.diagonal_slope``): one factor for every pixel
+leaves the pixels whose posterior median is near 0 or 1 under-covered and those in the middle
+over-covered, or the reverse, when the trained diagonal variance is off by a different amount at the
+ends than in the middle. A second pass over the same draws scores :data:`SLOPES` x the diagonal
+grid at the fitted low-rank scale, per posterior-median stratum (those of the evaluation,
+``exsitu.calibration.MEDIAN_STRATUM_EDGES``; a pixel's stratum is the median of its draws' decoder means,
+so that it does not move with the candidate); per slope the diagonal scale is matched to the pooled
+coverage as above, and the slope whose strata come closest to 68% and 95% (least squares, every
+stratum with at least :data:`MIN_STRATUM_SHARE` of the pixels counting the same) is kept. It is
+recalibration conditional on the prediction, with one parameter more, fitted on validation maps only.
+
 ``method: joint`` calibrates the whole-map functionals as well: the low-rank scale is chosen so that
 the validation maps' integrated ex-situ fraction (mass-weighted over the field of view, computed per
 sampled map) falls inside its central 68% and 95% intervals at those rates, with the diagonal scale
@@ -60,20 +72,22 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from torch import nn
 
 from exsitu.bootstrap import galaxy_weights
+from exsitu.calibration import MEDIAN_STRATUM_EDGES
 from exsitu.cvae import CVAE
 from exsitu.dataset import MapSet
 from exsitu.flow import LatentFlow
 from exsitu.io import InputError, atomic_output, read_json
-from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_scale
+from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_scale, to_fraction
 from exsitu.sample import maps_in_budget, residual_draws_in_chunks
 from exsitu.settings import RecalibrateSettings
 
@@ -83,6 +97,13 @@ SCALES = 2.0 ** (np.arange(-5, 3) / 2)
 #: Central-interval levels whose per-pixel coverage ``method: coverage`` matches on the validation maps.
 COVERAGE_TARGETS: tuple[float, ...] = (0.68, 0.95)
 METHODS = ("coverage", "joint", "scores")
+#: Candidate slopes [per logit] of the diagonal factor (``NoiseScales.diagonal_slope``) that
+#: ``recalibrate.diagonal_slope`` fits: -0.2 to 0.5 in steps of 0.1; the best is refined by a parabola.
+SLOPES = np.arange(-2, 6) / 10
+#: The strata (fractions) whose coverage the slope is fitted to: the evaluation's posterior-median strata.
+SLOPE_STRATA: tuple[float, ...] = MEDIAN_STRATUM_EDGES
+#: A stratum counts in the slope fit when it holds at least this share of the (weighted) validation pixels.
+MIN_STRATUM_SHARE = 0.01
 VARIOGRAM_ORDER = 0.5
 #: Float elements of one draw tensor per chunk (maps x samples x pixels): 16 MB in float32.
 CHUNK_ELEMENTS = 2**22
@@ -153,11 +174,18 @@ def pixels_covered(
     samples: (N, K, P, P); truth, mask: (N, P, P). The interval test uses the mid-rank PIT
     (rank of the truth among the K samples, ties split evenly), |PIT - 1/2| <= level / 2.
     """
+    return (inside_intervals(samples, truth, levels) & mask.bool()[..., None]).sum((1, 2)).double()
+
+
+def inside_intervals(samples: torch.Tensor, truth: torch.Tensor, levels: Sequence[float]) -> torch.Tensor:
+    """Whether each pixel's truth lies inside the samples' central interval of each level: (N, P, P, L) bool.
+
+    samples: (N, K, P, P); truth: (N, P, P). The mid-rank PIT of :func:`pixels_covered`.
+    """
     below = (samples < truth[:, None]).sum(1)
     ties = (samples == truth[:, None]).sum(1)
     pit = (below + 0.5 * (ties + 1)) / (samples.shape[1] + 1)
-    inside = (pit - 0.5).abs()[..., None] <= torch.as_tensor(levels, device=pit.device) / 2
-    return (inside & mask.bool()[..., None]).sum((1, 2)).double()
+    return (pit - 0.5).abs()[..., None] <= torch.as_tensor(levels, device=pit.device) / 2
 
 
 def integrated_covered(
@@ -215,11 +243,17 @@ def best_scale(scales: np.ndarray, scores: np.ndarray) -> float:
     A minimum at either end of the grid is returned as it is (the caller warns).
     """
     i = int(np.argmin(scores))
-    if i == 0 or i == len(scales) - 1:
-        return float(scales[i])
-    x = np.log(scales[i - 1 : i + 2])
-    a, b, _ = np.polyfit(x, scores[i - 1 : i + 2], 2)
-    return float(np.exp(-b / (2 * a))) if a > 0 else float(scales[i])
+    vertex = _vertex(np.log(scales), scores, i)
+    return float(scales[i]) if vertex is None else float(np.exp(vertex))
+
+
+def _vertex(x: np.ndarray, scores: np.ndarray, i: int) -> float | None:
+    """The vertex of the parabola through point ``i`` and its neighbours; None at an end of the grid or when
+    the parabola opens downwards."""
+    if i == 0 or i == len(x) - 1:
+        return None
+    a, b, _ = np.polyfit(x[i - 1 : i + 2], scores[i - 1 : i + 2], 2)
+    return float(-b / (2 * a)) if a > 0 else None
 
 
 def best_scales(scales: np.ndarray, energy: np.ndarray, variogram: np.ndarray) -> NoiseScales:
@@ -243,8 +277,15 @@ def coverage_matched_diagonal(
     at_lowrank = np.array(
         [[np.interp(np.log(lowrank), x, level[:, j]) for j in range(len(x))] for level in coverage]
     )  # (T, L) along diagonal
+    return matched_diagonal(scales, at_lowrank, levels)
+
+
+def matched_diagonal(scales: np.ndarray, coverage: np.ndarray, levels: Sequence[float] = COVERAGE_TARGETS) -> float:
+    """The diagonal scale whose coverage (T, L) along ``scales`` best matches ``levels`` (least squares over
+    the levels, interpolated linearly in log scale on a fine grid; an end of the grid when out of reach)."""
+    x = np.log(np.asarray(scales, dtype=np.float64))
     fine = np.linspace(x[0], x[-1], 512)
-    curves = np.array([np.interp(fine, x, row) for row in at_lowrank])
+    curves = np.array([np.interp(fine, x, row) for row in coverage])
     misfit = ((curves - np.asarray(levels)[:, None]) ** 2).sum(0)
     return float(np.exp(fine[int(np.argmin(misfit))]))
 
@@ -272,6 +313,75 @@ def coverage_matched_scales(
     lowranks = [float(s) for s in np.exp(np.linspace(x[0], x[-1], 64))]
     pairs = [NoiseScales(s, coverage_matched_diagonal(scales, pixel_coverage, s, levels)) for s in lowranks]
     return min(pairs, key=misfit)
+
+
+def stratum_grid(
+    draws: ResidualDraw,
+    mask: torch.Tensor,
+    truth: torch.Tensor,
+    weights: torch.Tensor,
+    lowrank: float,
+    slopes: np.ndarray,
+    scales: np.ndarray,
+    edges: Sequence[float] = SLOPE_STRATA,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted covered pixels per stratum at every (diagonal slope, diagonal) pair at ``lowrank``, for
+    ``recalibrate.diagonal_slope``: (S, L, T, B) float64 [slopes x diagonal x levels of
+    :data:`COVERAGE_TARGETS` x strata], and the weighted galaxy pixels of each stratum (B,), on the CPU.
+
+    A pixel's stratum is where the median over its K draws of the decoder mean, as a fraction, falls
+    in ``edges``: it does not depend on the noise scales, so every candidate is scored on the same
+    strata. draws, mask, truth and weights are those of :func:`grid_scores`.
+    """
+    n, p = truth.shape[0], truth.shape[-1]
+    map_mask = mask.view(n, -1, p, p)[:, 0].bool()
+    centre = to_fraction(draws.loc.float(), draws.eps).view(n, -1, p, p).median(1).values
+    inner = torch.as_tensor(edges[1:-1], dtype=centre.dtype, device=centre.device)
+    stratum = torch.bucketize(centre, inner, right=True)
+    member = nn.functional.one_hot(stratum, len(edges) - 1).double()
+    member = member * (weights.double()[:, None, None] * map_mask)[..., None]  # (n, P, P, B)
+    out = torch.empty(len(slopes), len(scales), len(COVERAGE_TARGETS), len(edges) - 1, dtype=torch.float64)
+    for i, slope in enumerate(slopes):
+        for j, diagonal in enumerate(scales):
+            noise = NoiseScales(lowrank, float(diagonal), float(slope))
+            samples = draws.fractions(mask, noise).view(n, -1, p, p)
+            inside = inside_intervals(samples, truth, COVERAGE_TARGETS).double()  # (n, P, P, T)
+            out[i, j] = torch.einsum("nxyt,nxyb->tb", inside, member).cpu()
+    return out, member.sum((0, 1, 2)).cpu()
+
+
+def slope_matched_scales(
+    lowrank: float,
+    slopes: np.ndarray,
+    scales: np.ndarray,
+    covered: np.ndarray,
+    pixels: np.ndarray,
+    levels: Sequence[float] = COVERAGE_TARGETS,
+) -> tuple[NoiseScales, np.ndarray, np.ndarray]:
+    """The scales of ``recalibrate.diagonal_slope`` (module doc) from :func:`stratum_grid`'s sums.
+
+    For each slope the diagonal scale is matched to the pooled coverage (:func:`matched_diagonal`);
+    of those pairs the slope whose strata (each holding at least :data:`MIN_STRATUM_SHARE` of the
+    pixels, each counting the same) come closest to ``levels`` in least squares is taken, refined by a
+    parabola between grid slopes. Returns the scales and, per slope, the matched diagonal scale and
+    the strata's mean squared coverage error (S,).
+    """
+    pixels = np.asarray(pixels, dtype=np.float64)
+    counted = np.flatnonzero(pixels >= MIN_STRATUM_SHARE * pixels.sum())
+    x = np.log(np.asarray(scales, dtype=np.float64))
+    target = np.asarray(levels)[:, None]
+    diagonals, misfit = np.empty(len(slopes)), np.empty(len(slopes))
+    for i in range(len(slopes)):
+        diagonals[i] = matched_diagonal(scales, (covered[i].sum(-1) / pixels.sum()).T, levels)
+        strata = covered[i][..., counted] / pixels[counted]  # (L, T, B)
+        at = np.array([[np.interp(np.log(diagonals[i]), x, strata[:, t, b]) for b in range(len(counted))]
+                       for t in range(len(levels))])  # fmt: skip
+        misfit[i] = float(((at - target) ** 2).mean())
+    best = int(np.argmin(misfit))
+    vertex = _vertex(np.asarray(slopes, dtype=np.float64), misfit, best)
+    slope = float(slopes[best]) if vertex is None else vertex
+    diagonal = float(np.exp(np.interp(slope, slopes, np.log(diagonals))))
+    return NoiseScales(lowrank, diagonal, slope), diagonals, misfit
 
 
 def _bilinear(x: np.ndarray, grid: np.ndarray, u: float, v: float) -> float:
@@ -304,13 +414,14 @@ class NoiseScaleFit:
     variogram_lags: tuple[tuple[int, int], ...] = ()
     pixel_coverage: dict[str, tuple[tuple[float, ...], ...]] = field(default_factory=dict)
     integrated_coverage: dict[str, tuple[tuple[float, ...], ...]] = field(default_factory=dict)
+    slope_fit: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "noise_scale": self.noise_scale,
-            "noise": {"lowrank": self.noise.lowrank, "diagonal": self.noise.diagonal},
+            "noise": asdict(self.noise),
             "method": self.method,
-            "method_description": METHOD_DESCRIPTIONS[self.method],
+            "method_description": METHOD_DESCRIPTIONS[self.method] + (SLOPE_DESCRIPTION if self.slope_fit else ""),
             "scales": list(self.scales),
             "energy_score": [list(row) for row in self.energy_score],
             "variogram_score": [list(row) for row in self.variogram_score],
@@ -323,6 +434,7 @@ class NoiseScaleFit:
             "n_maps": self.n_maps,
             "n_galaxies": self.n_galaxies,
             "n_samples": self.n_samples,
+            "diagonal_slope_fit": self.slope_fit,
         }
 
 
@@ -340,48 +452,45 @@ METHOD_DESCRIPTIONS = {
     "95% intervals at those rates; diagonal: the per-pixel coverage of those intervals matches them at that lowrank",
     "as_trained": "recalibrate.enabled is false: the likelihood as trained",
 }
+SLOPE_DESCRIPTION = (
+    "; the diagonal factor grows as exp(slope |mean logit|), the slope chosen so that the validation pixels' "
+    "coverage comes closest to 68% and 95% in every posterior-median stratum (recalibrate.diagonal_slope)"
+)
 
 
 def fit_noise_scales(
     cvae: CVAE,
     flow: LatentFlow,
-    chunks: Iterable[MapSet],
+    chunks: Callable[[], Iterable[MapSet]],
     table: pd.DataFrame,
     settings: RecalibrateSettings,
     *,
     scalars: Sequence[str] = (),
     scales: np.ndarray = SCALES,
+    slopes: np.ndarray = SLOPES,
 ) -> NoiseScaleFit:
-    """Fit the noise scales on the validation maps, streamed as ``chunks``; see the module doc.
+    """Fit the noise scales on the validation maps, streamed by ``chunks()``; see the module doc.
 
-    table: the validation subset's split rows (for the galaxy weights); each chunk's ``table``
-    index holds its maps' row numbers in it. Map i is sampled with seed ``settings.seed + i``
-    (``settings.n_samples`` flow draws), so the fit does not depend on the chunking. ``scalars``: the
-    galaxy scalars the model is conditioned on (``conditions.scalars``).
+    chunks: returns a fresh stream of the validation maps (read a second time when
+    ``settings.diagonal_slope`` fits the slope); table: the validation subset's split rows (for the
+    galaxy weights); each chunk's ``table`` index holds its maps' row numbers in it. Map i is sampled
+    with seed ``settings.seed + i`` (``settings.n_samples`` flow draws), so the fit does not depend on
+    the chunking. ``scalars``: the galaxy scalars the model is conditioned on (``conditions.scalars``).
     """
     scales = np.asarray(scales, dtype=np.float64)
     if settings.method not in METHODS:
         raise InputError(f"recalibrate.method must be one of {METHODS}, got {settings.method!r}")
     galaxies, _, map_weights = galaxy_weights(table["galaxy_id"].to_numpy())
-    device = next(cvae.parameters()).device
     totals = torch.zeros(2 + 2 * len(COVERAGE_TARGETS), len(scales), len(scales), dtype=torch.float64)
     pixels = 0.0  # galaxy-weighted galaxy pixels: the denominator of the coverage surfaces
     n_maps, lags = 0, ()
-    for chunk in chunks:
-        rows = chunk.table.index.to_numpy()
-        npix = chunk.mask.shape[-1]
-        lags = tuple(variogram_lags(npix))
-        for maps, draws, mask in residual_draws_in_chunks(
-            cvae, chunk.conditions, settings.n_samples, "flow", seeds=settings.seed + rows, flow=flow,
-            scalars=chunk.scalars(scalars), maps_per_chunk=maps_in_budget(settings.n_samples, npix, CHUNK_ELEMENTS),
-        ):  # fmt: skip
-            truth = chunk.exsitu[maps, 0].to(device)
-            weights = torch.as_tensor(map_weights[rows[maps]], device=device)
-            # Pixels have equal area within a map, so surface densities are the mass weights.
-            mass = torch.as_tensor(10.0 ** chunk.log_sigma[maps].astype(np.float64), device=device)
+    for chunk in chunks():
+        for draws, mask, truth, weights, mass in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
             totals += grid_scores(draws, mask, truth, weights, scales, mass)
+        rows = chunk.table.index.to_numpy()
         pixels += float((torch.as_tensor(map_weights[rows]) * chunk.mask[:, 0].flatten(1).sum(1)).sum())
         n_maps += len(chunk)
+        lags = tuple(variogram_lags(chunk.mask.shape[-1]))
     if n_maps != len(table):
         raise InputError(f"the validation chunks held {n_maps} maps, the split table lists {len(table)}")
     energy, variogram = (totals[:2] / float(map_weights.sum())).numpy()
@@ -390,8 +499,12 @@ def fit_noise_scales(
     integrated = (totals[2 + levels :] / float(map_weights.sum())).numpy()
     common = best_scale(scales, np.diagonal(energy))
     noise = best_scales(scales, energy, variogram)
+    slope_fit: dict[str, Any] = {}
     if settings.method == "coverage":
         noise = NoiseScales(noise.lowrank, coverage_matched_diagonal(scales, coverage, noise.lowrank))
+        if settings.diagonal_slope:
+            noise, slope_fit = _fit_slope(cvae, flow, chunks, settings, scalars, map_weights, noise.lowrank,
+                                          slopes, scales)  # fmt: skip
     elif settings.method == "joint":
         noise = coverage_matched_scales(scales, coverage, integrated)
     if not (is_noise_scale(common) and is_noise_scale(noise.lowrank) and is_noise_scale(noise.diagonal)):
@@ -411,7 +524,64 @@ def fit_noise_scales(
                         for level, grid in zip(COVERAGE_TARGETS, coverage)},
         integrated_coverage={str(level): tuple(tuple(float(v) for v in row) for row in grid)
                              for level, grid in zip(COVERAGE_TARGETS, integrated)},
+        slope_fit=slope_fit,
     )  # fmt: skip
+
+
+def _draw_batches(
+    cvae: CVAE,
+    flow: LatentFlow,
+    chunk: MapSet,
+    settings: RecalibrateSettings,
+    scalars: Sequence[str],
+    map_weights: np.ndarray,
+) -> Iterator[tuple[ResidualDraw, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The flow's full-predictive draws of one chunk of validation maps, batch by batch, on the model's
+    device: (draws, their masks, true maps, map weights, stellar mass per pixel)."""
+    rows = chunk.table.index.to_numpy()
+    device = next(cvae.parameters()).device
+    for maps, draws, mask in residual_draws_in_chunks(
+        cvae, chunk.conditions, settings.n_samples, "flow", seeds=settings.seed + rows, flow=flow,
+        scalars=chunk.scalars(scalars), maps_per_chunk=maps_in_budget(settings.n_samples, chunk.mask.shape[-1],
+                                                                      CHUNK_ELEMENTS),
+    ):  # fmt: skip
+        truth = chunk.exsitu[maps, 0].to(device)
+        weights = torch.as_tensor(map_weights[rows[maps]], device=device)
+        # Pixels have equal area within a map, so surface densities are the mass weights.
+        mass = torch.as_tensor(10.0 ** chunk.log_sigma[maps].astype(np.float64), device=device)
+        yield draws, mask, truth, weights, mass
+
+
+def _fit_slope(
+    cvae: CVAE,
+    flow: LatentFlow,
+    chunks: Callable[[], Iterable[MapSet]],
+    settings: RecalibrateSettings,
+    scalars: Sequence[str],
+    map_weights: np.ndarray,
+    lowrank: float,
+    slopes: np.ndarray,
+    scales: np.ndarray,
+) -> tuple[NoiseScales, dict[str, Any]]:
+    """The second pass of ``recalibrate.diagonal_slope``: the same draws scored per stratum at ``lowrank``
+    (:func:`stratum_grid`, :func:`slope_matched_scales`); returns the scales and the JSON record of the fit."""
+    covered = torch.zeros(len(slopes), len(scales), len(COVERAGE_TARGETS), len(SLOPE_STRATA) - 1,
+                          dtype=torch.float64)  # fmt: skip
+    stratum_pixels = torch.zeros(len(SLOPE_STRATA) - 1, dtype=torch.float64)
+    for chunk in chunks():
+        for draws, mask, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+            batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank, slopes, scales)
+            covered += batch
+            stratum_pixels += batch_pixels
+    noise, diagonals, misfit = slope_matched_scales(lowrank, slopes, scales, covered.numpy(), stratum_pixels.numpy())
+    record = {
+        "slopes": [float(v) for v in slopes],
+        "matched_diagonal": [float(v) for v in diagonals],
+        "strata_misfit": [float(v) for v in misfit],
+        "strata_edges": list(SLOPE_STRATA),
+        "stratum_pixel_share": [float(v) for v in stratum_pixels / stratum_pixels.sum().clamp_min(1e-300)],
+    }
+    return noise, record
 
 
 def unscaled(n_maps: int, n_galaxies: int) -> NoiseScaleFit:
@@ -428,10 +598,4 @@ def write_noise_scale(path: str | os.PathLike, fit: NoiseScaleFit, diagnostics: 
 
 def read_noise_scales(path: str | os.PathLike) -> NoiseScales:
     """The fitted ``NoiseScales`` from the recalibrate stage's JSON (key ``noise``); a bad file is one clear error."""
-    noise = read_json(path, ("noise",), "noise-scale file")["noise"]
-    if not isinstance(noise, dict) or set(noise) != {"lowrank", "diagonal"}:
-        raise InputError(f"{path}: 'noise' must hold 'lowrank' and 'diagonal', got {noise!r}")
-    try:
-        return NoiseScales(noise["lowrank"], noise["diagonal"])
-    except InputError as err:
-        raise InputError(f"{path}: {err}") from None
+    return NoiseScales.from_record(read_json(path, ("noise",), "noise-scale file")["noise"], path)

@@ -51,7 +51,7 @@ JSON (the ``diagnostics`` key of results/models/noise_scale.json)::
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -271,7 +271,7 @@ def diagnose(
         "family": cvae.cfg.likelihood,
         "dof": dof,
         "logit_eps": eps,
-        "noise": {"lowrank": noise.lowrank, "diagonal": noise.diagonal},
+        "noise": asdict(noise),
         "n_maps": n_maps,
         "n_galaxies": len(galaxies),
         "weighting": "pixels weighted 1 / n_los of their map's galaxy: every validation galaxy counts once",

@@ -300,7 +300,8 @@ class RecalibrateSettings(Section):
     enabled: bool
     n_samples: int
     seed: int
-    method: str  # coverage | scores (exsitu.recalibration)
+    method: str  # coverage | joint | scores (exsitu.recalibration)
+    diagonal_slope: bool  # with method coverage: fit NoiseScales.diagonal_slope to the posterior-median strata
 
 
 @dataclasses.dataclass(frozen=True)

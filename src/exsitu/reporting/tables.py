@@ -239,7 +239,8 @@ def likelihood_table(metrics: Mapping[str, Any], noise_scale: Mapping[str, Any])
         "degrees of freedom": number(likelihood["dof"]),
         "clip of the true fraction (logit_eps)": f"{likelihood['logit_eps']:g}",
         "noise scale, low-rank (correlated) part": f"{noise['lowrank']:.3f}",
-        "noise scale, diagonal (independent) part": f"{noise['diagonal']:.3f}",
+        "noise scale, diagonal (independent) part, where the mean is 1/2": f"{noise['diagonal']:.3f}",
+        "its slope per logit, factor exp(slope |mean logit|)": f"{noise.get('diagonal_slope', 0):.3f}",
         "single scale (energy-score minimum, lowrank = diagonal)": f"{noise_scale['noise_scale']:.3f}",
         "how the scales were fitted (recalibrate.method)": noise_scale.get("method_description", "–"),
         "fitted on": f"{noise_scale.get('n_maps', '–')} validation maps of {noise_scale.get('n_galaxies', '–')} "

@@ -46,14 +46,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     cvae, flow = sampling_layout(models["cvae"]), models["flow"]
     chunk = maps_in_budget(settings.n_samples, cvae.cfg.npix, CHUNK_ELEMENTS)
     if settings.enabled:
-        fit = fit_noise_scales(cvae, flow, data.chunks("val", chunk), table, settings, scalars=conditions.scalars)
+        fit = fit_noise_scales(
+            cvae, flow, lambda: data.chunks("val", chunk), table, settings, scalars=conditions.scalars
+        )
         lowest, highest = fit.scales[0], fit.scales[-1]
         if {fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale} & {lowest, highest}:
             log.warning("a best noise scale is at the end of the searched range [%g, %g]", lowest, highest)
         log.info(
-            "noise scales (%s): low-rank %.3f, diagonal %.3f (single factor %.3f) from %d validation maps of %d "
-            "galaxies (%d samples each)",
-            fit.method, fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale,
+            "noise scales (%s): low-rank %.3f, diagonal %.3f, diagonal slope %.3f per logit (single factor %.3f) "
+            "from %d validation maps of %d galaxies (%d samples each)",
+            fit.method, fit.noise.lowrank, fit.noise.diagonal, fit.noise.diagonal_slope, fit.noise_scale,
             fit.n_maps, fit.n_galaxies, fit.n_samples,
         )  # fmt: skip
     else:
