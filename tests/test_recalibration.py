@@ -175,7 +175,7 @@ def test_the_slope_fit_recovers_a_diagonal_noise_that_grows_towards_0_and_1(true
         tail=None, eps=1e-3,
     )  # fmt: skip
     mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
-    covered, pixels = stratum_grid(draws, mask, truth, torch.ones(n), 1.0, SLOPES, SCALES)
+    covered, pixels = stratum_grid(draws, mask, truth, torch.ones(n), lowrank=1.0, slopes=SLOPES, scales=SCALES)
     assert covered.shape == (len(SLOPES), len(SCALES), len(COVERAGE_TARGETS), 6) and float(pixels.sum()) == n * p * p
     fitted, diagonals, misfit = slope_matched_scales(1.0, SLOPES, SCALES, covered.numpy(), pixels.numpy())
     assert fitted.diagonal_slope == pytest.approx(true_slope, abs=0.08)

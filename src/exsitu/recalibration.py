@@ -320,6 +320,7 @@ def stratum_grid(
     mask: torch.Tensor,
     truth: torch.Tensor,
     weights: torch.Tensor,
+    *,
     lowrank: float,
     slopes: np.ndarray,
     scales: np.ndarray,
@@ -503,8 +504,8 @@ def fit_noise_scales(
     if settings.method == "coverage":
         noise = NoiseScales(noise.lowrank, coverage_matched_diagonal(scales, coverage, noise.lowrank))
         if settings.diagonal_slope:
-            noise, slope_fit = _fit_slope(cvae, flow, chunks, settings, scalars, map_weights, noise.lowrank,
-                                          slopes, scales)  # fmt: skip
+            noise, slope_fit = _fit_slope(cvae, flow, chunks, settings, scalars=scalars, map_weights=map_weights,
+                                          lowrank=noise.lowrank, slopes=slopes, scales=scales)  # fmt: skip
     elif settings.method == "joint":
         noise = coverage_matched_scales(scales, coverage, integrated)
     if not (is_noise_scale(common) and is_noise_scale(noise.lowrank) and is_noise_scale(noise.diagonal)):
@@ -557,6 +558,7 @@ def _fit_slope(
     flow: LatentFlow,
     chunks: Callable[[], Iterable[MapSet]],
     settings: RecalibrateSettings,
+    *,
     scalars: Sequence[str],
     map_weights: np.ndarray,
     lowrank: float,
@@ -570,7 +572,8 @@ def _fit_slope(
     stratum_pixels = torch.zeros(len(SLOPE_STRATA) - 1, dtype=torch.float64)
     for chunk in chunks():
         for draws, mask, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
-            batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank, slopes, scales)
+            batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank=lowrank, slopes=slopes,
+                                               scales=scales)  # fmt: skip
             covered += batch
             stratum_pixels += batch_pixels
     noise, diagonals, misfit = slope_matched_scales(lowrank, slopes, scales, covered.numpy(), stratum_pixels.numpy())
