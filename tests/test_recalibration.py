@@ -277,7 +277,8 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     lowest = scales[int(np.argmin(np.diagonal(energy)))]
     assert abs(math.log(fitted["noise_scale"] / lowest)) <= math.log(SCALES[1] / SCALES[0])
     diagnostics = fitted["diagnostics"]
-    assert diagnostics["family"] == "gaussian" and diagnostics["noise"] == fitted["noise"]
+    # the default family: the multivariate Student-t, whose learned degrees of freedom the diagnostics record
+    assert diagnostics["family"] == "student_t" and diagnostics["dof"] > 2 and diagnostics["noise"] == fitted["noise"]
     assert NoiseScales(**fitted["noise"]) == noise
     block = diagnostics["as_trained"]["flow"]
     assert block["n_pixels"] > 0 and block["mahalanobis_per_pixel"]["quantiles"]["0.5"] > 0
