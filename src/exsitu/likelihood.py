@@ -142,7 +142,11 @@ class NoiseScales:
 
     def diagonal_factor(self, loc: torch.Tensor) -> torch.Tensor | float:
         """The factor on the diagonal std of pixels whose mean logit is ``loc`` (a float when the slope is 0)."""
-        return self.diagonal if self.diagonal_slope == 0 else self.diagonal * torch.exp(self.diagonal_slope * loc.abs())
+        return self.diagonal if self.diagonal_slope == 0 else torch.exp(self.log_diagonal_factor(loc))
+
+    def log_diagonal_factor(self, loc: torch.Tensor) -> torch.Tensor:
+        """log of :meth:`diagonal_factor`: log(diagonal) + diagonal_slope * |loc| (loc: mean logits)."""
+        return math.log(self.diagonal) + self.diagonal_slope * loc.abs()
 
 
 #: The likelihood as trained.
@@ -355,7 +359,7 @@ class MapLikelihood:
         """
         if noise == AS_TRAINED:
             return self
-        log_factor = 2.0 * math.log(noise.diagonal) + 2.0 * noise.diagonal_slope * self.loc.detach().abs()
+        log_factor = 2.0 * noise.log_diagonal_factor(self.loc.detach())
         return replace(self, log_var=self.log_var + log_factor, factors=self.factors * noise.lowrank)
 
     def draw_noise(self, generator: torch.Generator | None = None) -> ResidualNoise:

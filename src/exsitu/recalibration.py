@@ -91,15 +91,18 @@ from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_sc
 from exsitu.sample import maps_in_budget, residual_draws_in_chunks
 from exsitu.settings import RecalibrateSettings
 
-#: Candidate scales of each part: 2^(k/2) for k = -5..2, 0.18 to 2 in steps of 41%, 1 included; the
-#: minimum is refined by a parabola along each axis.
-SCALES = 2.0 ** (np.arange(-5, 3) / 2)
+#: Candidate scales of each part: 2^(k/2) for k = -8..2, 1/16 to 2 in steps of 41%, 1 included; the
+#: minimum is refined by a parabola along each axis. The lower end is far below 1 because the heavy-tailed
+#: families' fits (measured on the default mock: low-rank 0.24-0.32, and with the slope a diagonal of
+#: 0.18-0.22) ended at the former end, 0.18: a fit that stops at a grid edge is not a fit.
+SCALES = 2.0 ** (np.arange(-8, 3) / 2)
 #: Central-interval levels whose per-pixel coverage ``method: coverage`` matches on the validation maps.
 COVERAGE_TARGETS: tuple[float, ...] = (0.68, 0.95)
 METHODS = ("coverage", "joint", "scores")
 #: Candidate slopes [per logit] of the diagonal factor (``NoiseScales.diagonal_slope``) that
-#: ``recalibrate.diagonal_slope`` fits: -0.2 to 0.5 in steps of 0.1; the best is refined by a parabola.
-SLOPES = np.arange(-2, 6) / 10
+#: ``recalibrate.diagonal_slope`` fits: -0.2 to 0.8 in steps of 0.1; the best is refined by a parabola.
+#: (The Student-t's fits ended at the former upper end, 0.5, with the strata misfit still falling.)
+SLOPES = np.arange(-2, 9) / 10
 #: The strata (fractions) whose coverage the slope is fitted to: the evaluation's posterior-median strata.
 SLOPE_STRATA: tuple[float, ...] = MEDIAN_STRATUM_EDGES
 #: A stratum counts in the slope fit when it holds at least this share of the (weighted) validation pixels.
