@@ -21,6 +21,7 @@ from exsitu.recalibration import (
     COVERAGE_TARGETS,
     SCALES,
     SLOPES,
+    NoiseScaleFit,
     best_scale,
     best_scales,
     coverage_matched_diagonal,
@@ -232,6 +233,26 @@ def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
     assert pieces.noise == pytest.approx(whole.noise, rel=1e-4)
     with pytest.raises(InputError, match="chunks held 4 maps"):
         fit_noise_scales(cvae, flow, lambda: small_maps(4).chunks(4), maps.table, settings, scales=scales)
+
+
+def test_joint_keeps_its_low_rank_scale_when_the_slope_is_fitted() -> None:
+    # recalibrate.diagonal_slope with method joint: the low-rank scale stays the integrated fraction's, and the
+    # diagonal factor and slope are fitted at it; method scores fits no slope
+    cvae, flow = small_models("student_t")
+    maps = small_maps(9)
+    scales, slopes = SCALES[::2], SLOPES[::3]
+
+    def fit(method: str, slope: bool) -> NoiseScaleFit:
+        settings = RecalibrateSettings(enabled=True, n_samples=8, seed=5, method=method, diagonal_slope=slope)
+        return fit_noise_scales(cvae, flow, lambda: maps.chunks(9), maps.table, settings, scales=scales, slopes=slopes)
+
+    joint, joint_slope = fit("joint", False), fit("joint", True)
+    assert joint_slope.noise.lowrank == joint.noise.lowrank and joint.slope_fit == {}
+    assert joint_slope.slope_fit["slopes"] == list(slopes)
+    assert slopes.min() <= joint_slope.noise.diagonal_slope <= slopes.max()
+    assert joint_slope.to_dict()["method_description"].endswith("(recalibrate.diagonal_slope)")
+    scores = fit("scores", True)
+    assert scores.noise.diagonal_slope == 0.0 and scores.slope_fit == {}
 
 
 def test_a_bad_noise_scale_file_names_the_key(tmp_path: Path) -> None:

@@ -40,12 +40,13 @@ points; quantile recalibration in the sense of Kuleshov et al. 2018, ICML, with 
 The coverage surfaces go into the JSON as well. The former single scale (the ES minimum along lowrank = diagonal) is
 kept as ``noise_scale`` for consumers that apply one factor to the whole residual.
 
-``diagonal_slope`` (with ``method: coverage``) lets the diagonal factor depend on the pixel's decoder
+``diagonal_slope`` (with ``method: coverage`` or ``joint``) lets the diagonal factor depend on the pixel's decoder
 mean, diagonal * exp(slope * |mean logit|) (``NoiseScales.diagonal_slope``): one factor for every pixel
 leaves the pixels whose posterior median is near 0 or 1 under-covered and those in the middle
 over-covered, or the reverse, when the trained diagonal variance is off by a different amount at the
 ends than in the middle. A second pass over the same draws scores :data:`SLOPES` x the diagonal
-grid at the fitted low-rank scale, per posterior-median stratum (those of the evaluation,
+grid at the fitted low-rank scale (that of the scores, or with ``joint`` that of the integrated
+fraction), per posterior-median stratum (those of the evaluation,
 ``exsitu.calibration.MEDIAN_STRATUM_EDGES``; a pixel's stratum is the median of its draws' decoder means,
 so that it does not move with the candidate); per slope the diagonal scale is matched to the pooled
 coverage as above, and the slope whose strata come closest to 68% and 95% (least squares, every
@@ -506,11 +507,11 @@ def fit_noise_scales(
     slope_fit: dict[str, Any] = {}
     if settings.method == "coverage":
         noise = NoiseScales(noise.lowrank, coverage_matched_diagonal(scales, coverage, noise.lowrank))
-        if settings.diagonal_slope:
-            noise, slope_fit = _fit_slope(cvae, flow, chunks, settings, scalars=scalars, map_weights=map_weights,
-                                          lowrank=noise.lowrank, slopes=slopes, scales=scales)  # fmt: skip
     elif settings.method == "joint":
         noise = coverage_matched_scales(scales, coverage, integrated)
+    if settings.diagonal_slope and settings.method != "scores":
+        noise, slope_fit = _fit_slope(cvae, flow, chunks, settings, scalars=scalars, map_weights=map_weights,
+                                      lowrank=noise.lowrank, slopes=slopes, scales=scales)  # fmt: skip
     if not (is_noise_scale(common) and is_noise_scale(noise.lowrank) and is_noise_scale(noise.diagonal)):
         raise InputError(f"the noise-scale fit gave {common}, {noise}; the validation energy scores were {energy}")
     return NoiseScaleFit(

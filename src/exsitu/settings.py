@@ -301,7 +301,7 @@ class RecalibrateSettings(Section):
     n_samples: int
     seed: int
     method: str  # coverage | joint | scores (exsitu.recalibration)
-    diagonal_slope: bool  # with method coverage: fit NoiseScales.diagonal_slope to the posterior-median strata
+    diagonal_slope: bool  # with method coverage or joint: fit NoiseScales.diagonal_slope to the posterior-median strata
 
 
 @dataclasses.dataclass(frozen=True)
