@@ -93,9 +93,9 @@ from exsitu.sample import maps_in_budget, residual_draws_in_chunks
 from exsitu.settings import RecalibrateSettings
 
 #: Candidate scales of each part: 2^(k/2) for k = -8..2, 1/16 to 2 in steps of 41%, 1 included; the
-#: minimum is refined by a parabola along each axis. The lower end is far below 1 because the heavy-tailed
-#: families' fits (measured on the default mock: low-rank 0.24-0.32, and with the slope a diagonal of
-#: 0.18-0.22) ended at the former end, 0.18: a fit that stops at a grid edge is not a fit.
+#: minimum is refined by a parabola along each axis. The lower end is far below 1 because the Student-t's
+#: fits with the slope ended at the former end, 0.18 (the diagonal factor on the default mock, seed 42;
+#: the low-rank factor on the MaNGA preset): a fit that stops at a grid edge is not a fit.
 SCALES = 2.0 ** (np.arange(-8, 3) / 2)
 #: Central-interval levels whose per-pixel coverage ``method: coverage`` matches on the validation maps.
 COVERAGE_TARGETS: tuple[float, ...] = (0.68, 0.95)
