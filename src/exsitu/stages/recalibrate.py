@@ -52,6 +52,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         lowest, highest = fit.scales[0], fit.scales[-1]
         if {fit.noise.lowrank, fit.noise.diagonal, fit.noise_scale} & {lowest, highest}:
             log.warning("a best noise scale is at the end of the searched range [%g, %g]", lowest, highest)
+        slopes = fit.slope_fit.get("slopes", [])
+        if slopes and fit.noise.diagonal_slope in (slopes[0], slopes[-1]):
+            log.warning("the diagonal slope is at the end of the searched range [%g, %g]", slopes[0], slopes[-1])
+        if settings.diagonal_slope and not fit.slope_fit:
+            log.warning("recalibrate.diagonal_slope is ignored with method %r (it needs coverage or joint)", fit.method)
         log.info(
             "noise scales (%s): low-rank %.3f, diagonal %.3f, diagonal slope %.3f per logit (single factor %.3f) "
             "from %d validation maps of %d galaxies (%d samples each)",
