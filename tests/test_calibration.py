@@ -15,6 +15,7 @@ from exsitu.calibration import (
     central_coverage,
     coverage_by_stratum,
     crps,
+    functional_coverage_by_median,
     mass_terciles,
     pixel_strata,
     randomized_pit,
@@ -236,3 +237,30 @@ def test_rank_histogram_of_integrated_fraction() -> None:
     narrow = rank_histogram(randomized_pit(rng.normal(scale=0.1, size=(n, k)), truth, rng), boot)
     assert narrow.ks_pvalue < 1e-6
     assert narrow.fraction[0] + narrow.fraction[-1] > 0.6
+
+
+def test_functional_coverage_by_median_finds_a_bin_biased_high() -> None:
+    rng = np.random.default_rng(11)
+    n_galaxies, k = 600, 100
+    galaxy_id = np.repeat(np.arange(n_galaxies), rng.integers(1, 4, n_galaxies))
+    n = len(galaxy_id)
+    boot = GalaxyBootstrap(galaxy_id, n_replicates=50)
+    # Integrated fractions: a posterior calibrated by construction (truth and samples from one logit-normal).
+    centre = rng.uniform(-6.0, 1.0, size=(n, 1))
+    draws = 1.0 / (1.0 + np.exp(-(centre + 0.5 * rng.normal(size=(n, k + 1)))))
+    truth, samples = draws[:, 0], draws[:, 1:]
+    median = np.median(samples, axis=1)
+    bins = functional_coverage_by_median(randomized_pit(samples, truth, rng), median, boot, (0.68, 0.95))
+    assert sum(b["n_maps"] for b in bins) == n
+    for b in bins:
+        if b["n_maps"] >= 200:
+            assert b["coverage"]["0.68"]["low"] <= 0.68 <= b["coverage"]["0.68"]["high"], b
+            assert abs(b["below"]["value"] - b["above"]["value"]) < 0.08, b
+    # Near-zero maps whose samples sit high (truth at a tenth of its calibrated value): their bin misses, below.
+    low = centre[:, 0] < -5.0
+    shifted = np.where(low, truth / 10, truth)
+    bins = functional_coverage_by_median(randomized_pit(samples, shifted, rng), median, boot, (0.68, 0.95))
+    first = bins[0]
+    assert first["label"] == "0 <= median < 0.01" and first["n_maps"] > 50
+    assert first["coverage"]["0.68"]["high"] < 0.5 and first["below"]["value"] > 0.5 > first["above"]["value"]
+    assert bins[-1]["coverage"]["0.68"]["low"] <= 0.68 <= bins[-1]["coverage"]["0.68"]["high"]

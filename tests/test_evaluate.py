@@ -90,6 +90,9 @@ def check_schema(metrics: dict) -> None:
             if functional["n_maps"] >= 2:
                 assert set(functional["coverage"]) == {"0.68", "0.95"}
                 assert sum(functional["rank_histogram"]["n_maps"]) == functional["n_maps"]
+        for aperture in metrics["apertures"]:  # the integrated fractions by their posterior median partition the maps
+            integrated = block["functionals"][f"integrated_{aperture}"]
+            assert sum(b["n_maps"] for b in integrated["by_median"]) == integrated["n_maps"]
         check_estimate(block["scores"]["energy"], 0, math.inf)
         check_estimate(block["scores"]["variogram"], 0, math.inf)
     for name in BASELINES:

@@ -119,6 +119,9 @@ def test_report_tables_show_the_metrics(tiny_report) -> None:
         integrated, 3
     )
     assert len(made["functionals"]) == len(metrics["modes"]) * len(flow["functionals"])
+    first_bin = flow["functionals"]["integrated_fov"]["by_median"][0]
+    row = made["functional_by_median"].loc[("flow", first_bin["label"])]
+    assert row["truth below the 68% interval"] == tables.interval(first_bin["below"], 3)
     assert made["scores"].loc["flow", "variogram score"] == tables.interval(flow["scores"]["variogram"])
     assert made["likelihood"].loc["likelihood family", "value"] == metrics["likelihood"]["family"]
     assert made["data"].loc["the flow's context (flow.context)", "value"] == metrics["flow_context"]

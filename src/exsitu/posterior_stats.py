@@ -23,6 +23,7 @@ from exsitu.calibration import (
     TARP_REFERENCES,
     coverage_by_stratum,
     crps,
+    functional_coverage_by_median,
     mass_terciles,
     pixel_strata,
     randomized_pit,
@@ -125,7 +126,9 @@ class PosteriorTally:
         the ``coverage_curve``; ``strata`` (by posterior median, radius, mass tercile, and by truth, which
         a calibrated posterior bends: it under-covers rare true values); ``crps``; ``tarp`` (uniform and
         held-out posterior references); ``functionals``: per functional the coverage at 68% and 95%, the
-        rank histogram (with a KS test of uniformity) and the number of maps it is defined on; ``scores``:
+        rank histogram (with a KS test of uniformity) and the number of maps it is defined on, and for the
+        integrated fractions ``by_median``, the coverage in bins of their posterior median with the shares of
+        truths below and above the 68% interval (``exsitu.calibration.functional_coverage_by_median``); ``scores``:
         the energy and variogram scores per map.
         """
         pixels = self.median.per_map()["pixels"]
@@ -154,6 +157,9 @@ class PosteriorTally:
                     for level, e in zip(STRATUM_LEVELS, sub.mean(inside[defined].astype(np.float64)))
                 }
                 entry["rank_histogram"] = rank_histogram(pit[defined], sub).to_dict()
+                if name.startswith("integrated_"):
+                    median = self.per_map(f"quantiles/{name}")[defined, 1]
+                    entry["by_median"] = functional_coverage_by_median(pit[defined], median, sub, STRATUM_LEVELS)
             functionals[name] = entry
         return {
             "point": {

@@ -58,6 +58,7 @@ def report_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "calibration": tables.calibration_table(metrics),
         "strata": tables.strata_table(metrics["modes"]["flow"]["strata"]),
         "functionals": tables.functionals_table(metrics),
+        "functional_by_median": tables.functional_by_median_table(metrics),
         "scores": tables.scores_table(metrics),
         "likelihood": tables.likelihood_table(metrics, data.noise_scale),
         "diagnostics": tables.diagnostics_table(diagnostics),

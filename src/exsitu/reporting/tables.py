@@ -220,6 +220,27 @@ def functionals_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     return frame
 
 
+def functional_by_median_table(metrics: Mapping[str, Any], functional: str = "integrated_fov") -> pd.DataFrame:
+    """Per posterior and bin of the posterior median of ``functional``: coverage of its central 68% and 95%
+    intervals and the shares of truths below and above the 68% interval, with the maps and galaxies each bin holds
+    (metrics.json ``functionals.<functional>.by_median``; posteriors without it are left out)."""
+    rows = {}
+    for name, block in metrics["modes"].items():
+        for entry in block["functionals"].get(functional, {}).get("by_median", []):
+            rows[(name, entry["label"])] = {
+                "maps": str(entry["n_maps"]),
+                "galaxies": str(entry["n_galaxies"]),
+                "coverage 68%": interval(entry["coverage"].get("0.68"), 3),
+                "coverage 95%": interval(entry["coverage"].get("0.95"), 3),
+                "truth below the 68% interval": interval(entry["below"], 3),
+                "truth above it": interval(entry["above"], 3),
+            }
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    if rows:
+        frame.index = pd.MultiIndex.from_tuples(frame.index, names=["posterior", "posterior median"])
+    return frame
+
+
 def scores_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     """Per posterior: mean energy and variogram scores per test map (lower is better), with intervals."""
     return pd.DataFrame.from_dict(
