@@ -317,6 +317,18 @@ class StratumDef:
     high: float
 
 
+def median_bins(median: np.ndarray, edges: tuple[float, ...]) -> list[tuple[StratumDef, np.ndarray]]:
+    """Bins of posterior medians (fractions) between ``edges``, the last one closed at its upper edge:
+    (definition, bool selector of ``median``'s shape) each; NaN medians are in no bin."""
+    which = np.clip(np.digitize(median, edges[1:-1]), 0, len(edges) - 2)
+    finite = np.isfinite(median)
+    out = []
+    for j, (lo, hi) in enumerate(itertools.pairwise(edges)):
+        relation = "<=" if j == len(edges) - 2 else "<"
+        out.append((StratumDef("median", f"{lo:g} <= median {relation} {hi:g}", lo, hi), finite & (which == j)))
+    return out
+
+
 def pixel_strata(
     median: np.ndarray, truth: np.ndarray, mask: np.ndarray, fov_rhalf: float
 ) -> list[tuple[StratumDef, np.ndarray]]:
@@ -332,10 +344,8 @@ def pixel_strata(
     """
     mask = np.asarray(mask, bool)
     out = []
-    bins = np.digitize(median, MEDIAN_STRATUM_EDGES[1:-1])
-    for j, (lo, hi) in enumerate(itertools.pairwise(MEDIAN_STRATUM_EDGES)):
-        relation = "<=" if hi >= 1 else "<"
-        out.append((StratumDef("median", f"{lo:g} <= median {relation} {hi:g}", lo, hi), mask & (bins == j)))
+    for definition, member in median_bins(median, MEDIAN_STRATUM_EDGES):
+        out.append((definition, mask & member))
     interior = (truth > 0) & (truth < 1)
     out += [
         (StratumDef("truth", "truth = 0", 0.0, 0.0), mask & (truth == 0)),
@@ -428,17 +438,15 @@ def functional_coverage_by_median(
         outcomes = np.column_stack(
             [half_width <= level / 2 for level in levels] + [pit < 0.5 - first, pit > 0.5 + first]
         ).astype(np.float64)
-    which = np.clip(np.digitize(median, edges[1:-1]), 0, len(edges) - 2)
     out = []
-    for j, (lo, hi) in enumerate(itertools.pairwise(edges)):
-        member = defined & (which == j)
+    for definition, in_bin in median_bins(median, edges):
+        member = defined & in_bin
         estimates = bootstrap.ratio(outcomes * member[:, None], member.astype(np.float64))
-        relation = "<=" if j == len(edges) - 2 else "<"
         out.append(
             {
-                "label": f"{lo:g} <= median {relation} {hi:g}",
-                "low": float(lo),
-                "high": float(hi),
+                "label": definition.label,
+                "low": float(definition.low),
+                "high": float(definition.high),
                 "n_maps": int(member.sum()),
                 "n_galaxies": int(np.unique(bootstrap.galaxy_index[member]).size),
                 "coverage": {f"{level:g}": e.to_dict() for level, e in zip(levels, estimates)},
