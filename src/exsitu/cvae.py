@@ -48,6 +48,7 @@ class CVAEConfig:
     max_levels: int = 5
     likelihood: str = "gaussian"  # one of exsitu.likelihood.FAMILIES (config cvae.likelihood)
     logit_eps: float = LOGIT_EPS  # the fractions' clip (config cvae.logit_eps)
+    censored: bool = False  # pixels beyond the clip censored in the likelihood (config cvae.censored)
 
     def __post_init__(self) -> None:
         if self.likelihood not in FAMILIES:
@@ -70,6 +71,7 @@ class CVAEConfig:
             n_scalars=n_scalars,
             likelihood=settings.likelihood,
             logit_eps=settings.logit_eps,
+            censored=settings.censored,
         )
 
     def levels(self) -> int:
@@ -219,7 +221,7 @@ class Decoder(nn.Module):
         n = cfg.levels()
         self.bottom = cfg.bottom()
         self.c_bottom = cfg.channels(n - 1)
-        self.rank, self.eps = cfg.rank, cfg.logit_eps
+        self.rank, self.eps, self.censored = cfg.rank, cfg.logit_eps, cfg.censored
         self.inp = nn.Linear(latent_dim + cfg.summary_dim, self.c_bottom * self.bottom**2)
         self.blocks = nn.ModuleList()
         c_prev = self.c_bottom
@@ -265,6 +267,7 @@ class Decoder(nn.Module):
             dof=self.dof(),
             tail=tail,
             eps=self.eps,
+            censored=self.censored,
         )
 
 

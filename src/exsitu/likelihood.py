@@ -39,9 +39,15 @@ matrix determinant lemma and the Woodbury identity (O(n r^2), never an n x n mat
 The clip: truth values are clipped to [eps, 1 - eps] (``cvae.logit_eps``, default LOGIT_EPS)
 and a sample beyond the clip becomes exactly 0 (or 1), so the pure in-situ (or purely
 accreted) pixels that real maps have are point masses of the predictive, as the clipped truth
-is. Censoring the clipped pixels instead (their likelihood P(x <= logit(eps))) would need the
-joint normal CDF of every clipped pixel of a map (hundreds at 128^2); with the low-rank
-structure it is again an r-dimensional integral. Pixels outside the galaxy mask decouple
+is. By default a clipped pixel enters the likelihood as the density of its clipped logit, so a
+symmetric family must stretch both of its tails to reach a spike of values at -6.9 logits.
+``censored=True`` (config ``cvae.censored``) instead gives a pixel at or beyond the clip the
+probability P(x_i <= logit(eps)) (or P(x_i >= -logit(eps))) under its own marginal, and the
+other galaxy pixels their joint density: a composite (pairwise-independent) censored
+likelihood. Exact censoring would need the joint CDF of every clipped pixel of a map (hundreds
+at 128^2), with the low-rank structure an r-dimensional integral; the composite keeps each
+censored pixel's marginal exact and drops only the dependence between the censoring events and
+the rest of the map. Pixels outside the galaxy mask decouple
 exactly: their factor rows and residuals are set to 0 and they add nothing to the
 log-likelihood; samples there are 0.
 
@@ -60,6 +66,7 @@ from typing import Any
 import numpy as np
 import torch
 from scipy import special, stats
+from torch.special import log_ndtr
 
 from exsitu.io import InputError
 
@@ -248,6 +255,34 @@ def _log_cosh(a: torch.Tensor) -> torch.Tensor:
     return a + torch.log1p(torch.exp(-2 * a)) - math.log(2.0)
 
 
+class _StudentTLogCdf(torch.autograd.Function):
+    """log P(T <= u) of Student's t with ``nu`` degrees of freedom (a number or an array that broadcasts
+    against u), differentiable in u (not in nu).
+
+    scipy's ``stdtr`` in float64 (torch has no incomplete beta function); the gradient is the
+    ratio of the density to the CDF, computed in the same precision.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, u: torch.Tensor, nu: float | np.ndarray) -> torch.Tensor:  # type: ignore[override]
+        x = u.detach().double().cpu().numpy()
+        # From the lower tail on each side of 0, where stdtr keeps its precision.
+        log_cdf = np.where(x < 0, np.log(special.stdtr(nu, np.minimum(x, 0))), np.log1p(-special.stdtr(nu, -np.abs(x))))
+        ctx.save_for_backward(torch.as_tensor(np.exp(stats.t.logpdf(x, nu) - log_cdf), dtype=u.dtype, device=u.device))
+        return torch.as_tensor(log_cdf, dtype=u.dtype, device=u.device)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        (ratio,) = ctx.saved_tensors
+        return grad * ratio, None
+
+
+def log_core_cdf(u: torch.Tensor, nu: float | np.ndarray | None) -> torch.Tensor:
+    """log P(G <= u) for a standardised pixel: N(0, 1) (``nu`` None), or Student's t with ``nu`` degrees
+    of freedom (a number, or an array broadcasting against u). Differentiable in u, not in nu."""
+    return log_ndtr(u) if nu is None else _StudentTLogCdf.apply(u, nu)
+
+
 @dataclass
 class MapLikelihood:
     """p(ex-situ map | z, conditions) for N maps of P x P pixels, as the decoder predicts it.
@@ -256,8 +291,9 @@ class MapLikelihood:
     factors: (N, r, P, P) the r factor maps [logit] (r may be 0: independent pixels);
     dof: () degrees of freedom of the per-map scale mixture (Student-t families) or None;
     tail: (N, 1, P, P) sinh-arcsinh exponent tau >= 1 (per-pixel tails) or None;
-    eps: the clip of the fractions (``cvae.logit_eps``). The family follows from which of
-    ``dof`` and ``tail`` are set (:attr:`family`).
+    eps: the clip of the fractions (``cvae.logit_eps``); censored: whether pixels at or beyond
+    the clip are censored (``cvae.censored``, see the module doc). The family follows from which
+    of ``dof`` and ``tail`` are set (:attr:`family`).
     """
 
     loc: torch.Tensor
@@ -266,6 +302,7 @@ class MapLikelihood:
     dof: torch.Tensor | None = None
     tail: torch.Tensor | None = None
     eps: float = LOGIT_EPS
+    censored: bool = False
 
     @property
     def rank(self) -> int:
@@ -283,6 +320,52 @@ class MapLikelihood:
         ``student_t``; with sinh-arcsinh tails S_ii is the variance of the core g.
         """
         return torch.log(self.log_var.float().exp() + self.factors.float().pow(2).sum(1, keepdim=True))
+
+    def density_mask(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(N, 1, P, P) bool: the galaxy pixels that enter by their density; without censoring all of
+        ``mask``, with it those strictly inside the clip (eps, 1 - eps)."""
+        if not self.censored:
+            return mask
+        return mask.bool() & (target > self.eps) & (target < 1 - self.eps)
+
+    def log_censored(
+        self,
+        target: torch.Tensor,
+        mask: torch.Tensor,
+        fit: tuple[torch.Tensor, torch.Tensor],
+        loc: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """log P(x_i beyond the clip) of each censored galaxy pixel, 0 elsewhere: (N, P*P) nats (all 0 without
+        censoring).
+
+        A pixel at or below eps has P(x_i <= logit(eps)), one at or above 1 - eps P(x_i >= -logit(eps)),
+        under loc_i + std_i T(G) with std_i^2 = S_ii (T the sinh-arcsinh map, or the identity) and G
+        the standardised core. For the Gaussian families G ~ N(0, 1). For the Student-t families the
+        map's scale w is shared by all its pixels, and the uncensored ones pin it: given them G is
+        t with nu + n degrees of freedom and scale sqrt((nu + M) / (nu + n)), the multivariate t's
+        conditional (M the Mahalanobis distance of the n uncensored pixels, ``fit`` = (M, n), both
+        (N,)); only the conditional's shift towards the uncensored residuals is dropped. Without it
+        a censored pixel would see the heavy marginal t, which rewards a wide core in maps whose
+        uncensored pixels say it is narrow. ``loc`` replaces the likelihood's mean (the training
+        loss passes the live one with the covariance detached).
+        """
+        if not self.censored:
+            return target.new_zeros(target.shape[0], target[0].numel())
+        loc = self.loc if loc is None else loc
+        low, high = mask.bool() & (target <= self.eps), mask.bool() & (target >= 1 - self.eps)
+        bound = logit_low(self.eps)
+        std = torch.exp(0.5 * self.marginal_log_var())
+        # Above the clip the event x >= -bound is G >= u, i.e. -G <= -u: both sides use the lower CDF.
+        v = torch.where(high, (loc.float() + bound) / std, (bound - loc.float()) / std)
+        u = v if self.tail is None else arcsinh_sinh(v, self.tail.float())[0]
+        if self.dof is None:
+            log_p = log_core_cdf(u, None)
+        else:
+            mahalanobis, n = fit
+            nu = self.dof.detach().float()
+            scale = torch.sqrt((nu + mahalanobis) / (nu + n)).view(-1, 1, 1, 1)
+            log_p = log_core_cdf(u / scale, (nu + n).detach().double().cpu().numpy().reshape(-1, 1, 1, 1))
+        return torch.where(low | high, log_p, 0.0).flatten(1)
 
     def core_residual(self, target: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The target's residual g in the Gaussian core, (N, P*P) logits (0 off the mask), and
@@ -318,10 +401,12 @@ class MapLikelihood:
         """
         # Outside autocast: a bf16 capacitance matrix would lose the small eigenvalues.
         with torch.autocast(self.loc.device.type, enabled=False):
-            m = mask.flatten(1).float()
+            inside = self.density_mask(target, mask)
+            m = inside.flatten(1).float()
             n = m.sum(1)
-            core, log_slope = self.core_residual(target, mask)
-            mahalanobis, log_det = self._woodbury(core, mask)
+            core, log_slope = self.core_residual(target, inside)
+            mahalanobis, log_det = self._woodbury(core, inside)
+            censored = self.log_censored(target, mask, (mahalanobis, n)).sum(1)
             if self.dof is None:
                 log_density = -0.5 * (mahalanobis + log_det + n * math.log(2 * math.pi))
             else:
@@ -332,7 +417,7 @@ class MapLikelihood:
                 )  # fmt: skip
             y = target.flatten(1).float().clamp(self.eps, 1 - self.eps)
             log_jacobian = (torch.log(y * (1 - y)) * m).sum(1)
-            return -(log_density + log_slope) + log_jacobian
+            return -(log_density + log_slope + censored) + log_jacobian
 
     def training_loss(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``nll`` in value, with the gradients of "faithful" heteroscedastic regression (N,).
@@ -346,10 +431,31 @@ class MapLikelihood:
         (``exsitu.cvae.Decoder``), so the NLL trains nothing but the covariance head. Both have the
         NLL's fixed point (every family is symmetric about loc): the conditional mean and the
         residual distribution about it. The value is the NLL, so losses and histories stay an ELBO.
+
+        With censoring the mean gets the squared error of the pixels inside the clip and, from each
+        censored pixel, the gradient of its -log P(beyond the clip) at the covariance detached, times
+        its variance S_ii: for the Gaussian that is the Tobit model's score for the mean (its fixed
+        point is the mean of the uncensored latent logit, which may lie beyond the clip), in the
+        squared error's units.
         """
         detached = replace(self, loc=self.loc.detach())
-        residual = (to_logit(target, self.eps) - self.loc.float()).flatten(1) * mask.flatten(1)
+        inside = self.density_mask(target, mask)
+        residual = (to_logit(target, self.eps) - self.loc.float()).flatten(1) * inside.flatten(1)
         squared = 0.5 * residual.pow(2).sum(1)
+        if self.censored:
+            detach = lambda t: None if t is None else t.detach()  # noqa: E731
+            covariance = replace(
+                self,
+                log_var=self.log_var.detach(),
+                factors=self.factors.detach(),
+                dof=detach(self.dof),
+                tail=detach(self.tail),
+            )
+            with torch.no_grad():
+                core, _ = covariance.core_residual(target, inside)
+                fit = covariance._woodbury(core, inside)[0], inside.flatten(1).float().sum(1)
+            variance = covariance.marginal_log_var().flatten(1).exp()
+            squared = squared - (variance * covariance.log_censored(target, mask, fit, self.loc)).sum(1)
         return detached.nll(target, mask) + squared - squared.detach()
 
     def scaled(self, noise: NoiseScales) -> MapLikelihood:

@@ -158,6 +158,7 @@ class ModeDiagnostics:
 
     def add(self, likelihood: MapLikelihood, truth: torch.Tensor, mask: torch.Tensor, map_weights: np.ndarray) -> None:
         """Add maps: their likelihoods, truth (n, 1, P, P), mask (n, 1, P, P) and weights (n,)."""
+        mask = likelihood.density_mask(truth, mask)  # censored pixels have no residual
         with torch.no_grad():
             core, _ = likelihood.core_residual(truth, mask)
             std = torch.exp(0.5 * likelihood.marginal_log_var()).flatten(1)

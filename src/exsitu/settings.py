@@ -244,6 +244,7 @@ class CVAESettings(Section):
     rank: int  # factor maps of the correlated pixel residual (exsitu.likelihood)
     likelihood: str  # family of the map likelihood (exsitu.likelihood.FAMILIES)
     logit_eps: float  # clip of the fractions before the logit
+    censored: bool  # pixels at or beyond the clip enter the likelihood censored (exsitu.likelihood)
     free_bits: float  # nats per latent dimension
     patience: int
     seed: int
