@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import astuple
 from pathlib import Path
 
 import numpy as np
@@ -230,7 +231,8 @@ def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
     np.testing.assert_allclose(pieces.variogram_score, whole.variogram_score, rtol=1e-5)
     for level in ("0.68", "0.95"):
         np.testing.assert_allclose(pieces.integrated_coverage[level], whole.integrated_coverage[level], atol=1e-9)
-    assert pieces.noise == pytest.approx(whole.noise, rel=1e-4)
+    # field by field: pytest.approx compares a dataclass exactly, and chunked sums differ in the last bit
+    assert astuple(pieces.noise) == pytest.approx(astuple(whole.noise), rel=1e-4)
     with pytest.raises(InputError, match="chunks held 4 maps"):
         fit_noise_scales(cvae, flow, lambda: small_maps(4).chunks(4), maps.table, settings, scales=scales)
 
