@@ -126,3 +126,23 @@ def test_the_stage_function_streams_chunks_and_writes_strict_json(family: str) -
                 assert sum(bin_["n_pixels"] for bin_ in a[binned]) == a["n_pixels"] == int(maps.mask.sum())
     # Narrower noise: larger standardised residuals.
     assert whole["recalibrated"]["flow"]["marginal"]["std"] > whole["as_trained"]["flow"]["marginal"]["std"]
+
+
+def test_maps_whose_every_pixel_is_censored_are_left_out_of_the_per_map_figures() -> None:
+    # With cvae.censored a map whose galaxy pixels are all at the clip has no residual: it must not turn
+    # the per-map Mahalanobis figures into NaN (metrics are strict JSON) nor shift them.
+    lik = replace(field(dof=5.0), censored=True)
+    truth = to_fraction(lik.sample_logit(torch.Generator().manual_seed(3)), lik.eps)
+    truth[: N // 2] = 0.0
+    block = ModeDiagnostics(lik.eps)
+    block.add(lik, truth, MASK, np.ones(N))
+    everything = block.to_dict(lik.nu, n_galaxies=N)
+    rest = slice(N // 2, None)
+    half = replace(lik, loc=lik.loc[rest], log_var=lik.log_var[rest], factors=lik.factors[rest])
+    alone = ModeDiagnostics(lik.eps)
+    alone.add(half, truth[rest], MASK[rest], np.ones(N // 2))
+    expected = alone.to_dict(lik.nu, n_galaxies=N)
+    json.dumps(everything, allow_nan=False)
+    assert everything["mahalanobis_per_pixel"]["quantiles"] == pytest.approx(
+        expected["mahalanobis_per_pixel"]["quantiles"]
+    )

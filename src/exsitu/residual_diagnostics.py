@@ -175,7 +175,11 @@ class ModeDiagnostics:
         u = standard if dof is None else -np.sign(standard) * special.ndtri(lower)
         pit = stats.chi2.cdf(mahalanobis, n) if dof is None else stats.f.cdf(mahalanobis / n, n, dof)
         pixel_weights = np.broadcast_to(map_weights[:, None], keep.shape)[keep]
-        values = {"u": u[keep], "e": e[keep], "within": (e / np.sqrt(mahalanobis / n)[:, None])[keep]}
+        # A map whose every galaxy pixel is censored (cvae.censored) has no residual: it has no
+        # Mahalanobis distance or PIT, and its rows of ``within`` are dropped by ``keep``.
+        has = n > 0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            values = {"u": u[keep], "e": e[keep], "within": (e / np.sqrt(mahalanobis / n)[:, None])[keep]}
         self.marginal.add(values["u"], pixel_weights)
         self.joint.add(values["e"], pixel_weights)
         self.within.add(values["within"], pixel_weights)
@@ -186,10 +190,10 @@ class ModeDiagnostics:
                 inside = which == b
                 marginal.add(values["u"][inside], pixel_weights[inside])
                 joint.add(values["e"][inside], pixel_weights[inside])
-        self.per_pixel.append(mahalanobis / n)
-        self.pit.append(pit)
-        self.weights.append(map_weights)
-        self.pixels.append(n)
+        self.per_pixel.append(mahalanobis[has] / n[has])
+        self.pit.append(pit[has])
+        self.weights.append(map_weights[has])
+        self.pixels.append(n[has])
 
     def to_dict(self, dof: float | None, n_galaxies: int) -> dict[str, Any]:
         per_pixel, pit, weights = (np.concatenate(v) for v in (self.per_pixel, self.pit, self.weights))
