@@ -268,11 +268,7 @@ class _StudentTLogCdf(torch.autograd.Function):
         x = u.detach().double().cpu().numpy()
         # From the lower tail on each side of 0, where stdtr keeps its precision.
         log_cdf = np.where(x < 0, np.log(special.stdtr(nu, np.minimum(x, 0))), np.log1p(-special.stdtr(nu, -np.abs(x))))
-        log_pdf = (
-            special.gammaln(0.5 * (nu + 1)) - special.gammaln(0.5 * nu) - 0.5 * np.log(np.pi * nu)
-            - 0.5 * (nu + 1) * np.log1p(x**2 / nu)
-        )  # fmt: skip
-        ctx.save_for_backward(torch.as_tensor(np.exp(log_pdf - log_cdf), dtype=u.dtype, device=u.device))
+        ctx.save_for_backward(torch.as_tensor(np.exp(stats.t.logpdf(x, nu) - log_cdf), dtype=u.dtype, device=u.device))
         return torch.as_tensor(log_cdf, dtype=u.dtype, device=u.device)
 
     @staticmethod
