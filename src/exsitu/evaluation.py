@@ -207,7 +207,7 @@ def compute(
     rng = np.random.default_rng(settings.seed)
     result = Evaluation(
         table=table,
-        posteriors={name: PosteriorTally(inputs.fov_rhalf) for name, _, _ in POSTERIORS},
+        posteriors={name: PosteriorTally(inputs.fov_rhalf, inputs.cvae.cfg.logit_eps) for name, _, _ in POSTERIORS},
         baselines={name: PointTally() for name in BASELINES},
     )
     example_rows: dict[str, list[np.ndarray]] = {name: [] for name, _, _ in POSTERIORS}
@@ -227,7 +227,7 @@ def compute(
             result.channels = chunk.channels
             result.n_pixels += int(mask.sum())
             result.exact_01 += int(((truth[mask] == 0) | (truth[mask] == 1)).sum())
-            true = map_functionals(truth, weights, inputs.fov_rhalf)
+            true = map_functionals(truth, weights, inputs.fov_rhalf, inputs.cvae.cfg.logit_eps)
             for a in APERTURES:
                 result.true_integrated[a].append(true[f"integrated_{a}"])
             mine = examples[(examples >= start) & (examples < start + len(chunk))] - start
@@ -256,7 +256,7 @@ def compute(
             predictions = _baseline_predictions(inputs, chunk, scalars, mask)
             p16, p84 = predictions.pop("trees_interval")
             for name, prediction in predictions.items():
-                integrated = map_functionals(prediction, weights, inputs.fov_rhalf)
+                integrated = map_functionals(prediction, weights, inputs.fov_rhalf, inputs.cvae.cfg.logit_eps)
                 result.baselines[name].add(
                     prediction, truth, mask, {a: integrated[f"integrated_{a}"] for a in APERTURES}
                 )

@@ -1,11 +1,18 @@
-"""Scalar summaries of ex-situ fraction maps on the model grid: integrated fractions in apertures and rings, and
-the inner-minus-outer gradient.
+"""Scalar summaries of ex-situ fraction maps on the model grid: integrated fractions in apertures and rings,
+the inner-minus-outer gradient, and the mass shares at the clip.
 
 A model map spans ``fov_rhalf`` half-mass radii on a side and is centred on the galaxy, so a
 pixel's distance from the map centre in half-mass radii is the same for every galaxy
 (:func:`exsitu.radial.pixel_radius`). The integrated ex-situ fraction inside an aperture is the
 mass-weighted mean of the map there, sum(w f) / sum(w), with w the stellar mass per pixel
 (pixels of one map have equal areas, so surface density serves as well as mass).
+
+The shares at the clip are the mass-weighted share of the galaxy whose fraction lies at or beyond the
+likelihood's clip (f <= eps, f >= 1 - eps; ``cvae.logit_eps``). A true map has them wherever no ex-situ (or
+no in-situ) particle reaches a pixel's kernel; a sample has them wherever its logit falls beyond the clip.
+Their calibration tells whether a posterior puts the right amount of a map at 0 and 1 jointly, which
+the integrated fraction of a map predicted near 0 depends on (README, "Where the integrated fraction's
+intervals miss").
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ APERTURES: dict[str, float | None] = {"fov": None, "1rhalf": 1.0, "2rhalf": 2.0}
 PROFILE_EDGES: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0)
 #: The gradient functional: mass-weighted fraction inside INNER minus that in the OUTER ring [half-mass radii].
 GRADIENT_INNER, GRADIENT_OUTER = (0.0, 1.0), (1.0, 2.0)
+#: The mass shares at the clip (see the module doc): f <= eps and f >= 1 - eps.
+CLIP_SHARES: tuple[str, ...] = ("at_clip_0", "at_clip_1")
 
 
 def ring(npix: int, fov_rhalf: float, inner: float, outer: float) -> np.ndarray:
@@ -65,16 +74,21 @@ def ring(npix: int, fov_rhalf: float, inner: float, outer: float) -> np.ndarray:
 
 def functional_names() -> list[str]:
     """Names of :func:`map_functionals`, in its order."""
-    rings = [f"profile_{lo:g}-{hi:g}" for lo, hi in zip(PROFILE_EDGES[:-1], PROFILE_EDGES[1:])]
-    return [f"integrated_{name}" for name in APERTURES] + rings + ["gradient"]
+    return [f"integrated_{name}" for name in APERTURES] + list(_rings()) + ["gradient", *CLIP_SHARES]
 
 
-def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float) -> dict[str, np.ndarray]:
-    """The scalar functionals of maps (..., P, P) that astronomers quote, each of shape (...).
+def _rings() -> dict[str, tuple[float, float]]:
+    """The radial-profile functionals: name -> (inner, outer) edge [half-mass radii]."""
+    return {f"profile_{lo:g}-{hi:g}": (lo, hi) for lo, hi in zip(PROFILE_EDGES[:-1], PROFILE_EDGES[1:])}
+
+
+def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float, clip: float) -> dict[str, np.ndarray]:
+    """The scalar functionals of maps (..., P, P), each of shape (...): those astronomers quote, and the clip shares.
 
     ``integrated_<aperture>``: mass-weighted ex-situ fraction inside each of :data:`APERTURES`;
     ``profile_<lo>-<hi>``: inside each ring of :data:`PROFILE_EDGES`; ``gradient``: inner minus outer
-    (:data:`GRADIENT_INNER`, :data:`GRADIENT_OUTER`). ``weights`` as in :func:`integrated_fraction`;
+    (:data:`GRADIENT_INNER`, :data:`GRADIENT_OUTER`); ``at_clip_0`` and ``at_clip_1``: the mass share of the map
+    at f <= ``clip`` and at f >= 1 - ``clip`` (``cvae.logit_eps``). ``weights`` as in :func:`integrated_fraction`;
     NaN where an aperture holds no galaxy mass (e.g. outside an IFU footprint).
     """
     # Converted once, not once per aperture: (N, K, P, P) samples in float64 are 0.1 GB a chunk.
@@ -84,9 +98,11 @@ def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float) -> 
         f"integrated_{name}": integrated_fraction(maps, weights, None if r is None else aperture(npix, fov_rhalf, r))
         for name, r in APERTURES.items()
     }
-    for name, lo, hi in zip(functional_names()[len(APERTURES) : -1], PROFILE_EDGES[:-1], PROFILE_EDGES[1:]):
+    for name, (lo, hi) in _rings().items():
         out[name] = integrated_fraction(maps, weights, ring(npix, fov_rhalf, lo, hi))
     inner = integrated_fraction(maps, weights, ring(npix, fov_rhalf, *GRADIENT_INNER))
     outer = integrated_fraction(maps, weights, ring(npix, fov_rhalf, *GRADIENT_OUTER))
     out["gradient"] = inner - outer
+    out["at_clip_0"] = integrated_fraction(maps <= clip, weights)
+    out["at_clip_1"] = integrated_fraction(maps >= 1.0 - clip, weights)
     return out

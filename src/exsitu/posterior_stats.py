@@ -6,7 +6,8 @@ numbers only (never a (maps, samples, pixels) array beyond the chunk): the point
 intervals (randomized PIT, ``exsitu.calibration``) in total and by stratum (posterior median,
 radius; mass terciles from the per-map totals; truth for the figure), CRPS, TARP credibilities of
 whole maps with both references, the functionals astronomers quote (``exsitu.functionals``:
-integrated fractions, radial-profile rings, the gradient) with their PIT and posterior quantiles,
+integrated fractions, radial-profile rings, the gradient) and the mass shares at the clip, with their PIT
+and posterior quantiles,
 and both whole-map scores (energy and variogram, ``exsitu.recalibration.sample_scores``).
 :meth:`PosteriorTally.summary` gives the posterior's block of metrics.json.
 """
@@ -50,8 +51,9 @@ def _covered(pit: np.ndarray, levels: np.ndarray | tuple[float, ...]) -> np.ndar
 class PosteriorTally:
     """Per-map statistics of one posterior's samples (see the module doc)."""
 
-    def __init__(self, fov_rhalf: float) -> None:
-        self.fov_rhalf = fov_rhalf
+    def __init__(self, fov_rhalf: float, clip: float) -> None:
+        """``fov_rhalf``: the maps' side [half-mass radii]; ``clip``: the likelihood's ``cvae.logit_eps``."""
+        self.fov_rhalf, self.clip = fov_rhalf, clip
         self.median, self.mean = PointTally(), PointTally()
         self.columns: dict[str, list[np.ndarray]] = {}
         self.strata = None
@@ -74,8 +76,8 @@ class PosteriorTally:
         (n, P, P) and ``<functional>`` posterior quantiles (n, 3: p16, p50, p84).
         """
         median, mean, std = np.median(samples, axis=1), samples.mean(axis=1), samples.std(axis=1)
-        sampled = map_functionals(samples, weights[:, None], self.fov_rhalf)  # name -> (n, K)
-        true = map_functionals(truth, weights, self.fov_rhalf)  # name -> (n,)
+        sampled = map_functionals(samples, weights[:, None], self.fov_rhalf, self.clip)  # name -> (n, K)
+        true = map_functionals(truth, weights, self.fov_rhalf, self.clip)  # name -> (n,)
         quantiles = {name: np.percentile(v, [16, 50, 84], axis=1).T for name, v in sampled.items()}
         self.median.add(median, truth, mask, {a: quantiles[f"integrated_{a}"][:, 1] for a in APERTURES})
         self.mean.add(mean, truth, mask, {a: sampled[f"integrated_{a}"].mean(axis=1) for a in APERTURES})

@@ -237,12 +237,15 @@ def _calibration(page: _Page) -> None:
         "towards the prior, so it under-covers rare true values; the strata by posterior median above are the test."
     )
     page.figure("coverage_by_truth", "coverage by true value")
-    page.heading(3, "Functionals: integrated fractions, radial profile and gradient")
+    page.heading(3, "Functionals: integrated fractions, radial profile, gradient and the shares at the clip")
     page.text(
         "Coverage of the central 68% and 95% intervals of quantities computed from whole sampled maps: the "
-        "integrated fraction in the field of view and in 1 and 2 r_half, the fraction in each radial ring, and the "
-        "gradient (inner minus outer). Rank histograms (SBC, Talts et al. 2018) are flat when calibrated, "
-        "U-shaped when too narrow, peaked when too wide; the KS p-value tests their uniformity."
+        "integrated fraction in the field of view and in 1 and 2 r_half, the fraction in each radial ring, the "
+        "gradient (inner minus outer), and the mass share of the map at the likelihood's clip (f <= eps: no ex-situ "
+        "particle reaches the pixel; f >= 1 - eps: no in-situ one), which tells whether the samples put the right "
+        "amount of a map at 0 and 1 together. Rank histograms (SBC, Talts et al. 2018) are flat when calibrated, "
+        "U-shaped when too narrow, peaked when too wide, and lean right when the truth lies above the samples; "
+        "the KS p-value tests their uniformity."
     )
     page.table("functionals")
     page.figure("functional_ranks", "rank histograms of the functionals")

@@ -57,11 +57,13 @@ def aperture_label(radius: float | None) -> str:
 
 def functional_label(name: str, apertures: Mapping[str, float | None]) -> str:
     """Readable name of a functional of ``exsitu.functionals`` (``integrated_<aperture>``, ``profile_<lo>-<hi>``,
-    ``gradient``)."""
+    ``gradient``, ``at_clip_<0|1>``)."""
     if name.startswith("integrated_"):
         return f"integrated, {aperture_label(apertures[name.removeprefix('integrated_')])}"
     if name.startswith("profile_"):
         return f"ring {name.removeprefix('profile_')} r_half"
+    if name.startswith("at_clip_"):
+        return f"mass share at the clip ({'0' if name.endswith('0') else '1'})"
     return "gradient (0-1 minus 1-2 r_half)" if name == "gradient" else name
 
 
@@ -203,8 +205,9 @@ def strata_table(strata: Sequence[Mapping[str, Any]], groups: Sequence[str] = TA
 
 
 def functionals_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Per posterior and functional (integrated fractions, radial rings, gradient): coverage of its central 68% and
-    95% intervals and the KS p-value of its rank histogram's uniformity, with the maps it is defined on."""
+    """Per posterior and functional (integrated fractions, radial rings, gradient, shares at the clip): coverage of
+    its central 68% and 95% intervals and the KS p-value of its rank histogram's uniformity, with the maps it is
+    defined on."""
     rows = {}
     for name, block in metrics["modes"].items():
         for functional, entry in block["functionals"].items():
