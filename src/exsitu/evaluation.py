@@ -73,7 +73,7 @@ from exsitu.cvae import CVAE
 from exsitu.dataset import DatasetFiles, MapSet, channel_index, read_stats
 from exsitu.fitted_baselines import FittedBaselines
 from exsitu.flow import LatentFlow
-from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names, map_functionals
+from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names, integrated_fractions, map_functionals
 from exsitu.io import atomic_output
 from exsitu.likelihood import NoiseScales
 from exsitu.point_metrics import MASS_BINS, PointTally, paired_ratio, rms_ratio
@@ -256,10 +256,8 @@ def compute(
             predictions = _baseline_predictions(inputs, chunk, scalars, mask)
             p16, p84 = predictions.pop("trees_interval")
             for name, prediction in predictions.items():
-                integrated = map_functionals(prediction, weights, inputs.fov_rhalf, inputs.cvae.cfg.logit_eps)
-                result.baselines[name].add(
-                    prediction, truth, mask, {a: integrated[f"integrated_{a}"] for a in APERTURES}
-                )
+                integrated = integrated_fractions(prediction, weights, inputs.fov_rhalf)
+                result.baselines[name].add(prediction, truth, mask, integrated)
                 summaries.write(f"baseline/{name}", start, prediction, np.float16)
             inside = mask & (truth >= p16) & (truth <= p84)
             result.trees_hits.append(inside.sum(axis=(1, 2)).astype(np.float64))

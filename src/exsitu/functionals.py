@@ -82,6 +82,19 @@ def _rings() -> dict[str, tuple[float, float]]:
     return {f"profile_{lo:g}-{hi:g}": (lo, hi) for lo, hi in zip(PROFILE_EDGES[:-1], PROFILE_EDGES[1:])}
 
 
+def integrated_fractions(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float) -> dict[str, np.ndarray]:
+    """Mass-weighted ex-situ fraction of maps (..., P, P) inside each of :data:`APERTURES`: name -> shape (...).
+
+    ``weights`` as in :func:`integrated_fraction`; ``fov_rhalf`` the map's side in half-mass radii. NaN where an
+    aperture holds no galaxy mass.
+    """
+    npix = np.shape(maps)[-1]
+    return {
+        name: integrated_fraction(maps, weights, None if r is None else aperture(npix, fov_rhalf, r))
+        for name, r in APERTURES.items()
+    }
+
+
 def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float, clip: float) -> dict[str, np.ndarray]:
     """The scalar functionals of maps (..., P, P), each of shape (...): those astronomers quote, and the clip shares.
 
@@ -94,10 +107,7 @@ def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float, cli
     # Converted once, not once per aperture: (N, K, P, P) samples in float64 are 0.1 GB a chunk.
     maps, weights = np.asarray(maps, dtype=np.float64), np.asarray(weights, dtype=np.float64)
     npix = maps.shape[-1]
-    out = {
-        f"integrated_{name}": integrated_fraction(maps, weights, None if r is None else aperture(npix, fov_rhalf, r))
-        for name, r in APERTURES.items()
-    }
+    out = {f"integrated_{name}": value for name, value in integrated_fractions(maps, weights, fov_rhalf).items()}
     for name, (lo, hi) in _rings().items():
         out[name] = integrated_fraction(maps, weights, ring(npix, fov_rhalf, lo, hi))
     inner = integrated_fraction(maps, weights, ring(npix, fov_rhalf, *GRADIENT_INNER))

@@ -63,7 +63,7 @@ def functional_label(name: str, apertures: Mapping[str, float | None]) -> str:
     if name.startswith("profile_"):
         return f"ring {name.removeprefix('profile_')} r_half"
     if name.startswith("at_clip_"):
-        return f"mass share at the clip ({'0' if name.endswith('0') else '1'})"
+        return f"mass share at the clip ({name.removeprefix('at_clip_')})"
     return "gradient (0-1 minus 1-2 r_half)" if name == "gradient" else name
 
 
