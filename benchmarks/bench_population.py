@@ -14,7 +14,12 @@ The ex-situ fraction here is the assembly history's (accreted over total stellar
 relations stage measures it from tagged particles, which agrees to sampling noise. Sizes need
 particles, so the rho(f_ex, R1/2) check is left to the relations stage (``bench_mock.py``).
 
-    python benchmarks/bench_population.py [--universes 40] [--n-galaxies 750] [--first-seed 1000]
+``--shmr`` swaps the stellar-to-halo mass relation of hosts and satellites (``exsitu.mock.assembly.SHMR``):
+``behroozi2013`` for Behroozi et al. 2013's, ``kravtsov2018-dwarf-slope-behroozi2013`` for the mock's with
+Behroozi's dwarf slope alone. It measures how much of the low-mass ex-situ fraction that slope sets (README,
+"Where the low-mass ex-situ fractions come from").
+
+    python benchmarks/bench_population.py [--universes 40] [--n-galaxies 750] [--first-seed 1000] [--shmr NAME]
 """
 
 from __future__ import annotations
@@ -22,14 +27,23 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from exsitu.literature import tng100_population
+from exsitu.literature import BEHROOZI_2013, KRAVTSOV_2018, tng100_population
+from exsitu.mock import assembly
 from exsitu.mock.galaxies import draw_population
 from exsitu.relations import compare_with_tng100
+
+#: --shmr choices: the stellar-to-halo relations the population can be drawn with.
+RELATIONS = {
+    "kravtsov2018": KRAVTSOV_2018,
+    "behroozi2013": BEHROOZI_2013,
+    "kravtsov2018-dwarf-slope-behroozi2013": replace(KRAVTSOV_2018, alpha=BEHROOZI_2013.alpha),
+}
 
 
 def draw_universe(seed: int, n_galaxies: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,8 +65,10 @@ def main() -> None:
     parser.add_argument("--universes", type=int, default=40)
     parser.add_argument("--n-galaxies", type=int, default=750)
     parser.add_argument("--first-seed", type=int, default=1000)
+    parser.add_argument("--shmr", choices=RELATIONS, default="kravtsov2018", help="stellar-to-halo mass relation")
     parser.add_argument("--json", help="also write the pass rates and pooled percentiles here")
     args = parser.parse_args()
+    assembly.SHMR = RELATIONS[args.shmr]  # before the first draw: the population caches its median relation
     seeds = range(args.first_seed, args.first_seed + args.universes)
     if 42 in seeds:
         parser.error("seed 42 is the default universe's; choose --first-seed so that it is left out")
@@ -70,7 +86,7 @@ def main() -> None:
     pooled = compare_with_tng100(log_m, fex, np.full(fex.size, np.nan), central)
 
     print(f"{args.universes} universes of {args.n_galaxies} galaxies (seeds {seeds.start}-{seeds.stop - 1}), ", end="")
-    print(f"drawn in {elapsed:.0f} s without particles")
+    print(f"drawn in {elapsed:.0f} s without particles, stellar-to-halo relation {args.shmr}")
     print("\ncheck                 bin          pass rate  [95% Wilson]   universes checked")
     rates = []
     for (what, where), outcome in passes.items():
@@ -91,6 +107,7 @@ def main() -> None:
         record = {
             "universes": args.universes,
             "n_galaxies": args.n_galaxies,
+            "shmr": args.shmr,
             "seeds": [seeds.start, seeds.stop - 1],
             "pass_rates": rates,
             "all_passed_share": float(np.mean(every)),

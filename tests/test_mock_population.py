@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from exsitu import literature
 from exsitu.literature import age_of_universe_gyr
+from exsitu.mock import assembly
 from exsitu.mock.galaxies import draw_galaxy, draw_population, make_particles
 from exsitu.relations import compare_with_tng100, half_mass_radius_kpc
 from exsitu.units import ZSUN
@@ -110,3 +112,13 @@ def test_satellites_form_stars_after_infall_and_have_gradients(galaxies: list) -
             gradients.append(stats.spearmanr(radius, stars.metallicity[ex])[0])
     assert young > 0  # some accreted stars formed after their satellite fell in
     assert np.median(gradients) < 0  # the most bound, metal-rich stars of a satellite settle deepest
+
+
+@pytest.mark.parametrize("relation", ["KRAVTSOV_2018", "BEHROOZI_2013"])
+def test_stellar_to_halo_relation_dwarf_slope(relation: str) -> None:
+    """In dwarf haloes the relation goes as M200^-alpha of the chosen parameters (the slope that sets most of the
+    low-mass ex-situ fraction, README), and the mock draws with Kravtsov et al. 2018's."""
+    shmr = getattr(literature, relation)
+    low, high = literature.log_mstar_of_halo(np.array([10.0, 10.5]), 0.0, shmr)
+    assert (high - low) / 0.5 == pytest.approx(-shmr.alpha, abs=0.05)
+    assert assembly.SHMR == literature.KRAVTSOV_2018

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
@@ -83,22 +84,44 @@ def hubble_gyr(z: np.ndarray | float) -> np.ndarray:
 # --- dark haloes ---------------------------------------------------------------------------------
 
 
-def log_mstar_of_halo(log_mhalo: np.ndarray | float, z: np.ndarray | float = 0.0) -> np.ndarray:
+@dataclass(frozen=True)
+class ShmrParameters:
+    """z = 0 parameters of a stellar-to-halo mass relation in the form of Behroozi, Wechsler & Conroy 2013
+    (ApJ 770, 57, eqs. 3-4): log10 M1 [Msun], log10 epsilon, alpha (below M1 the relation goes as M200^-alpha),
+    delta and gamma (the massive end)."""
+
+    log_m1: float
+    log_eps: float
+    alpha: float
+    delta: float
+    gamma: float
+
+
+#: Kravtsov, Vikhlinin & Meshcheryakov 2018 (Astron. Lett. 44, 8; M200c), the mock's relation: it counts the
+#: extended light of massive galaxies as TNG's bound stellar mass does.
+KRAVTSOV_2018 = ShmrParameters(log_m1=11.35, log_eps=-1.642, alpha=-1.779, delta=4.394, gamma=0.547)
+#: Behroozi et al. 2013 at z = 0 (Sect. 5): a shallower dwarf slope; ``benchmarks/bench_population.py --shmr``
+#: measures how much of the low-mass ex-situ fraction the slope sets.
+BEHROOZI_2013 = ShmrParameters(log_m1=11.514, log_eps=-1.777, alpha=-1.412, delta=3.508, gamma=0.316)
+
+
+def log_mstar_of_halo(
+    log_mhalo: np.ndarray | float, z: np.ndarray | float = 0.0, shmr: ShmrParameters = KRAVTSOV_2018
+) -> np.ndarray:
     """Median log10 M* [Msun] of the central galaxy of a halo of log10 M200 [Msun] at redshift ``z``.
 
     The functional form of Behroozi, Wechsler & Conroy 2013 (ApJ 770, 57, eqs. 3-4) with the z = 0
-    parameters of Kravtsov, Vikhlinin & Meshcheryakov 2018 (Astron. Lett. 44, 8), which count the
-    extended light of massive galaxies as TNG's bound stellar mass does, and the redshift evolution
-    of every parameter from Behroozi et al. 2013 (Sect. 5).
+    parameters ``shmr`` (default :data:`KRAVTSOV_2018`) and the redshift evolution of every parameter
+    from Behroozi et al. 2013 (Sect. 5).
     """
     z = np.asarray(z, dtype=np.float64)
     a = 1.0 / (1.0 + z)
     nu = np.exp(-4.0 * a**2)
-    log_m1 = 11.35 + (-1.793 * (a - 1.0) - 0.251 * z) * nu
-    log_eps = -1.642 + (-0.006 * (a - 1.0)) * nu - 0.119 * (a - 1.0)
-    alpha = -1.779 + 0.731 * (a - 1.0) * nu
-    delta = 4.394 + (2.608 * (a - 1.0) - 0.043 * z) * nu
-    gamma = 0.547 + (1.319 * (a - 1.0) + 0.279 * z) * nu
+    log_m1 = shmr.log_m1 + (-1.793 * (a - 1.0) - 0.251 * z) * nu
+    log_eps = shmr.log_eps + (-0.006 * (a - 1.0)) * nu - 0.119 * (a - 1.0)
+    alpha = shmr.alpha + 0.731 * (a - 1.0) * nu
+    delta = shmr.delta + (2.608 * (a - 1.0) - 0.043 * z) * nu
+    gamma = shmr.gamma + (1.319 * (a - 1.0) + 0.279 * z) * nu
 
     def f(x: np.ndarray) -> np.ndarray:
         return -np.log10(10 ** (alpha * x) + 1.0) + delta * np.log10(1.0 + np.exp(x)) ** gamma / (

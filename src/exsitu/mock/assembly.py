@@ -51,7 +51,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from exsitu.literature import (
+    KRAVTSOV_2018,
     MZR_SCATTER_DEX,
+    ShmrParameters,
     halo_growth_rate,
     halo_merger_rate,
     log_mstar_of_halo,
@@ -69,6 +71,10 @@ GRID_EDGES = np.arange(0.0, 12.5 + STEP_GYR / 2, STEP_GYR)
 GRID = 0.5 * (GRID_EDGES[1:] + GRID_EDGES[:-1])
 #: Halo mass ratios drawn (log-spaced bin edges); below 1e-3 satellites bring no stars worth a particle.
 XI_EDGES = np.geomspace(1e-3, 1.0, 25)
+#: The stellar-to-halo mass relation of hosts and satellites (z = 0 parameters; evolved as Behroozi et al. 2013).
+#: The dwarf slope sets most of the ex-situ fraction of 10^10-10^10.5 Msun galaxies, which TNG100 lies between
+#: this relation and Behroozi et al. 2013's (``benchmarks/bench_population.py --shmr``, which swaps it).
+SHMR: ShmrParameters = KRAVTSOV_2018
 SHMR_SCATTER_DEX = 0.2  # satellites' stellar mass at fixed halo mass (Behroozi et al. 2013)
 SHMR_SCATTER_DWARF_DEX = 0.35  # ... rising in dwarf haloes of 1e10 Msun (Garrison-Kimmel et al. 2017, MNRAS 464, 3108)
 GROWTH_SCATTER = 0.3  # lognormal, per galaxy, on the mean halo growth rate (formation-time scatter)
@@ -200,7 +206,7 @@ def insitu_track(rng: np.random.Generator, halo: np.ndarray, z_grid: np.ndarray)
     MNRAS 500, 4004): past :data:`QUENCH_LOG_MSTAR` (drawn per galaxy with
     :data:`QUENCH_SCATTER_DEX`) only :data:`QUENCHED_GROWTH` of the relation's growth continues.
     """
-    along = 10 ** log_mstar_of_halo(halo, z_grid)
+    along = 10 ** log_mstar_of_halo(halo, z_grid, SHMR)
     quench = 10 ** (QUENCH_LOG_MSTAR + rng.normal(0.0, QUENCH_SCATTER_DEX))
     growth = np.maximum(np.diff(along[::-1], prepend=0.0), 0.0)  # forward in time, oldest first
     growth = np.where(np.cumsum(growth) - growth > quench, QUENCHED_GROWTH * growth, growth)
@@ -244,7 +250,7 @@ def draw_history(
     z_in = redshift_at_lookback(infall)
     log_msat_halo = halo[step] + log_xi
     scatter = np.interp(log_msat_halo, [10.0, 11.5], [SHMR_SCATTER_DWARF_DEX, SHMR_SCATTER_DEX])
-    log_ms = log_mstar_of_halo(log_msat_halo, z_in) + rng.normal(0.0, 1.0, n) * scatter
+    log_ms = log_mstar_of_halo(log_msat_halo, z_in, SHMR) + rng.normal(0.0, 1.0, n) * scatter
 
     # Orbits (circularity and orbital energy as in Boylan-Kolchin et al. 2008) set when each coalesces.
     merge_time = merging_time_gyr(10**log_xi, z_in, rng.uniform(0.2, 1.0, n), rng.uniform(0.5, 1.0, n))
