@@ -123,6 +123,34 @@ def test_the_covariance_nll_trains_only_the_covariance_head(family: str) -> None
         assert torch.allclose(grad, (covariance if name in head else squared)[name], atol=1e-6), name
 
 
+def test_the_hurdle_head_reads_live_features_and_the_family_only_detached_ones() -> None:
+    """With ``cvae.hurdle`` the clip classes are a point prediction: their log-likelihood trains the hurdle
+    head and the trunk; the family's NLL at the mean detached still trains only the covariance head."""
+    torch.manual_seed(0)
+    model = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, rank=2, hurdle=True))
+    conditions, exsitu, mask = maps(3, 16, seed=2)
+    exsitu = torch.where(exsitu < 0.3, 0.0, exsitu)  # a share of the pixels at the clip
+
+    def reached(loss_of) -> set[str]:
+        model.zero_grad()
+        torch.manual_seed(1)
+        likelihood, _, _ = model(conditions, exsitu)
+        loss_of(likelihood).sum().backward()
+        return {name for name, p in model.named_parameters() if p.grad is not None and bool(p.grad.abs().sum() > 0)}
+
+    likelihood, _, _ = model(conditions, exsitu)
+    assert likelihood.hurdle.shape == (3, 2, 16, 16)
+    classes = reached(lambda lik: -lik.log_clip_classes(exsitu, mask))
+    assert any(n.startswith("decoder.hurdle_head") for n in classes) and any(
+        n.startswith("decoder.blocks") for n in classes
+    )
+    assert not any(n.startswith("decoder.covariance_head") for n in classes)
+    family = reached(lambda lik: replace(lik, loc=lik.loc.detach(), hurdle=None).nll(exsitu, mask))
+    assert family and all(n.startswith("decoder.covariance_head") for n in family)
+    with pytest.raises(InputError, match="'cvae.censored' and 'cvae.hurdle'"):
+        CVAEConfig(npix=16, censored=True, hurdle=True)
+
+
 def test_encode_conditions_is_the_condition_encoder_and_takes_exactly_its_scalars() -> None:
     model = CVAE(CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8)).eval()
     conditions, _, _ = maps(2, 16)

@@ -204,11 +204,130 @@ def test_censored_training_recovers_the_latent_mean_and_width_where_clipping_doe
     assert fits[False][0] > -6.35 and fits[False][1] < 0.8
 
 
+def with_hurdle(lik: MapLikelihood, seed: int) -> MapLikelihood:
+    """``lik`` with random clip-class logits for the hurdle, (N, 2, P, P)."""
+    n, _, p, _ = lik.loc.shape
+    return replace(lik, hurdle=torch.randn(n, 2, p, p, generator=torch.Generator().manual_seed(seed)) - 1)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("rank", [0, 3])
+def test_hurdle_nll_matches_a_reference_implementation(family: str, rank: int) -> None:
+    n, p = 3, 6
+    lik = with_hurdle(random_likelihood(n, p, rank, seed=rank, family=family), seed=4)
+    mask = disc(p, 2.6).expand(n, 1, p, p).clone()
+    mask[1, 0, 2, 2] = False
+    target = torch.rand(n, 1, p, p, generator=torch.Generator().manual_seed(9))
+    target[0, 0, 2, 3], target[0, 0, 3, 2], target[2, 0, 3, 3] = 0.0, 1e-4, 1.0  # two at the low clip, one high
+    nll = lik.nll(target, mask)
+    for i in range(n):
+        # The density of the pixels inside the clip, then every galaxy pixel's class by a softmax in numpy.
+        y, sel = target[i, 0].double().numpy(), mask[i, 0].numpy()
+        one_mask = mask.clone()
+        one_mask[i, 0] = torch.as_tensor(sel & (y > LOGIT_EPS) & (y < 1 - LOGIT_EPS))
+        low, high = lik.hurdle[i].double().numpy()
+        log_norm = np.logaddexp(np.logaddexp(low, 0.0), high)
+        log_class = np.where(y <= LOGIT_EPS, low, np.where(y >= 1 - LOGIT_EPS, high, 0.0)) - log_norm
+        expected = reference_nll(lik, target, one_mask, i) - log_class[sel].sum()
+        assert float(nll[i]) == pytest.approx(expected, rel=1e-4, abs=2e-3)
+    # Map 1 has no pixel at the clip, yet each of its pixels pays for its class "inside".
+    inside_only = replace(lik, hurdle=None).nll(target, mask)[1]
+    assert float(nll[1]) > float(inside_only) + 1.0
+
+
+@pytest.mark.parametrize("family", ["gaussian", "student_t"])
+def test_hurdle_draws_mean_and_median_match_the_class_probabilities(family: str) -> None:
+    draws = 40_000
+    # Pixels: mostly at the low clip; mostly inside near 0.5; inside but near the low clip (it leaks);
+    # mostly at the high clip; an even split of low and inside.
+    loc = torch.tensor([0.0, 0.0, LOGIT_LOW + 1.0, 0.0, 2.0]).view(1, 1, 1, 5)
+    p_low = torch.tensor([0.7, 0.1, 0.05, 0.05, 0.45])
+    p_high = torch.tensor([0.05, 0.1, 0.05, 0.6, 0.05])
+    p_inside = 1 - p_low - p_high
+    hurdle = torch.stack([torch.log(p_low / p_inside), torch.log(p_high / p_inside)]).view(1, 2, 1, 5)
+    one = MapLikelihood(
+        loc,
+        torch.full((1, 1, 1, 5), -1.0),
+        torch.full((1, 1, 1, 5), 0.5),
+        dof=torch.tensor(4.0) if family == "student_t" else None,
+        hurdle=hurdle,
+    )
+    mask = torch.ones(draws, 1, 1, 5, dtype=torch.bool)
+    samples = many(one, draws).sample(mask, torch.Generator().manual_seed(0))[:, 0, 0]
+    at_low, at_high = (samples == 0).float().mean(0), (samples == 1).float().mean(0)
+    # Far from the clip the family hardly leaks: the shares at 0 and 1 are the class probabilities.
+    far = [0, 1, 3, 4]
+    assert torch.allclose(at_low[far], p_low[far], atol=0.01) and torch.allclose(at_high[far], p_high[far], atol=0.01)
+    assert float(at_low[2]) > float(p_low[2]) + 0.05  # near the clip the family's draws below it add to the class
+    assert torch.allclose(samples.mean(0), one.mean(mask[:1])[0, 0, 0], atol=0.006)
+    median = one.median(mask[:1])[0, 0, 0]
+    assert float(median[0]) == 0.0 and float(median[3]) == 1.0
+    assert torch.allclose(samples.median(0).values[[1, 4]], median[[1, 4]], atol=0.01)
+    # Without the hurdle the median is the sigmoid of the mean logit.
+    assert torch.allclose(replace(one, hurdle=None).median(mask[:1]), torch.sigmoid(loc))
+
+
+def test_hurdle_training_finds_the_clip_share_and_the_density_inside() -> None:
+    """40% of the pixels at the low clip and 5% at the high one, the rest logits N(-3, 0.7^2): trained
+    with the faithful loss, the hurdle recovers both shares and the inside density's mean and width;
+    the clipped likelihood pulls its mean down and widens to reach the clip's -6.9 logits."""
+    n, p = 64, 16
+    g = torch.Generator().manual_seed(1)
+    u = torch.rand(n, 1, p, p, generator=g)
+    inside = torch.sigmoid(-3 + 0.7 * torch.randn(n, 1, p, p, generator=g))
+    target = torch.where(u < 0.4, 0.0, torch.where(u > 0.95, 1.0, inside))
+    mask = torch.ones(n, 1, p, p, dtype=torch.bool)
+    fits = {}
+    for hurdle in (False, True):
+        loc, log_var, classes = torch.zeros(1, requires_grad=True), torch.zeros(1, requires_grad=True), None
+        params = [loc, log_var]
+        if hurdle:
+            classes = torch.zeros(1, 2, 1, 1, requires_grad=True)
+            params.append(classes)
+        optimiser = torch.optim.Adam(params, lr=0.05)
+        for _ in range(600):
+            lik = MapLikelihood(
+                (loc - 3).expand(n, 1, p, p), log_var.expand(n, 1, p, p), torch.zeros(n, 0, p, p),
+                hurdle=None if classes is None else classes.expand(n, 2, p, p),
+            )  # fmt: skip
+            optimiser.zero_grad()
+            lik.training_loss(target, mask).mean().backward()
+            optimiser.step()
+        fits[hurdle] = float(loc.detach()) - 3, float(torch.exp(0.5 * log_var.detach())), lik
+    loc, sd, lik = fits[True]
+    low, _, high = lik.clip_log_probs()[0, :, 0, 0].exp().tolist()
+    assert low == pytest.approx(float((target == 0).float().mean()), abs=0.01)
+    assert high == pytest.approx(float((target == 1).float().mean()), abs=0.01)
+    assert loc == pytest.approx(-3.0, abs=0.05) and sd == pytest.approx(0.7, abs=0.05)
+    assert fits[False][0] < -4.0 and fits[False][1] > 2.0
+
+
+def test_draws_in_parts_carry_the_hurdle_classes_at_any_noise_scales() -> None:
+    lik = with_hurdle(random_likelihood(3, 6, 4, seed=2, family="student_t"), seed=7)
+    mask = disc(6, 2.6).expand(3, 1, 6, 6)
+    scales = NoiseScales(lowrank=0.5, diagonal=1.7, diagonal_slope=0.3)
+    parts = lik.residual(lik.draw_noise(torch.Generator().manual_seed(5)))
+    direct = lik.scaled(scales).sample(mask, torch.Generator().manual_seed(5))
+    assert torch.allclose(parts.fractions(mask, scales), direct, atol=1e-5)
+    # The classes do not move with the scales: the pixels drawn at a clip stay there.
+    clipped = (parts.clip_class != 0) & mask
+    assert bool(clipped.any()) and torch.equal(parts.fractions(mask)[clipped], direct[clipped])
+    # A model without the hurdle draws exactly what it drew before the hurdle existed.
+    plain = replace(lik, hurdle=None)
+    before = plain.residual(plain.draw_noise(torch.Generator().manual_seed(5)))
+    assert before.clip_class is None and torch.equal(before.independent, parts.independent)
+
+
 def many(one: MapLikelihood, n: int) -> MapLikelihood:
     """``one`` (a single map's likelihood) broadcast to n maps."""
     expand = lambda t: None if t is None else t.expand(n, *t.shape[1:])  # noqa: E731
     return replace(
-        one, loc=expand(one.loc), log_var=expand(one.log_var), factors=expand(one.factors), tail=expand(one.tail)
+        one,
+        loc=expand(one.loc),
+        log_var=expand(one.log_var),
+        factors=expand(one.factors),
+        tail=expand(one.tail),
+        hurdle=expand(one.hurdle),
     )
 
 

@@ -49,10 +49,13 @@ class CVAEConfig:
     likelihood: str = "gaussian"  # one of exsitu.likelihood.FAMILIES (config cvae.likelihood)
     logit_eps: float = LOGIT_EPS  # the fractions' clip (config cvae.logit_eps)
     censored: bool = False  # pixels beyond the clip censored in the likelihood (config cvae.censored)
+    hurdle: bool = False  # a two-part likelihood with each pixel's probability of the clip (config cvae.hurdle)
 
     def __post_init__(self) -> None:
         if self.likelihood not in FAMILIES:
             raise InputError(f"config key 'cvae.likelihood': {self.likelihood!r} is not one of {FAMILIES}")
+        if self.censored and self.hurdle:
+            raise InputError("config keys 'cvae.censored' and 'cvae.hurdle' are two models of the clip: set one")
 
     @classmethod
     def from_settings(
@@ -72,6 +75,7 @@ class CVAEConfig:
             likelihood=settings.likelihood,
             logit_eps=settings.logit_eps,
             censored=settings.censored,
+            hurdle=settings.hurdle,
         )
 
     def levels(self) -> int:
@@ -213,7 +217,9 @@ class Decoder(nn.Module):
     and the Student-t degrees of freedom are one parameter: so the covariance's NLL trains only
     the covariance head, never the trunk, the condition encoder or the encoder (the faithful
     split of Stirn et al. 2023; ``MapLikelihood.training_loss`` trains the mean by the squared
-    error). With ``latent_dim == 0`` it is the deterministic baseline's decoder (conditions only).
+    error). With ``cfg.hurdle`` a third head (1x1, on h live) gives each pixel's two clip-class logits,
+    trained by their log-likelihood. With ``latent_dim == 0`` it is the deterministic baseline's decoder
+    (conditions only).
     """
 
     def __init__(self, cfg: CVAEConfig, latent_dim: int) -> None:
@@ -229,6 +235,11 @@ class Decoder(nn.Module):
             self.blocks.append(conv_block(c_prev + cfg.channels(level) + latent_dim, cfg.channels(level)))
             c_prev = cfg.channels(level)
         self.mean_head = nn.Conv2d(c_prev, 1, 1)
+        # The clip classes are part of the point prediction, not of the residual's spread: their head
+        # reads the trunk's live features, like the mean's. Start at P(clip) ~ 5% at each end.
+        self.hurdle_head = nn.Conv2d(c_prev, 2, 1) if cfg.hurdle else None
+        if self.hurdle_head is not None:
+            nn.init.constant_(self.hurdle_head.bias, math.log(0.05 / 0.9))
         self.tails = cfg.likelihood.endswith("sinh_arcsinh")
         covariance_out = nn.Conv2d(c_prev, 1 + cfg.rank + self.tails, 1)
         if self.tails:  # start near the Gaussian: tau = 1 + TAIL_RANGE * sigmoid(bias)
@@ -268,6 +279,7 @@ class Decoder(nn.Module):
             tail=tail,
             eps=self.eps,
             censored=self.censored,
+            hurdle=None if self.hurdle_head is None else self.hurdle_head(h),
         )
 
 

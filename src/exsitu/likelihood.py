@@ -47,7 +47,15 @@ other galaxy pixels their joint density: a composite (pairwise-independent) cens
 likelihood. Exact censoring would need the joint CDF of every clipped pixel of a map (hundreds
 at 128^2), with the low-rank structure an r-dimensional integral; the composite keeps each
 censored pixel's marginal exact and drops only the dependence between the censoring events and
-the rest of the map. Pixels outside the galaxy mask decouple
+the rest of the map. ``hurdle`` (config ``cvae.hurdle``) is the third way: a two-part (hurdle) model.
+The decoder predicts each pixel's probabilities of lying at or below the clip, inside it, or at or
+above 1 - eps (a softmax of two class logits against 0 for inside), trained by their categorical
+log-likelihood; the family above is the density of the pixels inside the clip only, its mean the
+mean logit of those pixels. A draw takes each pixel's class from its probabilities, independently
+given z (the map's latent carries what the classes share), and the family's draw for a pixel of the
+inside class. The family is not truncated to the clip (a truncated joint density has no closed
+form): an inside-class draw that falls beyond the clip becomes 0 (or 1) as well, so a pixel's
+probability of a sample at the clip is its class probability plus that leak. Pixels outside the galaxy mask decouple
 exactly: their factor rows and residuals are set to 0 and they add nothing to the
 log-likelihood; samples there are 0.
 
@@ -165,32 +173,48 @@ class ResidualNoise:
     """The standard random numbers behind one draw per likelihood.
 
     eps: (N, r) factor weights; eta: (N, 1, P, P) per-pixel normals; uniform: (N,) the uniform
-    that sets the per-map scale w of the Student-t families (None for the others).
+    that sets the per-map scale w of the Student-t families (None for the others); classes:
+    (N, 1, P, P) the uniforms that pick each pixel's clip class of the hurdle model (None without it).
     """
 
     eps: torch.Tensor
     eta: torch.Tensor
     uniform: torch.Tensor | None
+    classes: torch.Tensor | None = None
 
     @classmethod
     def draw(
-        cls, n: int, rank: int, npix: int, per_map_scale: bool, generator: torch.Generator | None, device: torch.device
+        cls,
+        n: int,
+        rank: int,
+        npix: int,
+        per_map_scale: bool,
+        generator: torch.Generator | None,
+        device: torch.device,
+        hurdle: bool = False,
     ) -> ResidualNoise:
-        """n draws, always in this order: e (n, r), h (n, 1, P, P), then (``per_map_scale``) n uniforms."""
+        """n draws, always in this order: e (n, r), h (n, 1, P, P), then (``per_map_scale``) n uniforms,
+        then (``hurdle``) (n, 1, P, P) uniforms; so a model without the hurdle draws what it drew before."""
         eps = torch.randn((n, rank), generator=generator, device=device)
         eta = torch.randn((n, 1, npix, npix), generator=generator, device=device)
         uniform = torch.rand(n, generator=generator, device=device) if per_map_scale else None
-        return cls(eps, eta, uniform)
+        classes = torch.rand((n, 1, npix, npix), generator=generator, device=device) if hurdle else None
+        return cls(eps, eta, uniform, classes)
 
     def rows(self, start: int, stop: int) -> ResidualNoise:
         """Draws ``start`` to ``stop`` (exclusive)."""
-        return ResidualNoise(*(None if t is None else t[start:stop] for t in (self.eps, self.eta, self.uniform)))
+        parts = (self.eps, self.eta, self.uniform, self.classes)
+        return ResidualNoise(*(None if t is None else t[start:stop] for t in parts))
 
     @classmethod
     def cat(cls, parts: list[ResidualNoise]) -> ResidualNoise:
         """The draws of ``parts`` one after the other."""
-        uniform = None if parts[0].uniform is None else torch.cat([p.uniform for p in parts])
-        return cls(torch.cat([p.eps for p in parts]), torch.cat([p.eta for p in parts]), uniform)
+        return cls(*(_cat_optional([getattr(p, f.name) for p in parts]) for f in fields(cls)))
+
+
+def _cat_optional(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """``torch.cat`` of tensors that are all None (then None) or all set."""
+    return None if tensors[0] is None else torch.cat(tensors)
 
 
 @dataclass
@@ -200,7 +224,8 @@ class ResidualDraw:
     ``logits(scales)`` is exactly what ``likelihood.scaled(scales)`` draws from the same random
     numbers. loc, coherent (= F e), independent (= sqrt(d) h): (N, 1, P, P) logits; mixing:
     (N, 1, 1, 1) sqrt(w) (Student-t) or None; lowrank_var, diagonal_var, tail: (N, 1, P, P) the
-    two parts of S_ii and tau (sinh-arcsinh) or None.
+    two parts of S_ii and tau (sinh-arcsinh) or None; clip_class: (N, 1, P, P) each pixel's drawn
+    class of the hurdle model, -1 at the low clip, +1 at the high one, 0 inside (None without it).
     """
 
     loc: torch.Tensor
@@ -211,6 +236,7 @@ class ResidualDraw:
     diagonal_var: torch.Tensor | None
     tail: torch.Tensor | None
     eps: float
+    clip_class: torch.Tensor | None = None
 
     def logits(self, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
         """The draw in logit space at ``scales``: (N, 1, P, P)."""
@@ -224,16 +250,17 @@ class ResidualDraw:
         return self.loc + g
 
     def fractions(self, mask: torch.Tensor, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
-        """The draw as ex-situ fractions in [0, 1] at ``scales``, 0 outside ``mask``: (N, 1, P, P)."""
-        return to_fraction(self.logits(scales), self.eps) * mask
+        """The draw as ex-situ fractions in [0, 1] at ``scales``, 0 outside ``mask``: (N, 1, P, P). The
+        hurdle's clip classes override the family's draw; the scales act on the family's part only."""
+        fraction = to_fraction(self.logits(scales), self.eps)
+        if self.clip_class is not None:
+            fraction = torch.where(self.clip_class < 0, 0.0, torch.where(self.clip_class > 0, 1.0, fraction))
+        return fraction * mask
 
     @classmethod
     def cat(cls, parts: list[ResidualDraw]) -> ResidualDraw:
         """The draws of ``parts`` one after the other (same family and clip)."""
-        fields = ("loc", "coherent", "independent", "mixing", "lowrank_var", "diagonal_var", "tail")
-        joined = {
-            f: None if getattr(parts[0], f) is None else torch.cat([getattr(p, f) for p in parts]) for f in fields
-        }
+        joined = {f.name: _cat_optional([getattr(p, f.name) for p in parts]) for f in fields(cls) if f.name != "eps"}
         return cls(**joined, eps=parts[0].eps)
 
 
@@ -292,8 +319,9 @@ class MapLikelihood:
     dof: () degrees of freedom of the per-map scale mixture (Student-t families) or None;
     tail: (N, 1, P, P) sinh-arcsinh exponent tau >= 1 (per-pixel tails) or None;
     eps: the clip of the fractions (``cvae.logit_eps``); censored: whether pixels at or beyond
-    the clip are censored (``cvae.censored``, see the module doc). The family follows from which
-    of ``dof`` and ``tail`` are set (:attr:`family`).
+    the clip are censored (``cvae.censored``, see the module doc); hurdle: (N, 2, P, P) the logits
+    of a pixel at the low and at the high clip against 0 for one inside it (``cvae.hurdle``), or
+    None. The family follows from which of ``dof`` and ``tail`` are set.
     """
 
     loc: torch.Tensor
@@ -303,6 +331,7 @@ class MapLikelihood:
     tail: torch.Tensor | None = None
     eps: float = LOGIT_EPS
     censored: bool = False
+    hurdle: torch.Tensor | None = None
 
     @property
     def rank(self) -> int:
@@ -322,11 +351,25 @@ class MapLikelihood:
         return torch.log(self.log_var.float().exp() + self.factors.float().pow(2).sum(1, keepdim=True))
 
     def density_mask(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(N, 1, P, P) bool: the galaxy pixels that enter by their density; without censoring all of
-        ``mask``, with it those strictly inside the clip (eps, 1 - eps)."""
-        if not self.censored:
+        """(N, 1, P, P) bool: the galaxy pixels that enter by their density; without censoring or the hurdle
+        all of ``mask``, with either those strictly inside the clip (eps, 1 - eps)."""
+        if not self.censored and self.hurdle is None:
             return mask
         return mask.bool() & (target > self.eps) & (target < 1 - self.eps)
+
+    def clip_log_probs(self) -> torch.Tensor:
+        """log P(pixel at the low clip, inside, at the high clip) under the hurdle: (N, 3, P, P) nats."""
+        low, high = self.hurdle.float().split(1, dim=1)
+        return torch.log_softmax(torch.cat([low, torch.zeros_like(low), high], dim=1), dim=1)
+
+    def log_clip_classes(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """log P(each galaxy pixel's clip class) summed over a map's galaxy pixels: (N,) nats (0 without the
+        hurdle). A pixel at or below eps is of the low class, one at or above 1 - eps of the high one."""
+        if self.hurdle is None:
+            return target.new_zeros(target.shape[0])
+        cls = (target > self.eps).long() + (target >= 1 - self.eps).long()  # 0 low, 1 inside, 2 high
+        picked = self.clip_log_probs().gather(1, cls)
+        return (picked * mask.float()).flatten(1).sum(1)
 
     def log_censored(
         self,
@@ -409,7 +452,7 @@ class MapLikelihood:
             n = m.sum(1)
             core, log_slope = self.core_residual(target, inside)
             mahalanobis, log_det = self._woodbury(core, inside)
-            censored = self.log_censored(target, mask, (mahalanobis, n)).sum(1)
+            censored = self.log_censored(target, mask, (mahalanobis, n)).sum(1) + self.log_clip_classes(target, mask)
             if self.dof is None:
                 log_density = -0.5 * (mahalanobis + log_det + n * math.log(2 * math.pi))
             else:
@@ -474,7 +517,9 @@ class MapLikelihood:
     def draw_noise(self, generator: torch.Generator | None = None) -> ResidualNoise:
         """The random numbers of one draw per map (:meth:`ResidualNoise.draw`; uniforms for the Student-t families)."""
         n, _, p, _ = self.loc.shape
-        return ResidualNoise.draw(n, self.rank, p, self.dof is not None, generator, self.loc.device)
+        return ResidualNoise.draw(
+            n, self.rank, p, self.dof is not None, generator, self.loc.device, self.hurdle is not None
+        )
 
     def residual(self, noise: ResidualNoise) -> ResidualDraw:
         """The draw that ``noise`` makes from this likelihood, in parts (see :class:`ResidualDraw`)."""
@@ -489,6 +534,12 @@ class MapLikelihood:
             w = half / special.gammaincinv(half, u)
             mixing = torch.as_tensor(np.sqrt(w), dtype=torch.float32, device=self.loc.device).view(-1, 1, 1, 1)
         tails = self.tail is not None
+        clip_class = None
+        if self.hurdle is not None:
+            if noise.classes is None:
+                raise ValueError("a hurdle likelihood draws with ResidualNoise.draw(..., hurdle=True)")
+            low, _, high = self.clip_log_probs().exp().split(1, dim=1)
+            clip_class = (noise.classes >= 1 - high).float() - (noise.classes < low).float()
         return ResidualDraw(
             loc=self.loc.float(),
             coherent=(factors * noise.eps[:, :, None, None]).sum(1, keepdim=True),
@@ -498,15 +549,16 @@ class MapLikelihood:
             diagonal_var=diagonal_var if tails else None,
             tail=self.tail.float() if tails else None,
             eps=self.eps,
+            clip_class=clip_class,
         )
 
     def sample_logit(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per map: (N, 1, P, P) logits (every pixel)."""
+        """One draw per map of the family: (N, 1, P, P) logits (every pixel; the hurdle's classes not applied)."""
         return self.residual(self.draw_noise(generator)).logits()
 
     def sample(self, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One map per likelihood: (N, 1, P, P) fractions in [0, 1], 0 outside ``mask``."""
-        return to_fraction(self.sample_logit(generator), self.eps) * mask
+        return self.residual(self.draw_noise(generator)).fractions(mask)
 
     def mean(self, mask: torch.Tensor) -> torch.Tensor:
         """E[ex-situ fraction] per pixel: (N, 1, P, P) in [0, 1], 0 outside ``mask``.
@@ -514,15 +566,40 @@ class MapLikelihood:
         The expectation of ``to_fraction`` under each pixel's marginal, by 32-point Gauss-Legendre
         quadrature over its quantiles: the core's standardised marginal is N(0, 1) (t_nu for the
         Student-t families), mapped through T for sinh-arcsinh tails (error ~2.5e-4, below the
-        clip's steps).
+        clip's steps). With the hurdle, P(inside) times that plus P(at the high clip).
         """
-        dist = stats.norm if self.nu is None else stats.t(self.nu)
-        quantiles = dist.ppf(_QUANTILE_LEVELS)
-        loc, std = self.loc.float(), torch.exp(0.5 * self.marginal_log_var())
-        tail = None if self.tail is None else self.tail.float()
-        mean = torch.zeros_like(loc)
+        quantiles = self._marginal().ppf(_QUANTILE_LEVELS)
+        mean = torch.zeros_like(self.loc, dtype=torch.float32)
         # Node by node: a (maps, nodes, P, P) tensor would be 32 maps per map at 128 x 128.
         for q, weight in zip(quantiles.tolist(), _QUANTILE_WEIGHTS.tolist()):
-            step = std * (q if tail is None else torch.sinh(tail * math.asinh(q)))
-            mean += weight * to_fraction(loc + step, self.eps)
+            mean += weight * self._family_fraction(q)
+        if self.hurdle is not None:
+            _, inside, high = self.clip_log_probs().exp().split(1, dim=1)
+            mean = inside * mean + high
         return mean * mask
+
+    def median(self, mask: torch.Tensor) -> torch.Tensor:
+        """The median ex-situ fraction of each pixel's marginal: (N, 1, P, P) in [0, 1], 0 outside ``mask``.
+
+        Without the hurdle the family's median, the sigmoid of loc (every family is symmetric about it).
+        With it, the median of the mixture: 0 where P(low clip) >= 1/2, 1 where P(high clip) >= 1/2,
+        else the family's quantile at (1/2 - P(low)) / P(inside) (its leak beyond the clip neglected).
+        """
+        if self.hurdle is None:
+            return to_fraction(self.loc.float(), self.eps) * mask
+        low, inside, _ = self.clip_log_probs().exp().split(1, dim=1)
+        level = (0.5 - low) / inside
+        q = torch.as_tensor(self._marginal().ppf(level.clamp(1e-6, 1 - 1e-6).double().cpu().numpy()))
+        family = self._family_fraction(q.float().to(self.loc.device))
+        return torch.where(level <= 0, 0.0, torch.where(level >= 1, 1.0, family)) * mask
+
+    def _marginal(self) -> Any:
+        """scipy's standardised core marginal: N(0, 1), or Student's t with nu degrees of freedom."""
+        return stats.norm if self.nu is None else stats.t(self.nu)
+
+    def _family_fraction(self, q: torch.Tensor | float) -> torch.Tensor:
+        """to_fraction of each pixel's family quantile whose standardised core quantile is ``q``: (N, 1, P, P)."""
+        std = torch.exp(0.5 * self.marginal_log_var())
+        q = torch.as_tensor(q, dtype=torch.float32, device=std.device)
+        step = std * (q if self.tail is None else torch.sinh(self.tail.float() * torch.asinh(q)))
+        return to_fraction(self.loc.float() + step, self.eps)

@@ -35,7 +35,7 @@ from exsitu.baseline import Baseline
 from exsitu.cvae import CVAE, galaxy_mask
 from exsitu.flow import LatentFlow, flow_context
 from exsitu.io import InputError
-from exsitu.likelihood import AS_TRAINED, MapLikelihood, NoiseScales, ResidualDraw, ResidualNoise, to_fraction
+from exsitu.likelihood import AS_TRAINED, MapLikelihood, NoiseScales, ResidualDraw, ResidualNoise
 
 ModelT = TypeVar("ModelT", bound=torch.nn.Module)
 
@@ -237,7 +237,7 @@ def _passes(
             for i in maps:  # the first pass that reaches map i draws the residual noise of all its K samples
                 if i not in noise_of:
                     noise_of[i] = ResidualNoise.draw(
-                        n_samples, cvae.cfg.rank, npix, per_map_scale, generators[i], conditions.device
+                        n_samples, cvae.cfg.rank, npix, per_map_scale, generators[i], conditions.device, cvae.cfg.hurdle
                     )
             noise = ResidualNoise.cat(
                 [noise_of[i].rows(max(first - i * n_samples, 0), min(last - i * n_samples, n_samples)) for i in maps]
@@ -353,9 +353,9 @@ def residual_draws_in_chunks(
 def predict_baseline(
     baseline: Baseline, conditions: torch.Tensor, scalars: torch.Tensor | None = None, batch_size: int = 256
 ) -> torch.Tensor:
-    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU: the sigmoid of the baseline's
-    mean logit per pixel, the median of its logit likelihood (the MAE-optimal point, as the posteriors' medians),
-    0 outside the galaxy.
+    """Deterministic ex-situ fraction maps (N, P, P), float32 in [0, 1], on the CPU: the median of the baseline's
+    likelihood per pixel (``MapLikelihood.median``: the sigmoid of its mean logit without the hurdle), the
+    MAE-optimal point, as the posteriors' medians, 0 outside the galaxy.
 
     ``conditions`` are normalised (N, C, P, P) maps as ``exsitu.dataset`` holds them, ``scalars`` (N, S) the
     galaxy scalars the network takes; both are moved batch by batch to the model's device.
@@ -367,5 +367,5 @@ def predict_baseline(
         rows = slice(start, start + batch_size)
         cond = conditions[rows].to(device).float()
         likelihood = baseline(cond, None if scalars is None else scalars[rows].to(device))
-        out.append((to_fraction(likelihood.loc.float()) * galaxy_mask(cond)).squeeze(1).cpu())
+        out.append(likelihood.median(galaxy_mask(cond)).squeeze(1).cpu())
     return torch.cat(out) if out else torch.zeros(0, *conditions.shape[-2:])

@@ -245,6 +245,7 @@ class CVAESettings(Section):
     likelihood: str  # family of the map likelihood (exsitu.likelihood.FAMILIES)
     logit_eps: float  # clip of the fractions before the logit
     censored: bool  # pixels at or beyond the clip enter the likelihood censored (exsitu.likelihood)
+    hurdle: bool  # a two-part likelihood: each pixel's probability of the clip, the family inside it
     free_bits: float  # nats per latent dimension
     patience: int
     seed: int
