@@ -40,6 +40,7 @@ from exsitu.dataset import MapSet
 from exsitu.evaluation import BOOTSTRAP_REPLICATES, POSTERIORS, predictives_of
 from exsitu.evaluation import CHUNK_ELEMENTS as EVALUATE_CHUNK
 from exsitu.flow import FlowConfig, LatentFlow
+from exsitu.likelihood import LOGIT_EPS
 from exsitu.posterior_stats import PosteriorTally
 from exsitu.recalibration import CHUNK_ELEMENTS as RECALIBRATE_CHUNK
 from exsitu.recalibration import fit_noise_scales
@@ -103,7 +104,9 @@ def bench(device: torch.device, npix: int, repeats: int) -> dict[str, float]:
     truth, galaxy = exsitu[:, 0].numpy(), mask[:, 0].numpy()
 
     def statistics_only() -> None:
-        PosteriorTally(FOV_RHALF).add(samples, truth, galaxy, galaxy.astype(np.float64), np.random.default_rng(0))
+        PosteriorTally(FOV_RHALF, LOGIT_EPS).add(
+            samples, truth, galaxy, galaxy.astype(np.float64), np.random.default_rng(0)
+        )
 
     stats_s = median_seconds(statistics_only, repeats, torch.device("cpu"))
     # evaluate decodes each mode once (flow and flow_mean share their latents and decoding), then computes the
