@@ -147,6 +147,7 @@ def test_the_hurdle_head_reads_live_features_and_the_family_only_detached_ones()
     assert not any(n.startswith("decoder.covariance_head") for n in classes)
     family = reached(lambda lik: replace(lik, loc=lik.loc.detach(), hurdle=None).nll(exsitu, mask))
     assert family and all(n.startswith("decoder.covariance_head") for n in family)
+    assert model.cfg.clip_model == "hurdle" and CVAEConfig(npix=16).clip_model == "clipped"
     with pytest.raises(InputError, match="'cvae.censored' and 'cvae.hurdle'"):
         CVAEConfig(npix=16, censored=True, hurdle=True)
 

@@ -78,6 +78,12 @@ class CVAEConfig:
             hurdle=settings.hurdle,
         )
 
+    @property
+    def clip_model(self) -> str:
+        """How pixels at or beyond the clip enter the likelihood: "clipped" (the density of their clipped
+        logit), "censored" (``censored``) or "hurdle" (their own class, ``hurdle``); see ``exsitu.likelihood``."""
+        return "censored" if self.censored else "hurdle" if self.hurdle else "clipped"
+
     def levels(self) -> int:
         """Resolution levels: halve P down to 4 pixels, at most ``max_levels``."""
         if self.npix < 8 or self.npix & (self.npix - 1):

@@ -352,6 +352,7 @@ def summarise(result: Evaluation, inputs: EvaluationInputs) -> dict[str, Any]:
             "family": cvae.cfg.likelihood,
             "dof": None if dof is None else float(dof.detach()),
             "logit_eps": cvae.cfg.logit_eps,
+            "clip_model": cvae.cfg.clip_model,
         },
         "apertures": dict(APERTURES),
         "profile_edges": list(PROFILE_EDGES),

@@ -255,6 +255,14 @@ def scores_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
     )
 
 
+#: What each clip model of metrics.json's ``likelihood.clip_model`` means, for the report.
+CLIP_MODELS = {
+    "clipped": "the density of their clipped logit",
+    "censored": "their probability of lying beyond the clip (censored)",
+    "hurdle": "a class of their own, with its probability per pixel (hurdle)",
+}
+
+
 def likelihood_table(metrics: Mapping[str, Any], noise_scale: Mapping[str, Any]) -> pd.DataFrame:
     """The decoder's likelihood (family, degrees of freedom, clip) and the noise scales every posterior applies."""
     likelihood, noise = metrics["likelihood"], metrics["noise"]
@@ -262,6 +270,9 @@ def likelihood_table(metrics: Mapping[str, Any], noise_scale: Mapping[str, Any])
         "likelihood family": likelihood["family"],
         "degrees of freedom": number(likelihood["dof"]),
         "clip of the true fraction (logit_eps)": f"{likelihood['logit_eps']:g}",
+        "pixels at the clip enter as (cvae.censored, cvae.hurdle)": CLIP_MODELS[
+            likelihood.get("clip_model", "clipped")
+        ],
         "noise scale, low-rank (correlated) part": f"{noise['lowrank']:.3f}",
         "noise scale, diagonal (independent) part, where the mean is 1/2": f"{noise['diagonal']:.3f}",
         "its slope per logit, factor exp(slope |mean logit|)": f"{noise.get('diagonal_slope', 0):.3f}",
