@@ -4,6 +4,7 @@ gradients, and calibration on smooth and heavy-tailed synthetic fields."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -16,6 +17,7 @@ from synthetic_fields import disc, draw_truth, fit_family
 from exsitu.calibration import central_coverage, randomized_pit, tarp_atc_terms, tarp_credibility
 from exsitu.io import InputError
 from exsitu.likelihood import (
+    AS_TRAINED,
     FAMILIES,
     LOGIT_EPS,
     MapLikelihood,
@@ -309,13 +311,38 @@ def test_draws_in_parts_carry_the_hurdle_classes_at_any_noise_scales() -> None:
     parts = lik.residual(lik.draw_noise(torch.Generator().manual_seed(5)))
     direct = lik.scaled(scales).sample(mask, torch.Generator().manual_seed(5))
     assert torch.allclose(parts.fractions(mask, scales), direct, atol=1e-5)
-    # The classes do not move with the scales: the pixels drawn at a clip stay there.
-    clipped = (parts.clip_class != 0) & mask
-    assert bool(clipped.any()) and torch.equal(parts.fractions(mask)[clipped], direct[clipped])
-    # A model without the hurdle draws exactly what it drew before the hurdle existed.
+    # One factor on both parts keeps every pixel's standardised core, so the same pixels are drawn at the clip.
+    at_clip = lambda s: torch.isinf(parts.logits(s)) & mask  # noqa: E731
+    assert bool(at_clip(AS_TRAINED).any()) and torch.equal(at_clip(AS_TRAINED), at_clip(NoiseScales(0.4, 0.4)))
+    # The hurdle draws from the same random numbers as the family alone.
     plain = replace(lik, hurdle=None)
     before = plain.residual(plain.draw_noise(torch.Generator().manual_seed(5)))
-    assert before.clip_class is None and torch.equal(before.independent, parts.independent)
+    assert before.clip_probs is None and torch.equal(before.independent, parts.independent)
+
+
+def test_hurdle_classes_share_the_residual_correlations_and_keep_their_marginals() -> None:
+    """A map whose residual is one coherent mode: its pixels' classes follow that mode together, so a map's
+    share at the clip varies from draw to draw far more than independent classes would let it, while every
+    pixel is still at the clip with its own probability."""
+    n, p, draws = 1, 8, 20_000
+    p_low = 0.3
+    one = MapLikelihood(
+        torch.full((n, 1, p, p), 1.0),
+        torch.full((n, 1, p, p), math.log(0.1)),
+        torch.full((n, 1, p, p), 1.0),  # rank 1: one mode shared by all pixels
+        hurdle=torch.stack([torch.full((p, p), math.log(p_low / 0.65)), torch.full((p, p), math.log(0.05 / 0.65))])[
+            None
+        ],
+    )
+    samples = many(one, draws).sample(torch.ones(draws, 1, p, p, dtype=torch.bool), torch.Generator().manual_seed(0))
+    low = (samples == 0).float().flatten(1)
+    assert float(low.mean()) == pytest.approx(p_low, abs=0.01)  # the marginal
+    assert torch.allclose(low.mean(0), torch.full((p * p,), p_low), atol=0.02)
+    binomial_sd = math.sqrt(p_low * (1 - p_low) / (p * p))
+    assert float(low.mean(1).std()) > 5 * binomial_sd  # correlated: whole maps go to the clip together
+    # The inside pixels take a whole draw of the family, not its middle: mean loc, variance 1 + 0.1.
+    inside = torch.logit(samples[(samples > 0) & (samples < 1)].double())
+    assert float(inside.mean()) == pytest.approx(1.0, abs=0.03) and float(inside.var()) == pytest.approx(1.1, abs=0.05)
 
 
 def many(one: MapLikelihood, n: int) -> MapLikelihood:

@@ -51,11 +51,18 @@ the rest of the map. ``hurdle`` (config ``cvae.hurdle``) is the third way: a two
 The decoder predicts each pixel's probabilities of lying at or below the clip, inside it, or at or
 above 1 - eps (a softmax of two class logits against 0 for inside), trained by their categorical
 log-likelihood; the family above is the density of the pixels inside the clip only, its mean the
-mean logit of those pixels. A draw takes each pixel's class from its probabilities, independently
-given z (the map's latent carries what the classes share), and the family's draw for a pixel of the
-inside class. The family is not truncated to the clip (a truncated joint density has no closed
-form): an inside-class draw that falls beyond the clip becomes 0 (or 1) as well, so a pixel's
-probability of a sample at the clip is its class probability plus that leak. Pixels outside the galaxy mask decouple
+mean logit of those pixels. A draw reads each pixel's class off the family's own correlated core
+draw: with z_i = g_i / sqrt(S_ii) (standard normal per pixel, correlated as the core) and u_i = Phi(z_i),
+the pixel is at the low clip if u_i < P(low), at the high clip if u_i > 1 - P(high), and otherwise takes
+the family's value at the quantile (u_i - P(low)) / P(inside) (a Gaussian copula over the classes and
+values). Each pixel's class probabilities and its inside density are exactly the trained marginals, and
+the classes inherit the residual's correlations: a draw whose coherent part runs low puts many pixels
+at the clip together. Independent class draws (measured once, README "A hurdle at the clip") made a
+map's share at the clip nearly the same in every draw, its intervals far too narrow. The composite
+training likelihood (each class probability, the inside pixels' joint density) does not see the
+coupling. The family is not truncated to the clip (a truncated joint density has no closed form): an
+inside-class draw that falls beyond the clip becomes 0 (or 1) as well, so a pixel's probability of a
+sample at the clip is its class probability plus that leak. Pixels outside the galaxy mask decouple
 exactly: their factor rows and residuals are set to 0 and they add nothing to the
 log-likelihood; samples there are 0.
 
@@ -173,38 +180,26 @@ class ResidualNoise:
     """The standard random numbers behind one draw per likelihood.
 
     eps: (N, r) factor weights; eta: (N, 1, P, P) per-pixel normals; uniform: (N,) the uniform
-    that sets the per-map scale w of the Student-t families (None for the others); classes:
-    (N, 1, P, P) the uniforms that pick each pixel's clip class of the hurdle model (None without it).
+    that sets the per-map scale w of the Student-t families (None for the others).
     """
 
     eps: torch.Tensor
     eta: torch.Tensor
     uniform: torch.Tensor | None
-    classes: torch.Tensor | None = None
 
     @classmethod
     def draw(
-        cls,
-        n: int,
-        rank: int,
-        npix: int,
-        per_map_scale: bool,
-        generator: torch.Generator | None,
-        device: torch.device,
-        hurdle: bool = False,
+        cls, n: int, rank: int, npix: int, per_map_scale: bool, generator: torch.Generator | None, device: torch.device
     ) -> ResidualNoise:
-        """n draws, always in this order: e (n, r), h (n, 1, P, P), then (``per_map_scale``) n uniforms,
-        then (``hurdle``) (n, 1, P, P) uniforms; so a model without the hurdle draws what it drew before."""
+        """n draws, always in this order: e (n, r), h (n, 1, P, P), then (``per_map_scale``) n uniforms."""
         eps = torch.randn((n, rank), generator=generator, device=device)
         eta = torch.randn((n, 1, npix, npix), generator=generator, device=device)
         uniform = torch.rand(n, generator=generator, device=device) if per_map_scale else None
-        classes = torch.rand((n, 1, npix, npix), generator=generator, device=device) if hurdle else None
-        return cls(eps, eta, uniform, classes)
+        return cls(eps, eta, uniform)
 
     def rows(self, start: int, stop: int) -> ResidualNoise:
         """Draws ``start`` to ``stop`` (exclusive)."""
-        parts = (self.eps, self.eta, self.uniform, self.classes)
-        return ResidualNoise(*(None if t is None else t[start:stop] for t in parts))
+        return ResidualNoise(*(None if t is None else t[start:stop] for t in (self.eps, self.eta, self.uniform)))
 
     @classmethod
     def cat(cls, parts: list[ResidualNoise]) -> ResidualNoise:
@@ -224,8 +219,8 @@ class ResidualDraw:
     ``logits(scales)`` is exactly what ``likelihood.scaled(scales)`` draws from the same random
     numbers. loc, coherent (= F e), independent (= sqrt(d) h): (N, 1, P, P) logits; mixing:
     (N, 1, 1, 1) sqrt(w) (Student-t) or None; lowrank_var, diagonal_var, tail: (N, 1, P, P) the
-    two parts of S_ii and tau (sinh-arcsinh) or None; clip_class: (N, 1, P, P) each pixel's drawn
-    class of the hurdle model, -1 at the low clip, +1 at the high one, 0 inside (None without it).
+    two parts of S_ii (with sinh-arcsinh tails or the hurdle) and tau (sinh-arcsinh) or None;
+    clip_probs: (N, 2, P, P) each pixel's probabilities of the low and the high clip (hurdle) or None.
     """
 
     loc: torch.Tensor
@@ -236,26 +231,41 @@ class ResidualDraw:
     diagonal_var: torch.Tensor | None
     tail: torch.Tensor | None
     eps: float
-    clip_class: torch.Tensor | None = None
+    clip_probs: torch.Tensor | None = None
 
     def logits(self, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
-        """The draw in logit space at ``scales``: (N, 1, P, P)."""
+        """The draw in logit space at ``scales``: (N, 1, P, P); with the hurdle, -inf (+inf) where the pixel is
+        drawn at the low (high) clip."""
         diagonal = scales.diagonal_factor(self.loc)
         g = scales.lowrank * self.coherent + diagonal * self.independent
+        std = None
+        if self.lowrank_var is not None:
+            std = torch.sqrt(scales.lowrank**2 * self.lowrank_var + diagonal**2 * self.diagonal_var)
+        clip_class = None
+        if self.clip_probs is not None:
+            g, clip_class = self._hurdle(g, std)
         if self.mixing is not None:
             g = g * self.mixing
         if self.tail is not None:
-            std = torch.sqrt(scales.lowrank**2 * self.lowrank_var + diagonal**2 * self.diagonal_var)
             g = std * sinh_arcsinh(g / std, self.tail)
-        return self.loc + g
+        x = self.loc + g
+        if clip_class is not None:
+            x = torch.where(clip_class < 0, -math.inf, torch.where(clip_class > 0, math.inf, x))
+        return x
+
+    def _hurdle(self, g: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The hurdle's Gaussian copula (module doc): each pixel's class (-1 low clip, +1 high, 0 inside) from
+        u = Phi(g / std), and the inside pixels' core value std Phi^-1((u - P(low)) / P(inside)). In float64:
+        Phi^-1 near 0 and 1 needs the digits."""
+        u = torch.special.ndtr((g / std).double())
+        low, high = self.clip_probs.double().split(1, dim=1)
+        clip_class = (u > 1 - high).float() - (u < low).float()
+        inside = ((u - low) / (1 - low - high)).clamp(1e-12, 1 - 1e-12)
+        return (std * torch.special.ndtri(inside).float()), clip_class
 
     def fractions(self, mask: torch.Tensor, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
-        """The draw as ex-situ fractions in [0, 1] at ``scales``, 0 outside ``mask``: (N, 1, P, P). The
-        hurdle's clip classes override the family's draw; the scales act on the family's part only."""
-        fraction = to_fraction(self.logits(scales), self.eps)
-        if self.clip_class is not None:
-            fraction = torch.where(self.clip_class < 0, 0.0, torch.where(self.clip_class > 0, 1.0, fraction))
-        return fraction * mask
+        """The draw as ex-situ fractions in [0, 1] at ``scales``, 0 outside ``mask``: (N, 1, P, P)."""
+        return to_fraction(self.logits(scales), self.eps) * mask
 
     @classmethod
     def cat(cls, parts: list[ResidualDraw]) -> ResidualDraw:
@@ -517,9 +527,7 @@ class MapLikelihood:
     def draw_noise(self, generator: torch.Generator | None = None) -> ResidualNoise:
         """The random numbers of one draw per map (:meth:`ResidualNoise.draw`; uniforms for the Student-t families)."""
         n, _, p, _ = self.loc.shape
-        return ResidualNoise.draw(
-            n, self.rank, p, self.dof is not None, generator, self.loc.device, self.hurdle is not None
-        )
+        return ResidualNoise.draw(n, self.rank, p, self.dof is not None, generator, self.loc.device)
 
     def residual(self, noise: ResidualNoise) -> ResidualDraw:
         """The draw that ``noise`` makes from this likelihood, in parts (see :class:`ResidualDraw`)."""
@@ -533,32 +541,26 @@ class MapLikelihood:
             u = noise.uniform.double().clamp(1e-12, 1 - 1e-12).cpu().numpy()
             w = half / special.gammaincinv(half, u)
             mixing = torch.as_tensor(np.sqrt(w), dtype=torch.float32, device=self.loc.device).view(-1, 1, 1, 1)
-        tails = self.tail is not None
-        clip_class = None
-        if self.hurdle is not None:
-            if noise.classes is None:
-                raise ValueError("a hurdle likelihood draws with ResidualNoise.draw(..., hurdle=True)")
-            low, _, high = self.clip_log_probs().exp().split(1, dim=1)
-            clip_class = (noise.classes >= 1 - high).float() - (noise.classes < low).float()
+        tails, hurdle = self.tail is not None, self.hurdle is not None
         return ResidualDraw(
             loc=self.loc.float(),
             coherent=(factors * noise.eps[:, :, None, None]).sum(1, keepdim=True),
             independent=torch.sqrt(diagonal_var) * noise.eta,
             mixing=mixing,
-            lowrank_var=factors.pow(2).sum(1, keepdim=True) if tails else None,
-            diagonal_var=diagonal_var if tails else None,
+            lowrank_var=factors.pow(2).sum(1, keepdim=True) if tails or hurdle else None,
+            diagonal_var=diagonal_var if tails or hurdle else None,
             tail=self.tail.float() if tails else None,
             eps=self.eps,
-            clip_class=clip_class,
+            clip_probs=self.clip_log_probs()[:, ::2].exp() if hurdle else None,
         )
 
     def sample_logit(self, generator: torch.Generator | None = None) -> torch.Tensor:
-        """One draw per map of the family: (N, 1, P, P) logits (every pixel; the hurdle's classes not applied)."""
+        """One draw per map: (N, 1, P, P) logits (every pixel; +-inf where the hurdle puts a pixel at a clip)."""
         return self.residual(self.draw_noise(generator)).logits()
 
     def sample(self, mask: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One map per likelihood: (N, 1, P, P) fractions in [0, 1], 0 outside ``mask``."""
-        return self.residual(self.draw_noise(generator)).fractions(mask)
+        return to_fraction(self.sample_logit(generator), self.eps) * mask
 
     def mean(self, mask: torch.Tensor) -> torch.Tensor:
         """E[ex-situ fraction] per pixel: (N, 1, P, P) in [0, 1], 0 outside ``mask``.

@@ -237,7 +237,7 @@ def _passes(
             for i in maps:  # the first pass that reaches map i draws the residual noise of all its K samples
                 if i not in noise_of:
                     noise_of[i] = ResidualNoise.draw(
-                        n_samples, cvae.cfg.rank, npix, per_map_scale, generators[i], conditions.device, cvae.cfg.hurdle
+                        n_samples, cvae.cfg.rank, npix, per_map_scale, generators[i], conditions.device
                     )
             noise = ResidualNoise.cat(
                 [noise_of[i].rows(max(first - i * n_samples, 0), min(last - i * n_samples, n_samples)) for i in maps]
