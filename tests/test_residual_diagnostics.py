@@ -4,6 +4,7 @@ from known processes; the stage function's JSON on a small model."""
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -135,7 +136,9 @@ def test_maps_whose_every_pixel_is_censored_are_left_out_of_the_per_map_figures(
     truth = to_fraction(lik.sample_logit(torch.Generator().manual_seed(3)), lik.eps)
     truth[: N // 2] = 0.0
     block = ModeDiagnostics(lik.eps)
-    block.add(lik, truth, MASK, np.ones(N))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor warn into the stage's log
+        block.add(lik, truth, MASK, np.ones(N))
     everything = block.to_dict(lik.nu, n_galaxies=N)
     rest = slice(N // 2, None)
     half = replace(lik, loc=lik.loc[rest], log_var=lik.log_var[rest], factors=lik.factors[rest])

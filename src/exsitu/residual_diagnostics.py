@@ -173,12 +173,12 @@ class ModeDiagnostics:
         # (from the lower tail, where both functions keep their precision).
         lower = np.clip(special.stdtr(dof, -np.abs(standard)), 1e-300, 0.5) if dof is not None else None
         u = standard if dof is None else -np.sign(standard) * special.ndtri(lower)
-        pit = stats.chi2.cdf(mahalanobis, n) if dof is None else stats.f.cdf(mahalanobis / n, n, dof)
         pixel_weights = np.broadcast_to(map_weights[:, None], keep.shape)[keep]
-        # A map whose every galaxy pixel is censored (cvae.censored) has no residual: it has no
-        # Mahalanobis distance or PIT, and its rows of ``within`` are dropped by ``keep``.
+        # A map whose every galaxy pixel is censored (cvae.censored) or at the clip (cvae.hurdle) has no
+        # residual: it has no Mahalanobis distance or PIT, and its rows of ``within`` are dropped by ``keep``.
         has = n > 0
         with np.errstate(invalid="ignore", divide="ignore"):
+            pit = stats.chi2.cdf(mahalanobis, n) if dof is None else stats.f.cdf(mahalanobis / n, n, dof)
             values = {"u": u[keep], "e": e[keep], "within": (e / np.sqrt(mahalanobis / n)[:, None])[keep]}
         self.marginal.add(values["u"], pixel_weights)
         self.joint.add(values["e"], pixel_weights)
