@@ -73,7 +73,7 @@ from exsitu.cvae import CVAE
 from exsitu.dataset import DatasetFiles, MapSet, channel_index, read_stats
 from exsitu.fitted_baselines import FittedBaselines
 from exsitu.flow import LatentFlow
-from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names, integrated_fractions
+from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names, integrated_fractions, map_functionals
 from exsitu.io import atomic_output
 from exsitu.likelihood import NoiseScales
 from exsitu.point_metrics import MASS_BINS, PointTally, paired_ratio, rms_ratio
@@ -227,7 +227,8 @@ def compute(
             result.channels = chunk.channels
             result.n_pixels += int(mask.sum())
             result.exact_01 += int(((truth[mask] == 0) | (truth[mask] == 1)).sum())
-            true = result.posteriors[POSTERIORS[0][0]].true_functionals(truth, weights)
+            # Once per chunk: every posterior's tally scores its samples against the same true functionals.
+            true = map_functionals(truth, weights, inputs.fov_rhalf, inputs.cvae.cfg.logit_eps)
             for a in APERTURES:
                 result.true_integrated[a].append(true[f"integrated_{a}"])
             mine = examples[(examples >= start) & (examples < start + len(chunk))] - start

@@ -462,7 +462,8 @@ class MapLikelihood:
             n = m.sum(1)
             core, log_slope = self.core_residual(target, inside)
             mahalanobis, log_det = self._woodbury(core, inside)
-            censored = self.log_censored(target, mask, (mahalanobis, n)).sum(1) + self.log_clip_classes(target, mask)
+            # The pixels that do not enter by their density: censored, or the hurdle's classes.
+            discrete = self.log_censored(target, mask, (mahalanobis, n)).sum(1) + self.log_clip_classes(target, mask)
             if self.dof is None:
                 log_density = -0.5 * (mahalanobis + log_det + n * math.log(2 * math.pi))
             else:
@@ -473,7 +474,7 @@ class MapLikelihood:
                 )  # fmt: skip
             y = target.flatten(1).float().clamp(self.eps, 1 - self.eps)
             log_jacobian = (torch.log(y * (1 - y)) * m).sum(1)
-            return -(log_density + log_slope + censored) + log_jacobian
+            return -(log_density + log_slope + discrete) + log_jacobian
 
     def training_loss(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``nll`` in value, with the gradients of "faithful" heteroscedastic regression (N,).
@@ -571,10 +572,11 @@ class MapLikelihood:
         clip's steps). With the hurdle, P(inside) times that plus P(at the high clip).
         """
         quantiles = self._marginal().ppf(_QUANTILE_LEVELS)
-        mean = torch.zeros_like(self.loc, dtype=torch.float32)
+        std = torch.exp(0.5 * self.marginal_log_var())
+        mean = torch.zeros_like(std)
         # Node by node: a (maps, nodes, P, P) tensor would be 32 maps per map at 128 x 128.
         for q, weight in zip(quantiles.tolist(), _QUANTILE_WEIGHTS.tolist()):
-            mean += weight * self._family_fraction(q)
+            mean += weight * self._family_fraction(q, std)
         if self.hurdle is not None:
             _, inside, high = self.clip_log_probs().exp().split(1, dim=1)
             mean = inside * mean + high
@@ -592,16 +594,16 @@ class MapLikelihood:
         low, inside, _ = self.clip_log_probs().exp().split(1, dim=1)
         level = (0.5 - low) / inside
         q = torch.as_tensor(self._marginal().ppf(level.clamp(1e-6, 1 - 1e-6).double().cpu().numpy()))
-        family = self._family_fraction(q.float().to(self.loc.device))
+        family = self._family_fraction(q.float().to(self.loc.device), torch.exp(0.5 * self.marginal_log_var()))
         return torch.where(level <= 0, 0.0, torch.where(level >= 1, 1.0, family)) * mask
 
     def _marginal(self) -> Any:
         """scipy's standardised core marginal: N(0, 1), or Student's t with nu degrees of freedom."""
         return stats.norm if self.nu is None else stats.t(self.nu)
 
-    def _family_fraction(self, q: torch.Tensor | float) -> torch.Tensor:
-        """to_fraction of each pixel's family quantile whose standardised core quantile is ``q``: (N, 1, P, P)."""
-        std = torch.exp(0.5 * self.marginal_log_var())
+    def _family_fraction(self, q: torch.Tensor | float, std: torch.Tensor) -> torch.Tensor:
+        """to_fraction of each pixel's family quantile whose standardised core quantile is ``q``: (N, 1, P, P);
+        ``std``: each pixel's core std sqrt(S_ii), computed once by the caller (:meth:`mean` asks 32 quantiles)."""
         q = torch.as_tensor(q, dtype=torch.float32, device=std.device)
         step = std * (q if self.tail is None else torch.sinh(self.tail.float() * torch.asinh(q)))
         return to_fraction(self.loc.float() + step, self.eps)

@@ -72,7 +72,7 @@ class PosteriorTally:
         true: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """One chunk: samples (n, K, P, P), truth and mass weights (n, P, P), galaxy pixels (n, P, P) bool;
-        ``true``: the truth's functionals (``self.true_functionals``; computed here when None), so a caller
+        ``true``: the truth's functionals (``exsitu.functionals.map_functionals``; computed here when None), so a caller
         that tallies several posteriors of one chunk computes them once.
 
         Returns the chunk's per-map summaries for summaries.h5: ``median``, ``mean``, ``std`` maps
@@ -80,7 +80,8 @@ class PosteriorTally:
         """
         median, mean, std = np.median(samples, axis=1), samples.mean(axis=1), samples.std(axis=1)
         sampled = map_functionals(samples, weights[:, None], self.fov_rhalf, self.clip)  # name -> (n, K)
-        true = self.true_functionals(truth, weights) if true is None else true  # name -> (n,)
+        if true is None:
+            true = map_functionals(truth, weights, self.fov_rhalf, self.clip)  # name -> (n,)
         quantiles = {name: np.percentile(v, [16, 50, 84], axis=1).T for name, v in sampled.items()}
         self.median.add(median, truth, mask, {a: quantiles[f"integrated_{a}"][:, 1] for a in APERTURES})
         self.mean.add(mean, truth, mask, {a: sampled[f"integrated_{a}"].mean(axis=1) for a in APERTURES})
@@ -118,10 +119,6 @@ class PosteriorTally:
             **{f"quantiles/{name}": v for name, v in quantiles.items()},
         )
         return {"median": median, "mean": mean, "std": std, **quantiles}
-
-    def true_functionals(self, truth: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-        """The functionals of the true maps (n, P, P) with mass weights (n, P, P): name -> (n,)."""
-        return map_functionals(truth, weights, self.fov_rhalf, self.clip)
 
     def per_map(self, name: str) -> np.ndarray:
         """A per-map column over every chunk so far (e.g. ``tarp/uniform``, ``pit/integrated_fov``)."""
