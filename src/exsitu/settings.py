@@ -217,7 +217,7 @@ class TrainSettings:
     seed: int
 
 
-#: Arithmetic of the training steps on CUDA (config ``train.precision``).
+#: Arithmetic of the training steps (config ``train.precision``).
 PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 
 
@@ -225,7 +225,8 @@ PRECISIONS: tuple[str, ...] = ("bf16", "fp32")
 class TrainLoopSettings(Section):
     """Config section ``train``: how the training loop runs, shared by the cVAE and the baseline.
 
-    precision: "bf16" (bfloat16 autocast on CUDA; no effect on the CPU) or "fp32".
+    precision: "bf16" (bfloat16 autocast where the device computes bfloat16 natively: CUDA, or a CPU with
+    AVX512-BF16 or AMX; fp32 elsewhere) or "fp32".
     """
 
     SECTION = "train"

@@ -2,8 +2,9 @@
 
 The data stay in host memory (the training stages hold maps as float16); each batch is gathered
 there, copied to the device (through pinned memory, without blocking, on CUDA) and cast to
-float32 on the device. AdamW with a cosine learning-rate schedule, bf16 autocast and
-channels-last convolutions on CUDA, per-map loss weights, an optional random transform of every
+float32 on the device. AdamW with a cosine learning-rate schedule, bf16 autocast where the device
+computes bfloat16 natively (CUDA, or a CPU with AVX512-BF16 or AMX), channels-last convolutions on
+CUDA, per-map loss weights, an optional random transform of every
 training batch (augmentation), validation every epoch, early stopping on the validation loss
 with the best weights kept, a checkpoint after every epoch that a rerun resumes from, a tqdm bar
 and a CSV history. On the CPU a run is deterministic for a seed, resumed or not (the RNG states
@@ -88,17 +89,34 @@ def transform_name(transform: BatchTransform | None) -> str | None:
     return repr(transform)
 
 
-def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
-    """The autocast dtype of ``precision`` on ``device``: bfloat16 for "bf16" on CUDA, else None (fp32).
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with
+    AVX512-BF16 or AMX-BF16 instructions.
 
-    A GPU without bfloat16 runs "bf16" in fp32, with a warning (fp16 would need loss scaling).
+    Elsewhere bfloat16 convolutions are emulated and slower than float32, so "bf16" trains in fp32 there.
+    """
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        capabilities = torch.cpu.get_capabilities()
+        return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+    return False
+
+
+def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype of ``precision`` on ``device``: bfloat16 for "bf16" where the device computes it
+    natively (``native_bfloat16``), else None (fp32).
+
+    A GPU without bfloat16 runs "bf16" in fp32, with a warning (fp16 would need loss scaling); a CPU without
+    it does so silently, since most do.
     """
     if precision not in PRECISIONS:
         raise InputError(f"config key 'train.precision' must be one of {PRECISIONS}, got {precision!r}")
-    if device.type != "cuda" or precision == "fp32":
+    if precision == "fp32" or device.type not in ("cuda", "cpu"):
         return None
-    if not torch.cuda.is_bf16_supported():
-        log.warning("train.precision 'bf16': this GPU has no bfloat16 support; training in fp32")
+    if not native_bfloat16(device):
+        if device.type == "cuda":
+            log.warning("train.precision 'bf16': this GPU has no bfloat16 support; training in fp32")
         return None
     return torch.bfloat16
 
@@ -277,7 +295,7 @@ def fit(
     generator of the loop seeded from ``settings.seed`` and checkpointed, so a resumed run is the
     run that was never interrupted.
 
-    ``precision``: "bf16" (bfloat16 autocast on CUDA, no effect on the CPU) or "fp32".
+    ``precision``: "bf16" (bfloat16 autocast where ``native_bfloat16(device)``, else fp32) or "fp32".
     ``channels_last``: convolutional models and 4D batches in channels-last memory format on CUDA
     (no effect on the CPU).
 
