@@ -30,6 +30,7 @@ from exsitu.recalibration import (
     energy_scores,
     fit_noise_scales,
     grid_scores,
+    grown_slope_fit,
     integrated_covered,
     read_noise_scales,
     sample_scores,
@@ -162,13 +163,10 @@ def test_the_joint_fit_matches_integrated_and_pixel_coverage(true_scales: tuple[
         assert np.interp(np.log(fitted.diagonal), x, along) == pytest.approx(level, abs=0.05)
 
 
-@pytest.mark.parametrize("true_slope", [0.0, 0.3])
-def test_the_slope_fit_recovers_a_diagonal_noise_that_grows_towards_0_and_1(true_slope: float) -> None:
-    # Independent noise only, with a mean logit that varies over each map from -4 to 4: the truth is drawn with
-    # the diagonal factor exp(true_slope |loc|), the draws as trained (factor 1). Fitted per median stratum,
-    # the slope and the diagonal factor at |loc| = 0 come back, and every stratum is then covered at 68%.
+def graded_noise(true_slope: float, n: int = 120, k: int = 48, p: int = 10):
+    """Independent noise only, with a mean logit that varies over each map from -4 to 4: the truth (n, p, p)
+    drawn with the diagonal factor exp(true_slope |loc|), the draws (n x k maps) as trained (factor 1)."""
     g = torch.Generator().manual_seed(11)
-    n, k, p = 120, 48, 10
     loc = torch.linspace(-4.0, 4.0, p * p)[torch.randperm(p * p, generator=g)].view(1, 1, p, p).expand(n, 1, p, p)
     truth = to_fraction(loc + torch.exp(true_slope * loc.abs()) * torch.randn(n, 1, p, p, generator=g))[:, 0]
     draws = ResidualDraw(
@@ -176,7 +174,15 @@ def test_the_slope_fit_recovers_a_diagonal_noise_that_grows_towards_0_and_1(true
         independent=torch.randn(n * k, 1, p, p, generator=g), mixing=None, lowrank_var=None, diagonal_var=None,
         tail=None, eps=1e-3,
     )  # fmt: skip
-    mask = torch.ones(n * k, 1, p, p, dtype=torch.bool)
+    return draws, torch.ones(n * k, 1, p, p, dtype=torch.bool), truth, loc
+
+
+@pytest.mark.parametrize("true_slope", [0.0, 0.3])
+def test_the_slope_fit_recovers_a_diagonal_noise_that_grows_towards_0_and_1(true_slope: float) -> None:
+    # Fitted per median stratum, the slope and the diagonal factor at |loc| = 0 come back, and every stratum is
+    # then covered at 68%.
+    n, k, p = 120, 48, 10
+    draws, mask, truth, loc = graded_noise(true_slope, n, k, p)
     covered, pixels = stratum_grid(draws, mask, truth, torch.ones(n), lowrank=1.0, slopes=SLOPES, scales=SCALES)
     assert covered.shape == (len(SLOPES), len(SCALES), len(COVERAGE_TARGETS), 6) and float(pixels.sum()) == n * p * p
     fitted, diagonals, misfit = slope_matched_scales(1.0, SLOPES, SCALES, covered.numpy(), pixels.numpy())
@@ -193,6 +199,34 @@ def test_the_slope_fit_recovers_a_diagonal_noise_that_grows_towards_0_and_1(true
         single_inside = ((single < truth[:, None]).float().mean(1) - 0.5).abs() <= 0.34
         ends, middle = centre.sub(0.5).abs() > 0.45, centre.sub(0.5).abs() < 0.3
         assert float(single_inside[ends].float().mean()) < float(single_inside[middle].float().mean()) - 0.1
+
+
+def test_a_slope_past_the_grid_grows_the_grid_on_the_same_draws_until_the_fit_is_inside_it() -> None:
+    # The truth's diagonal factor falls towards 0 and 1 (slope -0.6 per logit), past the grid's lower end
+    # (-0.2): the grid grows past that end until the best slope is inside it, and the fit finds the slope.
+    n = 120
+    draws, mask, truth, _ = graded_noise(-0.6, n)
+    scored: list[list[float]] = []
+
+    def score(slopes: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        scored.append([float(v) for v in slopes])
+        return stratum_grid(draws, mask, truth, torch.ones(n), lowrank=1.0, slopes=slopes, scales=SCALES)
+
+    fitted, record = grown_slope_fit(score, 1.0, SLOPES, SCALES)
+    assert fitted.diagonal_slope == pytest.approx(-0.6, abs=0.08)
+    assert scored[0] == list(SLOPES) and len(scored) >= 2 and all(max(more) < SLOPES.min() for more in scored[1:])
+    grid = np.array(record["slopes"])
+    np.testing.assert_allclose(np.diff(grid), 0.1, atol=1e-9)  # one even grid, the first scores kept
+    assert grid.min() < -0.6 < grid[int(np.argmin(record["strata_misfit"]))] + 0.15
+    assert 0 < int(np.argmin(record["strata_misfit"])) < len(grid) - 1
+    # the same fit on the grown grid scored at once
+    direct, _, _ = slope_matched_scales(1.0, grid, SCALES, *(t.numpy() for t in score(grid)))
+    assert fitted.diagonal_slope == pytest.approx(direct.diagonal_slope, abs=1e-9)
+    # a slope inside the grid: the grid is scored once, as it is
+    scored.clear()
+    draws, mask, truth, _ = graded_noise(0.3, n)
+    inside, record = grown_slope_fit(score, 1.0, SLOPES, SCALES)
+    assert len(scored) == 1 and record["slopes"] == list(SLOPES)
 
 
 def test_best_scale_refines_between_grid_points_and_keeps_edges() -> None:

@@ -44,14 +44,15 @@ kept as ``noise_scale`` for consumers that apply one factor to the whole residua
 mean, diagonal * exp(slope * |mean logit|) (``NoiseScales.diagonal_slope``): one factor for every pixel
 leaves the pixels whose posterior median is near 0 or 1 under-covered and those in the middle
 over-covered, or the reverse, when the trained diagonal variance is off by a different amount at the
-ends than in the middle. A second pass over the same draws scores :data:`SLOPES` x the diagonal
-grid at the fitted low-rank scale (that of the scores, or with ``joint`` that of the integrated
-fraction), per posterior-median stratum (those of the evaluation,
-``exsitu.calibration.MEDIAN_STRATUM_EDGES``; a pixel's stratum is the median of its draws' decoder means,
-so that it does not move with the candidate); per slope the diagonal scale is matched to the pooled
-coverage as above, and the slope whose strata come closest to 68% and 95% (least squares, every
-stratum with at least :data:`MIN_STRATUM_SHARE` of the pixels counting the same) is kept. It is
-recalibration conditional on the prediction, with one parameter more, fitted on validation maps only.
+ends than in the middle. A second pass over the same draws scores :data:`SLOPES` (grown past an end
+the best slope lies at, :func:`grown_slope_fit`) x the diagonal grid at the fitted low-rank scale
+(that of the scores, or with ``joint`` that of the integrated fraction), per posterior-median stratum
+(those of the evaluation, ``exsitu.calibration.MEDIAN_STRATUM_EDGES``; a pixel's stratum is the median
+of its draws' decoder means, so that it does not move with the candidate); per slope the diagonal
+scale is matched to the pooled coverage as above, and the slope whose strata come closest to 68% and
+95% (least squares, every stratum with at least :data:`MIN_STRATUM_SHARE` of the pixels counting the
+same) is kept. It is recalibration conditional on the prediction, with one parameter more, fitted on
+validation maps only.
 
 ``method: joint`` calibrates the whole-map functionals as well: the low-rank scale is chosen so that
 the validation maps' integrated ex-situ fraction (mass-weighted over the field of view, computed per
@@ -104,6 +105,12 @@ METHODS = ("coverage", "joint", "scores")
 #: ``recalibrate.diagonal_slope`` fits: -0.2 to 0.8 in steps of 0.1; the best is refined by a parabola.
 #: (The Student-t's fits ended at the former upper end, 0.5, with the strata misfit still falling.)
 SLOPES = np.arange(-2, 9) / 10
+#: A slope fit whose best grid slope is an end of the grid is not a fit: the grid then grows by
+#: SLOPE_GROWTH steps past that end, scored on the same draws, until the best slope is inside it or
+#: the grid reaches SLOPE_LIMIT per logit (a factor exp(2 x 6.9) = 1e6 between a pixel at the clip and one
+#: at 0.5). The hurdle likelihood's fit ended at the lower end, -0.2 (universe 42); the defaults' are inside.
+SLOPE_GROWTH = 4
+SLOPE_LIMIT = 2.0
 #: The strata (fractions) whose coverage the slope is fitted to: the evaluation's posterior-median strata.
 SLOPE_STRATA: tuple[float, ...] = MEDIAN_STRATUM_EDGES
 #: A stratum counts in the slope fit when it holds at least this share of the (weighted) validation pixels.
@@ -557,6 +564,51 @@ def _draw_batches(
         yield draws, mask, truth, weights, mass
 
 
+def grown_slope_fit(
+    score: Callable[[np.ndarray], tuple[torch.Tensor, torch.Tensor]],
+    lowrank: float,
+    slopes: np.ndarray,
+    scales: np.ndarray,
+) -> tuple[NoiseScales, dict[str, Any]]:
+    """:func:`slope_matched_scales` on a slope grid that grows past an end the best slope lies at.
+
+    ``score(slopes)`` returns :func:`stratum_grid`'s sums (covered, stratum pixels) for those slopes, always
+    on the same draws; ``slopes`` is an evenly spaced grid. While the best slope is the grid's first or last,
+    :data:`SLOPE_GROWTH` more steps are scored past it (at most to +-:data:`SLOPE_LIMIT`). Returns the scales and
+    the JSON record of the fit (every slope scored, its matched diagonal and strata misfit).
+    """
+    slopes = np.asarray(slopes, dtype=np.float64)
+    covered, stratum_pixels = score(slopes)
+    while True:
+        noise, diagonals, misfit = slope_matched_scales(
+            lowrank, slopes, scales, covered.numpy(), stratum_pixels.numpy()
+        )
+        more = _slopes_past_end(slopes, int(np.argmin(misfit)))
+        if more.size == 0:
+            break
+        order = np.argsort(np.concatenate([slopes, more]))
+        slopes = np.concatenate([slopes, more])[order]
+        covered = torch.cat([covered, score(more)[0]])[torch.as_tensor(order)]
+    record = {
+        "slopes": [float(v) for v in slopes],
+        "matched_diagonal": [float(v) for v in diagonals],
+        "strata_misfit": [float(v) for v in misfit],
+        "strata_edges": list(SLOPE_STRATA),
+        "stratum_pixel_share": [float(v) for v in stratum_pixels / stratum_pixels.sum().clamp_min(1e-300)],
+    }
+    return noise, record
+
+
+def _slopes_past_end(slopes: np.ndarray, best: int) -> np.ndarray:
+    """The slopes to score next: SLOPE_GROWTH grid steps past the end ``best`` is at, within SLOPE_LIMIT; none
+    when ``best`` is inside the grid (or the grid is a single slope)."""
+    if len(slopes) < 2 or 0 < best < len(slopes) - 1:
+        return np.empty(0)
+    step = float(slopes[1] - slopes[0]) * (-1 if best == 0 else 1)
+    more = slopes[best] + step * np.arange(1, SLOPE_GROWTH + 1)
+    return more[np.abs(more) <= SLOPE_LIMIT + 1e-9]
+
+
 def _fit_slope(
     cvae: CVAE,
     flow: LatentFlow,
@@ -570,25 +622,21 @@ def _fit_slope(
     scales: np.ndarray,
 ) -> tuple[NoiseScales, dict[str, Any]]:
     """The second pass of ``recalibrate.diagonal_slope``: the same draws scored per stratum at ``lowrank``
-    (:func:`stratum_grid`, :func:`slope_matched_scales`); returns the scales and the JSON record of the fit."""
-    covered = torch.zeros(len(slopes), len(scales), len(COVERAGE_TARGETS), len(SLOPE_STRATA) - 1,
-                          dtype=torch.float64)  # fmt: skip
-    stratum_pixels = torch.zeros(len(SLOPE_STRATA) - 1, dtype=torch.float64)
-    for chunk in chunks():
-        for draws, mask, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
-            batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank=lowrank, slopes=slopes,
-                                               scales=scales)  # fmt: skip
-            covered += batch
-            stratum_pixels += batch_pixels
-    noise, diagonals, misfit = slope_matched_scales(lowrank, slopes, scales, covered.numpy(), stratum_pixels.numpy())
-    record = {
-        "slopes": [float(v) for v in slopes],
-        "matched_diagonal": [float(v) for v in diagonals],
-        "strata_misfit": [float(v) for v in misfit],
-        "strata_edges": list(SLOPE_STRATA),
-        "stratum_pixel_share": [float(v) for v in stratum_pixels / stratum_pixels.sum().clamp_min(1e-300)],
-    }
-    return noise, record
+    (:func:`stratum_grid`, :func:`grown_slope_fit`); returns the scales and the JSON record of the fit."""
+
+    def score(candidates: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        covered = torch.zeros(len(candidates), len(scales), len(COVERAGE_TARGETS), len(SLOPE_STRATA) - 1,
+                              dtype=torch.float64)  # fmt: skip
+        stratum_pixels = torch.zeros(len(SLOPE_STRATA) - 1, dtype=torch.float64)
+        for chunk in chunks():
+            for draws, mask, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+                batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank=lowrank, slopes=candidates,
+                                                   scales=scales)  # fmt: skip
+                covered += batch
+                stratum_pixels += batch_pixels
+        return covered, stratum_pixels
+
+    return grown_slope_fit(score, lowrank, slopes, scales)
 
 
 def unscaled(n_maps: int, n_galaxies: int) -> NoiseScaleFit:
