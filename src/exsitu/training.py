@@ -112,7 +112,7 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """
     if precision not in PRECISIONS:
         raise InputError(f"config key 'train.precision' must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32" or device.type not in ("cuda", "cpu"):
+    if precision == "fp32":
         return None
     if not native_bfloat16(device):
         if device.type == "cuda":
