@@ -22,6 +22,7 @@ from exsitu.likelihood import (
     LOGIT_EPS,
     MapLikelihood,
     NoiseScales,
+    ResidualDraw,
     arcsinh_sinh,
     log_core_cdf,
     to_fraction,
@@ -318,6 +319,28 @@ def test_draws_in_parts_carry_the_hurdle_classes_at_any_noise_scales() -> None:
     plain = replace(lik, hurdle=None)
     before = plain.residual(plain.draw_noise(torch.Generator().manual_seed(5)))
     assert before.clip_probs is None and torch.equal(before.independent, parts.independent)
+
+
+def test_the_copula_inverts_the_inside_quantile_in_both_tails_as_float64_does() -> None:
+    """The hurdle's draw in float32 keeps the digits of a core 6 standard deviations out on either side, where
+    a float32 Phi(z) rounds to 0 or 1: each inside pixel's core is std Phi^-1((Phi(z) - P(low)) / P(inside))."""
+    z = torch.linspace(-6.5, 6.5, 27).view(1, 1, 1, 27)
+    p_low, p_high = torch.full_like(z, 1e-9), torch.full_like(z, 1e-10)
+    std = torch.full_like(z, 0.8)
+    draw = ResidualDraw(
+        loc=torch.zeros_like(z), coherent=z * std, independent=torch.zeros_like(z), mixing=None,
+        lowrank_var=std**2, diagonal_var=torch.zeros_like(z), tail=None, eps=LOGIT_EPS,
+        clip_probs=torch.cat([p_low, p_high], dim=1),
+    )  # fmt: skip
+    x = draw.logits().flatten().double().numpy()
+    zs = z.flatten().double().numpy()
+    at_low, at_high = stats.norm.cdf(zs) < 1e-9, stats.norm.sf(zs) < 1e-10
+    assert np.all(np.isneginf(x[at_low])) and np.all(np.isposinf(x[at_high]))
+    inside = ~(at_low | at_high)
+    t_low, t_high = (stats.norm.cdf(zs) - 1e-9) / (1 - 1.1e-9), (stats.norm.sf(zs) - 1e-10) / (1 - 1.1e-9)
+    expected = 0.8 * np.where(t_low <= 0.5, stats.norm.ppf(t_low), -stats.norm.ppf(t_high))
+    assert expected[inside].min() / 0.8 < -5 and expected[inside].max() / 0.8 > 5  # both tails, in sigma
+    np.testing.assert_allclose(x[inside], expected[inside], atol=2e-3)
 
 
 def test_hurdle_classes_share_the_residual_correlations_and_keep_their_marginals() -> None:
