@@ -125,7 +125,7 @@ def test_report_tables_show_the_metrics(tiny_report) -> None:
     assert made["scores"].loc["flow", "variogram score"] == tables.interval(flow["scores"]["variogram"])
     assert made["likelihood"].loc["likelihood family", "value"] == metrics["likelihood"]["family"]
     clip_row = made["likelihood"].loc["pixels at the clip enter as (cvae.censored, cvae.hurdle)", "value"]
-    assert metrics["likelihood"]["clip_model"] == "clipped" and clip_row == tables.CLIP_MODELS["clipped"]
+    assert metrics["likelihood"]["clip_model"] == "hurdle" and clip_row == tables.CLIP_MODELS["hurdle"]
     assert made["data"].loc["the flow's context (flow.context)", "value"] == metrics["flow_context"]
     # Residual diagnostics, as trained and recalibrated, reconstruction and flow z.
     block = diagnostics["recalibrated"]["flow"]
