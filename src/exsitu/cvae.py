@@ -55,7 +55,10 @@ class CVAEConfig:
         if self.likelihood not in FAMILIES:
             raise InputError(f"config key 'cvae.likelihood': {self.likelihood!r} is not one of {FAMILIES}")
         if self.censored and self.hurdle:
-            raise InputError("config keys 'cvae.censored' and 'cvae.hurdle' are two models of the clip: set one (cvae.hurdle is true by default; set it to false to censor)")
+            raise InputError(
+                "config keys 'cvae.censored' and 'cvae.hurdle' are two models of the clip: set one"
+                " (cvae.hurdle is true by default; set it to false to censor)"
+            )
 
     @classmethod
     def from_settings(
