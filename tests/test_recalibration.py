@@ -32,6 +32,7 @@ from exsitu.recalibration import (
     grid_scores,
     grown_slope_fit,
     integrated_covered,
+    pixels_covered,
     read_noise_scales,
     sample_scores,
     slope_matched_scales,
@@ -130,6 +131,43 @@ def test_the_two_scale_fit_recovers_the_scales_of_the_truth(true_scales: tuple[f
         assert np.interp(np.log(matched), x, row) == pytest.approx(level, abs=0.03)
     if true_scales[0] < true_scales[1]:
         assert matched == pytest.approx(true_scales[1], rel=0.2)
+
+
+@pytest.mark.parametrize("tails", [False, True])
+@pytest.mark.parametrize("scales", [SCALES, np.array([0.3, 0.45, 1.0, 1.7])])
+def test_grid_scores_draw_once_per_ratio_what_each_pair_draws(tails: bool, scales: np.ndarray) -> None:
+    """The grid draws the residual once per ratio diagonal / lowrank and scales it (a draw is homogeneous of
+    degree one in the two scales): every surface equals the pair-by-pair draw's, for a hurdle with per-map
+    Student-t mixing and, optionally, sinh-arcsinh tails; on the geometric grid and an irregular one."""
+    n, k, p = 5, 8, 8
+    g = torch.Generator().manual_seed(3)
+    shape = (n * k, 1, p, p)
+    var = lambda: 0.05 + torch.rand(shape, generator=g)  # noqa: E731
+    lowrank_var, diagonal_var = var(), var()
+    clip = torch.softmax(2 * torch.randn(n * k, 3, p, p, generator=g), dim=1)[:, :2]
+    draws = ResidualDraw(
+        loc=torch.randn(shape, generator=g), coherent=lowrank_var.sqrt() * torch.randn(shape, generator=g),
+        independent=diagonal_var.sqrt() * torch.randn(shape, generator=g),
+        mixing=0.5 + torch.rand(n * k, 1, 1, 1, generator=g), lowrank_var=lowrank_var, diagonal_var=diagonal_var,
+        tail=1 + torch.rand(shape, generator=g) if tails else None, eps=1e-3, clip_probs=clip,
+    )  # fmt: skip
+    mask = torch.rand(n, 1, p, p, generator=g).repeat_interleave(k, 0) < 0.8
+    truth = torch.rand(n, p, p, generator=g) * mask.view(n, k, p, p)[:, 0]
+    mass = torch.rand(n, p, p, generator=g)
+    weights = torch.rand(n, generator=g).double()
+    got = grid_scores(draws, mask, truth, weights, scales, mass)
+    map_mask = mask.view(n, k, p, p)[:, 0]
+    mass = mass * map_mask / (mass * map_mask).sum((1, 2), keepdim=True)
+    for i, lowrank in enumerate(scales):
+        for j, diagonal in enumerate(scales):
+            direct = draws.fractions(mask, NoiseScales(float(lowrank), float(diagonal))).view(n, k, p, p)
+            scores = sample_scores(direct, truth, map_mask)
+            expected = torch.cat([
+                torch.stack([(weights * scores[name]).sum() for name in ("energy", "variogram")]),
+                (weights[:, None] * pixels_covered(direct, truth, map_mask)).sum(0),
+                (weights[:, None] * integrated_covered(direct, truth, mass)).sum(0),
+            ])  # fmt: skip
+            torch.testing.assert_close(got[:, i, j], expected, rtol=1e-5, atol=1e-7)
 
 
 def test_integrated_coverage_is_the_mass_weighted_fraction_inside_the_sampled_interval() -> None:
