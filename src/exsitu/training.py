@@ -267,6 +267,16 @@ def _load_checkpoint(path: Path, fingerprint: dict[str, Any]) -> dict[str, Any] 
     return state
 
 
+def optimizer_for(model: nn.Module, lr: float) -> torch.optim.AdamW:
+    """AdamW over ``model``'s parameters at learning rate ``lr`` with :data:`WEIGHT_DECAY`, as one multi-tensor
+    (foreach) update per step.
+
+    torch loops over the parameter tensors one by one off CUDA (~120 of them in the cVAE), which took half of
+    an update step's time on the CPU; foreach does the same arithmetic, bit for bit (``test_training``).
+    """
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY, foreach=True)
+
+
 def fit(
     model: nn.Module,
     train: Sequence[torch.Tensor],
@@ -319,7 +329,7 @@ def fit(
     model.to(device)
     if convolutional:
         model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=WEIGHT_DECAY)
+    optimizer = optimizer_for(model, settings.lr)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.epochs, eta_min=settings.lr / 50)
     run = _Run(
         model=model,
