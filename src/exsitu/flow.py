@@ -23,6 +23,7 @@ deterministic for a seed).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -115,14 +116,21 @@ class LatentFlow(nn.Module):
         u, logabsdet = self.transform((z - self.z_mean) / self.z_std, context=self._context(context))
         return self.base.log_prob(u) + logabsdet - self.z_std.log().sum()
 
-    def sample(self, n: int, context: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """``n`` latent draws per context row: (rows, n, latent_dim); failed inversions redrawn (module doc)."""
+    def sample(
+        self, n: int, context: torch.Tensor, generator: torch.Generator | Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """``n`` latent draws per context row: (rows, n, latent_dim); failed inversions redrawn (module doc).
+
+        ``generator``: one for all rows, or one per row, each row's draws (and redraws) from its own: the draws
+        of ``sample(n, context[i : i + 1], generator[i])`` for every row i, inverted together (a few times
+        faster than row by row for the sampler's tens of maps).
+        """
         rows = context.shape[0]
         ctx = self._context(context).repeat_interleave(n, dim=0)
         z = torch.empty(rows * n, self.cfg.latent_dim, device=context.device)
         todo = torch.arange(rows * n, device=context.device)
         for _ in range(MAX_REDRAWS):
-            u = torch.randn(len(todo), self.cfg.latent_dim, generator=generator, device=context.device)
+            u = self._base_draws(todo // n, generator, context.device)
             z[todo], ok = self._invert(u, ctx[todo])
             todo = todo[~ok]
             if len(todo) == 0:
@@ -130,6 +138,21 @@ class LatentFlow(nn.Module):
         raise FloatingPointError(
             f"the flow's inverse failed for {len(todo)} of {rows * n} latent draws after {MAX_REDRAWS} redraws"
         )
+
+    def _base_draws(
+        self,
+        owner: torch.Tensor,
+        generator: torch.Generator | Sequence[torch.Generator] | None,
+        device: torch.device,
+    ) -> torch.Tensor:
+        """Standard normal draws (len(owner), latent_dim) for rows ``owner`` (ascending), from ``generator`` or
+        each row's own generator."""
+        dim = self.cfg.latent_dim
+        if generator is None or isinstance(generator, torch.Generator):
+            return torch.randn(len(owner), dim, generator=generator, device=device)
+        rows, counts = torch.unique_consecutive(owner, return_counts=True)
+        return torch.cat([torch.randn(int(c), dim, generator=generator[int(r)], device=device)
+                          for r, c in zip(rows, counts)])  # fmt: skip
 
     def _invert(self, u: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Standardised z = T^-1(u) and whether each row survives the round trip T(z) = u (module doc)."""

@@ -192,7 +192,7 @@ def _latents(
     """(maps, K, latent_dim) latent draws, each map's from its own generator."""
     if mode == "flow":
         context = flow.context_of(features, summary)
-        return torch.cat([flow.sample(n_samples, context[i : i + 1], generator=g) for i, g in enumerate(generators)])
+        return flow.sample(n_samples, context, generator=generators)
     dim = cvae.cfg.latent_dim
     noise = torch.stack([torch.randn((n_samples, dim), generator=g, device=summary.device) for g in generators])
     if mode == "prior":
