@@ -271,8 +271,9 @@ def optimizer_for(model: nn.Module, lr: float) -> torch.optim.AdamW:
     """AdamW over ``model``'s parameters at learning rate ``lr`` with :data:`WEIGHT_DECAY`, as one multi-tensor
     (foreach) update per step.
 
-    torch loops over the parameter tensors one by one off CUDA (~120 of them in the cVAE), which took half of
-    an update step's time on the CPU; foreach does the same arithmetic, bit for bit (``test_training``).
+    Off CUDA torch loops over the parameter tensors one by one (~120 in the cVAE); foreach does the same
+    arithmetic, bit for bit (``test_training``), in 4.4 ms a step against 5.2 for the cVAE and 1.9 against 2.8
+    for the flow on the 2-core development CPU: a few seconds a run.
     """
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=WEIGHT_DECAY, foreach=True)
 
