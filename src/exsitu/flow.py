@@ -123,7 +123,8 @@ class LatentFlow(nn.Module):
 
         ``generator``: one for all rows, or one per row, each row's draws (and redraws) from its own: the draws
         of ``sample(n, context[i : i + 1], generator[i])`` for every row i, inverted together (a few times
-        faster than row by row for the sampler's tens of maps).
+        faster than row by row for the sampler's tens of maps; the batched matrix products may round a last
+        bit differently).
         """
         rows = context.shape[0]
         ctx = self._context(context).repeat_interleave(n, dim=0)
