@@ -260,14 +260,12 @@ def grid_scores(
 def _pairs_by_ratio(scales: np.ndarray) -> dict[float, list[tuple[int, int]]]:
     """The (lowrank, diagonal) index pairs of the grid ``scales`` x ``scales``, grouped by the ratio diagonal /
     lowrank (equal to 1e-9 in log; on the geometric :data:`SCALES`, 2L - 1 ratios)."""
-    groups: dict[float, list[tuple[int, int]]] = {}
-    keys: dict[float, float] = {}
+    groups: dict[float, tuple[float, list[tuple[int, int]]]] = {}  # rounded log ratio -> (ratio, pairs)
     for i, lowrank in enumerate(scales):
         for j, diagonal in enumerate(scales):
             ratio = float(diagonal / lowrank)
-            key = round(math.log(ratio), 9)
-            groups.setdefault(keys.setdefault(key, ratio), []).append((i, j))
-    return groups
+            groups.setdefault(round(math.log(ratio), 9), (ratio, []))[1].append((i, j))
+    return dict(groups.values())
 
 
 def best_scale(scales: np.ndarray, scores: np.ndarray) -> float:
