@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import torch
 
+from exsitu.calibration import randomized_pit
 from exsitu.cvae import CVAE, CVAEConfig
 from exsitu.dataset import MapSet
 from exsitu.flow import FlowConfig, LatentFlow
@@ -31,6 +32,7 @@ from exsitu.recalibration import (
     fit_noise_scales,
     grid_scores,
     grown_slope_fit,
+    inside_probability,
     integrated_covered,
     pixels_covered,
     read_noise_scales,
@@ -179,6 +181,34 @@ def test_integrated_coverage_is_the_mass_weighted_fraction_inside_the_sampled_in
     # map 0: integrated truth 0.5, the middle of the samples -> inside both; map 1: 0.9 sits at rank 0.9 -> inside
     # neither the central 50% (0.25-0.75) nor the central 70% (0.15-0.85) interval
     assert covered.tolist() == [[1, 1], [0, 0]]
+
+
+def test_the_coverage_fitted_is_the_expectation_of_the_randomized_pit_coverage_the_evaluation_counts() -> None:
+    # Samples with ties at the truth (a clip where the truth sits too) and without: the probability of being
+    # inside equals the share of randomized PITs inside, over many randomizations.
+    gen = np.random.default_rng(0)
+    samples = np.where(gen.random((3, 9, 4, 4)) < 0.4, 0.0, gen.random((3, 9, 4, 4))).astype(np.float32)
+    truth = np.where(gen.random((3, 4, 4)) < 0.5, 0.0, gen.random((3, 4, 4))).astype(np.float32)
+    levels = (0.5, 0.68, 0.95)
+    got = inside_probability(torch.as_tensor(samples), torch.as_tensor(truth), levels).numpy()
+    pits = np.stack([randomized_pit(np.moveaxis(samples, 1, -1), truth, gen) for _ in range(20000)])
+    expected = (np.abs(pits - 0.5)[..., None] <= np.asarray(levels) / 2).mean(0)
+    assert np.abs(got - expected).max() < 0.02
+    assert ((got > 0) & (got < 1)).any()  # pixels partly inside: the expectation, not an indicator
+
+
+def test_a_calibrated_posterior_with_a_point_mass_at_the_clip_covers_the_nominal_levels() -> None:
+    # Each pixel's posterior: 0 with probability p (the hurdle's clip), else uniform; the truth is drawn from
+    # it. A mid-rank PIT would count every tied pixel with p >= 0.32 as inside the 68% interval.
+    gen = torch.Generator().manual_seed(0)
+    p = 0.2 + 0.6 * torch.rand(40, 1, 16, 16, generator=gen)
+
+    def draw(k: int) -> torch.Tensor:
+        at_clip = torch.rand(40, k, 16, 16, generator=gen) < p
+        return torch.where(at_clip, 0.0, torch.rand(40, k, 16, 16, generator=gen))
+
+    covered = pixels_covered(draw(64), draw(1)[:, 0], torch.ones(40, 16, 16)).sum(0) / (40 * 16 * 16)
+    assert covered.tolist() == pytest.approx(list(COVERAGE_TARGETS), abs=0.012)
 
 
 @pytest.mark.parametrize("true_scales", [(0.4, 1.0), (1.0, 0.5)])
