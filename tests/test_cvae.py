@@ -53,6 +53,34 @@ def test_decoder_sees_conditions_at_full_resolution() -> None:
     assert delta[7:10, 7:10].mean() > 3 * delta[0:3, 0:3].mean()
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_decoding_many_latents_per_map_with_shared_features_is_the_decoder_on_repeated_features(
+    channels_last: bool,
+) -> None:
+    """The sampler's shared-skip path (``owner``) is the same function as the concatenation on repeated features,
+    in both memory layouts the stages use, for latents out of map order and a map with none."""
+    torch.manual_seed(0)
+    cfg = CVAEConfig(npix=16, latent_dim=5, base_channels=4, summary_dim=8, rank=2, hurdle=True)
+    model = CVAE(cfg).eval()
+    conditions, _, _ = maps(3, 16)
+    if channels_last:
+        model, conditions = (
+            model.to(memory_format=torch.channels_last),
+            conditions.contiguous(memory_format=torch.channels_last),
+        )
+    owner = torch.tensor([2, 0, 0, 2, 2, 0])
+    z = torch.randn(len(owner), 5)
+    with torch.no_grad():
+        features, summary = model.encode_conditions(conditions)
+        shared = model.decoder(z, features, summary, owner=owner)
+        repeated = model.decoder(z, [f[owner] for f in features], summary[owner])
+    for name in ("loc", "log_var", "factors", "hurdle"):
+        a, b = getattr(shared, name), getattr(repeated, name)
+        assert a.shape == b.shape == (len(owner), *b.shape[1:])
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5), name
+    assert not torch.allclose(shared.loc[1], shared.loc[2])  # each latent decodes its own map
+
+
 def test_config_from_settings_rejects_bad_sizes() -> None:
     settings = CVAESettings.from_config({"latent_dim": 3, "rank": 2})
     cfg = CVAEConfig.from_settings(settings, 32)

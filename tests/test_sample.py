@@ -290,8 +290,9 @@ def test_a_flow_on_the_pooled_context_trains_samples_and_round_trips(trained) ->
     assert pooled.cfg.context_dim == cvae.cfg.summary_dim + sum(cvae.condition_encoder.widths)
     samples = draw(models, test, 6, "flow", flow=pooled)
     assert samples.shape == (len(test), 6, 16, 16) and samples.min() >= 0 and samples.max() <= 1
-    # A map's samples depend on its seed, not on its chunk (up to the rounding of convolutions at other batch sizes).
-    torch.testing.assert_close(draw(models, test, 6, "flow", flow=pooled, maps_per_chunk=3), samples, atol=1e-5, rtol=0)
+    # A map's samples depend on its seed, not on its chunk, up to the rounding of convolutions at other batch sizes
+    # (the decoder's skip part runs on the maps a pass reaches, whose number the chunking sets: 1.2e-5 seen).
+    torch.testing.assert_close(draw(models, test, 6, "flow", flow=pooled, maps_per_chunk=3), samples, atol=5e-5, rtol=0)
     # Another context, another conditional density: the same seeds give other maps than the summary flow's.
     assert (samples - draw(models, test, 6, "flow")).abs()[:, :, test.mask[0, 0]].mean() > 1e-3
     assert mae(samples, test) < mae(draw(models, test, 6, "prior"), test) * 1.5

@@ -117,6 +117,32 @@ def conv_block(c_in: int, c_out: int) -> nn.Sequential:
     )
 
 
+def shared_skip_convolution(
+    conv: nn.Conv2d, h: torch.Tensor, skip: torch.Tensor, z: torch.Tensor, owner: torch.Tensor
+) -> torch.Tensor:
+    """``conv`` of the decoder block input [h, skip[owner], z as constant maps] (channels in that order), with
+    the skip's part computed once per map: (n, C_out, P, P).
+
+    h: (n, C_h, P, P) per latent; skip: (M, C_skip, P, P) per map; z: (n, L); owner: (n,) the map of each
+    latent. A convolution is linear in its input channels, so it is the sum of one convolution per part.
+    Sampling decodes K latents per map: there the skip's part, a third of the decoder's arithmetic, ran K
+    times on the same input, and the concatenation copied it K times. The part of a constant map is a
+    per-latent combination of L fixed patterns (the kernel's sum, less what the zero padding cuts at the
+    edges): a matrix product. The sum agrees with the convolution of the concatenation to float rounding
+    (~1e-5 in logit, ``tests/test_cvae.py``); training keeps the concatenation, one latent per map.
+    """
+    c_h, c_skip, size = h.shape[1], skip.shape[1], h.shape[-2:]
+    weight = conv.weight
+    out = F.conv2d(h, weight[:, :c_h], None, padding=conv.padding)
+    out = out + F.conv2d(skip, weight[:, c_h : c_h + c_skip], conv.bias, padding=conv.padding).index_select(0, owner)
+    latent = z.shape[1]
+    if latent:
+        unit = torch.eye(latent, dtype=weight.dtype, device=weight.device)[:, :, None, None].expand(-1, -1, *size)
+        patterns = F.conv2d(unit, weight[:, c_h + c_skip :], None, padding=conv.padding)  # (L, C_out, P, P)
+        out = out + (z.to(patterns.dtype) @ patterns.flatten(1)).view(out.shape)
+    return out
+
+
 def galaxy_mask(conditions: torch.Tensor) -> torch.Tensor:
     """(N,1,P,P) bool: galaxy pixels are those where a normalised condition is non-zero."""
     return (conditions != 0).any(dim=1, keepdim=True)
@@ -269,14 +295,29 @@ class Decoder(nn.Module):
             return None
         return (DOF_MIN + torch.exp(DOF_SPEED * self.log_dof)).clamp(max=DOF_MAX)
 
-    def forward(self, z: torch.Tensor, features: list[torch.Tensor], summary: torch.Tensor) -> MapLikelihood:
+    def forward(
+        self,
+        z: torch.Tensor,
+        features: list[torch.Tensor],
+        summary: torch.Tensor,
+        owner: torch.Tensor | None = None,
+    ) -> MapLikelihood:
+        """The likelihood of the map of each latent: z (n, latent_dim); features, summary: the condition
+        encoder's output for the maps; owner: (n,) the map (row of ``features`` and ``summary``) each latent
+        belongs to, for many latents per map (None: latent i belongs to map i).
+        """
+        if owner is not None:
+            summary = summary.index_select(0, owner)
         h = self.inp(torch.cat([z, summary], dim=1)).view(-1, self.c_bottom, self.bottom, self.bottom)
         for i, (block, skip) in enumerate(zip(self.blocks, reversed(features))):
             if i:
                 h = F.interpolate(h, scale_factor=2, mode="nearest")
             # z enters every level too, so the skips do not drown it out (posterior collapse).
-            z_map = z[:, :, None, None].expand(-1, -1, *h.shape[-2:])
-            h = block(torch.cat([h, skip, z_map], dim=1))
+            if owner is None:
+                z_map = z[:, :, None, None].expand(-1, -1, *h.shape[-2:])
+                h = block(torch.cat([h, skip, z_map], dim=1))
+            else:
+                h = block[1:](shared_skip_convolution(block[0], h, skip, z, owner))
         covariance = self.covariance_head(h.detach())
         rank = self.rank
         tail = 1 + TAIL_RANGE * torch.sigmoid(covariance[:, 1 + rank :]) if self.tails else None

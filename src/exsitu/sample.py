@@ -226,9 +226,11 @@ def _passes(
     for first in range(0, owner.numel(), pairs_per_pass):
         last = min(owner.numel(), first + pairs_per_pass)
         which = owner[first:last]
+        # The features of the maps this pass reaches, once each (the decoder shares them over their samples).
+        reached = slice(int(which[0]), int(which[-1]) + 1)
         with torch.no_grad():
             likelihood = cvae.decoder(
-                z[first:last], [f.index_select(0, which) for f in features], summary.index_select(0, which)
+                z[first:last], [f[reached] for f in features], summary[reached], owner=which - reached.start
             )
         noise = None
         if with_noise:
