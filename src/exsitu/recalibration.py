@@ -106,9 +106,13 @@ SCALES = 2.0 ** (np.arange(-8, 3) / 2)
 COVERAGE_TARGETS: tuple[float, ...] = (0.68, 0.95)
 METHODS = ("coverage", "joint", "scores")
 #: Candidate slopes [per logit] of the diagonal factor (``NoiseScales.diagonal_slope``) that
-#: ``recalibrate.diagonal_slope`` fits: -0.2 to 0.8 in steps of 0.1; the best is refined by a parabola.
-#: (The Student-t's fits ended at the former upper end, 0.5, with the strata misfit still falling.)
-SLOPES = np.arange(-2, 9) / 10
+#: ``recalibrate.diagonal_slope`` fits: -0.3 to 0.3 in steps of 0.1, around no slope; the best is refined
+#: by a parabola, and the grid grows past an end the best slope lies at (:func:`grown_slope_fit`). Each
+#: slope costs a draw per diagonal scale, most of the stage's time. The former -0.2 to 0.8 was set for the
+#: Student-t without the hurdle (best slopes 0.41-0.49); with the hurdle (the default) the best slopes were
+#: -0.26 to +0.08 on universes 42, 7, 2027, 314 and the MaNGA preset, and from 0.6 up the matched diagonal
+#: sat at the lowest scale, 1/16: those slopes fitted nothing.
+SLOPES = np.arange(-3, 4) / 10
 #: A slope fit whose best grid slope is an end of the grid is not a fit: the grid then grows by
 #: SLOPE_GROWTH steps past that end, scored on the same draws, until the best slope is inside it or
 #: the grid reaches SLOPE_LIMIT per logit (a factor exp(2 x 6.9) = 1e6 between a pixel at the clip and one
