@@ -76,6 +76,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -241,39 +242,49 @@ class ResidualDraw:
         std = None
         if self.lowrank_var is not None:
             std = torch.sqrt(scales.lowrank**2 * self.lowrank_var + diagonal**2 * self.diagonal_var)
-        clip_class = None
+        clipped = None
         if self.clip_probs is not None:
-            g, clip_class = self._hurdle(g, std)
+            g, clipped = self._hurdle(g, std)
         if self.mixing is not None:
             g = g * self.mixing
         if self.tail is not None:
             g = std * sinh_arcsinh(g / std, self.tail)
         x = self.loc + g
-        if clip_class is not None:
-            x = torch.where(clip_class < 0, -math.inf, torch.where(clip_class > 0, math.inf, x))
+        if clipped is not None:
+            at_low, at_high = clipped
+            x = x.masked_fill_(at_low, -math.inf).masked_fill_(at_high, math.inf)
         return x
 
-    def _hurdle(self, g: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The hurdle's Gaussian copula (module doc): each pixel's class (-1 low clip, +1 high, 0 inside) from
-        u = Phi(g / std), and the inside pixels' core value std Phi^-1((u - P(low)) / P(inside)).
+    def _hurdle(self, g: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The hurdle's Gaussian copula (module doc): from u = Phi(g / std), whether each pixel is at the low clip
+        and whether at the high one (two bool masks, never both), and the inside pixels' core value
+        std Phi^-1((u - P(low)) / P(inside)).
 
         In float32 without losing the tails: u and 1 - u are each computed from their own side (erfc), and the
         inside quantile t is inverted on the side where it is below 1/2, as Phi^-1(t) or -Phi^-1(1 - t), so
         neither rounds to 1. (A float64 version took 2-3x as long per draw, which recalibration pays at every
-        grid candidate.)"""
+        grid candidate; so does every full-size operation here, hence min and copysign for the side, not where,
+        and one scan for the few tail pixels.)"""
         z = (g / std) / math.sqrt(2)
         below, above = 0.5 * torch.erfc(-z), 0.5 * torch.erfc(z)  # u and 1 - u
-        low, high = self.clip_probs.float().split(1, dim=1)
-        clip_class = (above < high).float() - (below < low).float()
-        inside = 1 - low - high
-        t_low, t_high = (below - low) / inside, (above - high) / inside  # t and 1 - t
-        lower = t_low <= 0.5
-        t = torch.where(lower, t_low, t_high).clamp_min(1e-12)
+        low, high, inside = self._clip_classes
+        at_low, at_high = below < low, above < high
+        at_low, at_high = at_low & ~at_high, at_high & ~at_low  # both (rounding at P(inside) ~ 0): inside
+        from_low, from_high = below - low, above - high  # t and 1 - t, times P(inside)
+        t = (torch.minimum(from_low, from_high) / inside).clamp_min(1e-12)
         # erfinv is the fast path; below t = 1e-3 the float32 sum 2t - 1 loses t's digits, so ndtri takes those.
-        core = math.sqrt(2) * torch.erfinv(2 * t - 1)
-        tail = t < 1e-3
-        core[tail] = torch.special.ndtri(t[tail])
-        return std * torch.where(lower, core, -core), clip_class
+        core = math.sqrt(2) * torch.erfinv(2 * t - 1)  # Phi^-1(t) <= 0
+        tail = torch.nonzero(t.flatten() < 1e-3).squeeze(1)
+        core.view(-1).index_copy_(0, tail, torch.special.ndtri(t.flatten().index_select(0, tail)))
+        # Phi^-1(t) on the low side, -Phi^-1(t) on the high side (0 at t = 1/2 either way).
+        return std * torch.copysign(core, from_low - from_high), (at_low, at_high)
+
+    @cached_property
+    def _clip_classes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each pixel's P(low clip), P(high clip) and P(inside), (N, 1, P, P) each, contiguous: computed once per
+        draw, as every candidate scale of the recalibration reuses them."""
+        low, high = (side.contiguous() for side in self.clip_probs.float().split(1, dim=1))
+        return low, high, 1 - low - high
 
     def fractions(self, mask: torch.Tensor, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
         """The draw as ex-situ fractions in [0, 1] at ``scales``, 0 outside ``mask``: (N, 1, P, P)."""
