@@ -46,6 +46,13 @@ def test_stage_runs_as_module_and_subcommand(stage: str):
     assert as_module.stdout == as_command.stdout and f"usage: exsitu {stage}" in as_command.stdout
 
 
+def test_the_stages_without_a_network_do_not_import_torch():
+    # Each job of these is its own process; torch's import (~1.5 s) would be most of a small shard's time.
+    stages = ("simulate_mock", "select", "tag", "plan", "project", "observe", "split", "relations", "report")
+    code = "import sys; " + "; ".join(f"import exsitu.stages.{s}" for s in stages) + "; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
 def _library_modules() -> list[Path]:
     return [p for p in PACKAGE.rglob("*.py") if "stages" not in p.parts and p.name != "cli.py"]
 

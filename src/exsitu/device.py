@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-
-import torch
+from typing import TYPE_CHECKING
 
 from exsitu.io import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -18,6 +20,10 @@ def resolve_device(requested: str) -> torch.device:
     an ``InputError``: a cluster job whose GPU request silently failed must stop before any
     work, not train on the CPU for days. Stages call this first, before reading any data.
     """
+    # Imported here, not at the top: every stage imports this module for its flag, and the CPU stages that
+    # never touch a network (tag, project, select, ...) would each pay torch's ~1.5 s import.
+    import torch
+
     if requested not in DEVICE_CHOICES:
         raise InputError(f"config key 'device' must be one of {', '.join(DEVICE_CHOICES)}, got {requested!r}")
     if requested == "cpu":
