@@ -122,13 +122,14 @@ def map_functionals(maps: np.ndarray, weights: np.ndarray, fov_rhalf: float, cli
     at f <= ``clip`` and at f >= 1 - ``clip`` (``cvae.logit_eps``). ``weights`` as in :func:`integrated_fraction`;
     NaN where an aperture holds no galaxy mass (e.g. outside an IFU footprint).
     """
-    npix = np.shape(maps)[-1]
+    maps = np.asarray(maps)
+    npix = maps.shape[-1]
     regions = {f"integrated_{name}": pixels for name, pixels in _apertures(npix, fov_rhalf).items()}
     regions |= {name: ring(npix, fov_rhalf, lo, hi) for name, (lo, hi) in _rings().items()}
     regions |= {"inner": ring(npix, fov_rhalf, *GRADIENT_INNER), "outer": ring(npix, fov_rhalf, *GRADIENT_OUTER)}
     values = region_fractions(maps, weights, np.stack(list(regions.values())))
     out = {name: values[..., i] for i, name in enumerate(regions)}
     out["gradient"] = out.pop("inner") - out.pop("outer")
-    out["at_clip_0"] = integrated_fraction(np.asarray(maps) <= clip, weights)
-    out["at_clip_1"] = integrated_fraction(np.asarray(maps) >= 1.0 - clip, weights)
+    out["at_clip_0"] = integrated_fraction(maps <= clip, weights)
+    out["at_clip_1"] = integrated_fraction(maps >= 1.0 - clip, weights)
     return out

@@ -267,7 +267,7 @@ class ResidualDraw:
         and one scan for the few tail pixels.)"""
         z = (g / std) / math.sqrt(2)
         below, above = 0.5 * torch.erfc(-z), 0.5 * torch.erfc(z)  # u and 1 - u
-        low, high, inside = self._clip_classes
+        low, high, inside = self._clip_probabilities
         at_low, at_high = below < low, above < high
         at_low, at_high = at_low & ~at_high, at_high & ~at_low  # both (rounding at P(inside) ~ 0): inside
         from_low, from_high = below - low, above - high  # t and 1 - t, times P(inside)
@@ -280,7 +280,7 @@ class ResidualDraw:
         return std * torch.copysign(core, from_low - from_high), (at_low, at_high)
 
     @cached_property
-    def _clip_classes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _clip_probabilities(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Each pixel's P(low clip), P(high clip) and P(inside), (N, 1, P, P) each, contiguous: computed once per
         draw, as every candidate scale of the recalibration reuses them."""
         low, high = (side.contiguous() for side in self.clip_probs.float().split(1, dim=1))

@@ -226,7 +226,8 @@ def _passes(
     for first in range(0, owner.numel(), pairs_per_pass):
         last = min(owner.numel(), first + pairs_per_pass)
         which = owner[first:last]
-        # The features of the maps this pass reaches, once each (the decoder shares them over their samples).
+        # The features of the maps this pass reaches, once each (the decoder shares them over their samples); the
+        # pairs are map-major, so those maps are one contiguous run.
         reached = slice(int(which[0]), int(which[-1]) + 1)
         with torch.no_grad():
             likelihood = cvae.decoder(
