@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import astuple
 from pathlib import Path
 
@@ -410,3 +411,10 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     metrics = json.loads((tiny_run / "results" / "evaluation" / "metrics.json").read_text())
     card = json.loads((tiny_run / "results" / "models" / "model.json").read_text())
     assert metrics["noise"] == card["noise"] == fitted["noise"] and card["format"] == "exsitu-model-dir-2"
+    # the stage's log says what each pass cost: the scale grid, the slope passes and the diagnostics
+    log = (tiny_run / "results" / "logs" / "recalibrate.log").read_text()
+    grid = re.search(r"scale grid: (\d+) validation maps x 64 draws decoded and scored at (\d+) .* in \d+ s", log)
+    assert grid and int(grid[1]) == fitted["n_maps"] and int(grid[2]) == len(SCALES) ** 2
+    slope = re.search(r"diagonal slope: (\d+) slopes x (\d+) diagonal scales .* in (\d+) pass", log)
+    assert slope and int(slope[1]) == len(slopes) and int(slope[2]) == len(SCALES) and int(slope[3]) >= 1
+    assert re.search(r"residual diagnostics in \d+ s", log)

@@ -76,8 +76,10 @@ grid point.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -96,6 +98,8 @@ from exsitu.io import InputError, atomic_output, read_json
 from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_scale, to_fraction
 from exsitu.sample import maps_in_budget, residual_draws_in_chunks
 from exsitu.settings import RecalibrateSettings
+
+log = logging.getLogger(__name__)
 
 #: Candidate scales of each part: 2^(k/2) for k = -8..2, 1/16 to 2 in steps of 41%, 1 included; the
 #: minimum is refined by a parabola along each axis. The lower end is far below 1 because the Student-t's
@@ -532,6 +536,7 @@ def fit_noise_scales(
     totals = torch.zeros(2 + 2 * len(COVERAGE_TARGETS), len(scales), len(scales), dtype=torch.float64)
     pixels = 0.0  # galaxy-weighted galaxy pixels: the denominator of the coverage surfaces
     n_maps, lags = 0, ()
+    started = time.perf_counter()
     for chunk in chunks():
         for draws, mask, truth, weights, mass in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
             totals += grid_scores(draws, mask, truth, weights, scales, mass)
@@ -541,6 +546,10 @@ def fit_noise_scales(
         lags = tuple(variogram_lags(chunk.mask.shape[-1]))
     if n_maps != len(table):
         raise InputError(f"the validation chunks held {n_maps} maps, the split table lists {len(table)}")
+    log.info(
+        "scale grid: %d validation maps x %d draws decoded and scored at %d (low-rank, diagonal) pairs in %.0f s",
+        n_maps, settings.n_samples, len(scales) ** 2, time.perf_counter() - started,
+    )  # fmt: skip
     energy, variogram = (totals[:2] / float(map_weights.sum())).numpy()
     levels = len(COVERAGE_TARGETS)
     coverage = (totals[2 : 2 + levels] / max(pixels, 1e-300)).numpy()
@@ -614,6 +623,7 @@ def grown_slope_fit(
     the JSON record of the fit (every slope scored, its matched diagonal and strata misfit).
     """
     slopes = np.asarray(slopes, dtype=np.float64)
+    started, passes = time.perf_counter(), 1
     covered, stratum_pixels = score(slopes)
     while True:
         noise, diagonals, misfit = slope_matched_scales(
@@ -625,6 +635,11 @@ def grown_slope_fit(
         order = np.argsort(np.concatenate([slopes, more]))
         slopes = np.concatenate([slopes, more])[order]
         covered = torch.cat([covered, score(more)[0]])[torch.as_tensor(order)]
+        passes += 1
+    log.info(
+        "diagonal slope: %d slopes x %d diagonal scales scored per stratum in %d pass(es) over the validation maps "
+        "in %.0f s", len(slopes), len(scales), passes, time.perf_counter() - started,
+    )  # fmt: skip
     record = {
         "slopes": [float(v) for v in slopes],
         "matched_diagonal": [float(v) for v in diagonals],

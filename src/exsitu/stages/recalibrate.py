@@ -13,6 +13,7 @@ bounded by a chunk, not by the number of maps.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from exsitu.checkpoint import load_models
@@ -65,9 +66,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         )  # fmt: skip
     else:
         fit = unscaled(len(table), table["galaxy_id"].nunique())
+    started = time.perf_counter()
     diagnostics = diagnose(
         cvae, flow, data.chunks("val", chunk), table, settings.seed, fit.noise, scalars=conditions.scalars
     )
+    log.info("residual diagnostics in %.0f s", time.perf_counter() - started)
     flow_block = diagnostics["as_trained"]["flow"]
     log.info(
         "residual diagnostics (flow z, as trained): marginal kurtosis %s, within-map kurtosis %s, median M/n %.3f",
