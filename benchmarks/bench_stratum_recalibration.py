@@ -26,7 +26,7 @@ import h5py
 import numpy as np
 import torch
 
-from exsitu.calibration import MEDIAN_STRATUM_EDGES, randomized_pit
+from exsitu.calibration import MEDIAN_STRATUM_EDGES, median_bins, randomized_pit
 from exsitu.dataset import DatasetFiles
 from exsitu.modelcard import load_model_dir
 from exsitu.sample import sample_in_chunks
@@ -40,36 +40,31 @@ def pixel_rows(samples: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return samples[maps, :, y, x]
 
 
-def strata(samples: np.ndarray) -> np.ndarray:
-    """Each pixel's posterior-median stratum (index into MEDIAN_STRATUM_EDGES' bins; the last closed at 1)."""
-    return np.digitize(np.median(samples, axis=1), MEDIAN_STRATUM_EDGES[1:-1])
+def strata(samples: np.ndarray) -> list[np.ndarray]:
+    """(n, K) samples -> one (n,) bool selector per posterior-median stratum (``exsitu.calibration.median_bins``)."""
+    return [rows for _, rows in median_bins(np.median(samples, axis=1), MEDIAN_STRATUM_EDGES)]
 
 
-def quantile_mapped(samples: np.ndarray, stratum: np.ndarray, pit_levels: list[np.ndarray]) -> np.ndarray:
+def quantile_mapped(samples: np.ndarray, stratum: list[np.ndarray], pit_levels: list[np.ndarray]) -> np.ndarray:
     """(n, K) samples remapped per stratum: the sample of rank k takes its pixel's quantile at pit_levels[b][k]."""
-    out = np.empty_like(samples)
+    out = samples.copy()
     ranks = np.argsort(np.argsort(samples, axis=1, kind="stable"), axis=1)
-    for b, levels in enumerate(pit_levels):
-        rows = stratum == b
+    for rows, levels in zip(stratum, pit_levels):
         values = np.quantile(samples[rows], levels, axis=1).T  # (n_b, K) the pixel's quantiles at those levels
         out[rows] = np.take_along_axis(values, ranks[rows], axis=1)
     return out
 
 
-def report(label: str, pixels: np.ndarray, truth: np.ndarray, stratum: np.ndarray, integrated: np.ndarray,
+def report(label: str, pixels: np.ndarray, truth: np.ndarray, stratum: list[np.ndarray], integrated: np.ndarray,
            true_integrated: np.ndarray) -> None:  # fmt: skip
     """One line per quantity: 68% misses by side and coverage per stratum, pooled, integrated; MAE."""
-    n_strata = len(MEDIAN_STRATUM_EDGES) - 1
     lo, hi = np.quantile(pixels, [0.16, 0.84], axis=1)
-    sides = " ".join(
-        f"{(truth[stratum == b] < lo[stratum == b]).mean():.3f}/{(truth[stratum == b] > hi[stratum == b]).mean():.3f}"
-        for b in range(n_strata)
-    )
+    sides = " ".join(f"{(truth[rows] < lo[rows]).mean():.3f}/{(truth[rows] > hi[rows]).mean():.3f}" for rows in stratum)
     print(f"{label}: 68% misses below/above per stratum  {sides}")
     for level in LEVELS:
         lo, hi = np.quantile(pixels, [(1 - level) / 2, (1 + level) / 2], axis=1)
         inside = (truth >= lo) & (truth <= hi)
-        per_stratum = " ".join(f"{inside[stratum == b].mean():.3f}" for b in range(n_strata))
+        per_stratum = " ".join(f"{inside[rows].mean():.3f}" for rows in stratum)
         ilo, ihi = np.quantile(integrated, [(1 - level) / 2, (1 + level) / 2], axis=1)
         covered = ((true_integrated >= ilo) & (true_integrated <= ihi)).mean()
         print(f"{label}: {level:.0%} per stratum {per_stratum} | pooled {inside.mean():.3f} | integrated {covered:.3f}")
@@ -99,14 +94,13 @@ def main() -> None:
     val_pixels = pixel_rows(val_samples, val_mask)
     pit = randomized_pit(val_pixels, val.exsitu[:, 0].numpy()[val_mask], np.random.default_rng(args.seed))
     val_stratum = strata(val_pixels)
-    with h5py.File(res / "evaluation/samples.h5") as h5:
-        samples, truth, mask = (h5[name][()] for name in ("samples", "truth", "mask"))
-    samples, truth = samples.astype(np.float64), truth.astype(np.float64)
+    with h5py.File(res / "evaluation/samples.h5") as h5:  # the test maps' flow samples, in test-subset order
+        samples = h5["samples"][()].astype(np.float64)
     test = data.load("test")
+    truth, mask = test.exsitu[:, 0].numpy().astype(np.float64), test.mask[:, 0].numpy()
     mass = np.where(mask, 10.0 ** test.log_sigma.astype(np.float64), 0.0)  # equal-area pixels: mass weights
     k = samples.shape[1]
-    pit_levels = [np.quantile(pit[val_stratum == b], (np.arange(k) + 0.5) / k)
-                  for b in range(len(MEDIAN_STRATUM_EDGES) - 1)]  # fmt: skip
+    pit_levels = [np.quantile(pit[rows], (np.arange(k) + 0.5) / k) for rows in val_stratum]
     pixels = pixel_rows(samples, mask)
     stratum = strata(pixels)
     mapped = samples.copy()
@@ -114,9 +108,8 @@ def main() -> None:
     mapped[maps_, :, y, x] = quantile_mapped(pixels, stratum, pit_levels)
     true_integrated = (truth * mass).sum((1, 2)) / mass.sum((1, 2))
     print(f"{args.run}: {len(val)} validation maps ({len(pit)} pixels), {len(samples)} test maps ({len(pixels)} px)")
-    print("validation PIT levels of the 68% interval per stratum: " + " ".join(
-        f"[{np.quantile(pit[val_stratum == b], 0.16):.3f}, {np.quantile(pit[val_stratum == b], 0.84):.3f}]"
-        for b in range(len(MEDIAN_STRATUM_EDGES) - 1)))  # fmt: skip
+    levels_68 = (f"[{np.quantile(pit[rows], 0.16):.3f}, {np.quantile(pit[rows], 0.84):.3f}]" for rows in val_stratum)
+    print("validation PIT levels of the 68% interval per stratum: " + " ".join(levels_68))
     for label, remapped in (("before", samples), ("after ", mapped)):
         integrated = (remapped * mass[:, None]).sum((2, 3)) / mass.sum((1, 2))[:, None]
         report(label, pixel_rows(remapped, mask), truth[mask], stratum, integrated, true_integrated)
