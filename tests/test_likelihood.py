@@ -308,17 +308,22 @@ def test_hurdle_training_finds_the_clip_share_and_the_density_inside() -> None:
 def test_draws_in_parts_carry_the_hurdle_classes_at_any_noise_scales() -> None:
     lik = with_hurdle(random_likelihood(3, 6, 4, seed=2, family="student_t"), seed=7)
     mask = disc(6, 2.6).expand(3, 1, 6, 6)
-    scales = NoiseScales(lowrank=0.5, diagonal=1.7, diagonal_slope=0.3)
+    scales = NoiseScales(lowrank=0.5, diagonal=1.7, diagonal_slope=0.3, clip_slope=1.4, clip_low=0.8, clip_high=-0.3)
     parts = lik.residual(lik.draw_noise(torch.Generator().manual_seed(5)))
     direct = lik.scaled(scales).sample(mask, torch.Generator().manual_seed(5))
     assert torch.allclose(parts.fractions(mask, scales), direct, atol=1e-5)
+    # the class calibration moves pixels to the clip (positive shifts) and back when asked for the classes as trained
+    trained_classes = replace(scales, clip_slope=1.0, clip_low=0.0, clip_high=0.0)
+    assert int(torch.isinf(parts.logits(scales)).sum()) > int(torch.isinf(parts.logits(trained_classes)).sum())
+    fresh = lik.residual(lik.draw_noise(torch.Generator().manual_seed(5)))
+    assert torch.equal(parts.logits(AS_TRAINED), fresh.logits())
     # One factor on both parts keeps every pixel's standardised core, so the same pixels are drawn at the clip.
     at_clip = lambda s: torch.isinf(parts.logits(s)) & mask  # noqa: E731
     assert bool(at_clip(AS_TRAINED).any()) and torch.equal(at_clip(AS_TRAINED), at_clip(NoiseScales(0.4, 0.4)))
     # The hurdle draws from the same random numbers as the family alone.
     plain = replace(lik, hurdle=None)
     before = plain.residual(plain.draw_noise(torch.Generator().manual_seed(5)))
-    assert before.clip_probs is None and torch.equal(before.independent, parts.independent)
+    assert before.clip_logits is None and torch.equal(before.independent, parts.independent)
 
 
 def test_the_copula_inverts_the_inside_quantile_in_both_tails_as_float64_does() -> None:
@@ -326,11 +331,12 @@ def test_the_copula_inverts_the_inside_quantile_in_both_tails_as_float64_does() 
     a float32 Phi(z) rounds to 0 or 1: each inside pixel's core is std Phi^-1((Phi(z) - P(low)) / P(inside))."""
     z = torch.linspace(-6.5, 6.5, 27).view(1, 1, 1, 27)
     p_low, p_high = torch.full_like(z, 1e-9), torch.full_like(z, 1e-10)
+    inside = torch.log(1 - p_low - p_high)
     std = torch.full_like(z, 0.8)
     draw = ResidualDraw(
         loc=torch.zeros_like(z), coherent=z * std, independent=torch.zeros_like(z), mixing=None,
         lowrank_var=std**2, diagonal_var=torch.zeros_like(z), tail=None, eps=LOGIT_EPS,
-        clip_probs=torch.cat([p_low, p_high], dim=1),
+        clip_logits=torch.cat([p_low.log() - inside, p_high.log() - inside], dim=1),
     )  # fmt: skip
     x = draw.logits().flatten().double().numpy()
     zs = z.flatten().double().numpy()

@@ -147,12 +147,12 @@ def test_grid_scores_draw_once_per_ratio_what_each_pair_draws(tails: bool, scale
     shape = (n * k, 1, p, p)
     var = lambda: 0.05 + torch.rand(shape, generator=g)  # noqa: E731
     lowrank_var, diagonal_var = var(), var()
-    clip = torch.softmax(2 * torch.randn(n * k, 3, p, p, generator=g), dim=1)[:, :2]
+    clip = 2 * torch.randn(n * k, 2, p, p, generator=g)  # class logits against inside
     draws = ResidualDraw(
         loc=torch.randn(shape, generator=g), coherent=lowrank_var.sqrt() * torch.randn(shape, generator=g),
         independent=diagonal_var.sqrt() * torch.randn(shape, generator=g),
         mixing=0.5 + torch.rand(n * k, 1, 1, 1, generator=g), lowrank_var=lowrank_var, diagonal_var=diagonal_var,
-        tail=1 + torch.rand(shape, generator=g) if tails else None, eps=1e-3, clip_probs=clip,
+        tail=1 + torch.rand(shape, generator=g) if tails else None, eps=1e-3, clip_logits=clip,
     )  # fmt: skip
     mask = torch.rand(n, 1, p, p, generator=g).repeat_interleave(k, 0) < 0.8
     truth = torch.rand(n, p, p, generator=g) * mask.view(n, k, p, p)[:, 0]
@@ -418,3 +418,14 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     slope = re.search(r"diagonal slope: (\d+) slopes x (\d+) diagonal scales .* in (\d+) pass", log)
     assert slope and int(slope[1]) == len(slopes) and int(slope[2]) == len(SCALES) and int(slope[3]) >= 1
     assert re.search(r"residual diagnostics in \d+ s", log)
+    # recalibrate.clip_classes (on by default, the tiny model has the hurdle): the Platt scaling is fitted first, the
+    # noise record carries it, and it did not raise the validation pixels' class NLL
+    clip = fitted["clip_class_fit"]
+    assert [clip[name] for name in ("clip_slope", "clip_low", "clip_high")] == [
+        noise.clip_slope,
+        noise.clip_low,
+        noise.clip_high,
+    ]
+    assert clip["nll_fitted"] <= clip["nll_as_trained"] and clip["n_pixels"] > 0
+    line = re.search(r"clip classes: (\d+) validation pixels x 64 draws, Platt slope ([\d.]+)", log)
+    assert line and int(line[1]) == clip["n_pixels"] and float(line[2]) == pytest.approx(clip["clip_slope"], abs=1e-3)

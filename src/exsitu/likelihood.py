@@ -75,8 +75,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, fields, replace
-from functools import cached_property
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
@@ -119,6 +118,12 @@ def to_fraction(logit: torch.Tensor, eps: float = LOGIT_EPS) -> torch.Tensor:
     return torch.where(logit <= low, 0.0, torch.where(logit >= -low, 1.0, inside))
 
 
+def clip_classes(fraction: torch.Tensor, eps: float = LOGIT_EPS) -> torch.Tensor:
+    """The hurdle's class of each fraction (any shape, long): 0 at or below ``eps``, 2 at or above 1 - eps,
+    1 inside."""
+    return (fraction > eps).long() + (fraction >= 1 - eps).long()
+
+
 def is_noise_scale(value: object) -> bool:
     """Whether ``value`` is a valid noise scale: a finite number > 0 (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
@@ -135,28 +140,39 @@ class NoiseScales:
     lies: it is diagonal * exp(diagonal_slope * |loc|), with loc the mean logit of that draw, so
     ``diagonal`` is the factor where the mean is 1/2 and a positive slope widens the independent
     noise towards fractions of 0 and 1 against the middle (0: one factor for every pixel).
+
+    clip_slope, clip_low, clip_high recalibrate the hurdle's two class logits (a pixel at the low and
+    at the high clip, each against inside; ``MapLikelihood.hurdle``): they become clip_slope * logit
+    + clip_low (or + clip_high), Platt scaling fitted on validation maps (``exsitu.hurdle_calibration``).
+    1, 0, 0 keeps the classes as trained; a likelihood without the hurdle ignores them.
     """
 
     lowrank: float = 1.0
     diagonal: float = 1.0
     diagonal_slope: float = 0.0
+    clip_slope: float = 1.0
+    clip_low: float = 0.0
+    clip_high: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("lowrank", "diagonal"):
+        for name in ("lowrank", "diagonal", "clip_slope"):
             if not is_noise_scale(getattr(self, name)):
                 raise InputError(f"noise scale '{name}' must be a finite number > 0, got {getattr(self, name)!r}")
-        slope = self.diagonal_slope
-        if not (isinstance(slope, int | float) and not isinstance(slope, bool) and math.isfinite(slope)):
-            raise InputError(f"noise scale 'diagonal_slope' must be a finite number, got {slope!r}")
+        for name in ("diagonal_slope", "clip_low", "clip_high"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)):
+                raise InputError(f"noise scale '{name}' must be a finite number, got {value!r}")
 
     @classmethod
     def from_record(cls, noise: Any, path: str | os.PathLike) -> NoiseScales:
         """The scales of the ``noise`` record of file ``path`` (noise_scale.json, model.json): 'lowrank',
-        'diagonal' and 'diagonal_slope' (0 in files written before it); a bad record is one clear error."""
+        'diagonal', and optionally 'diagonal_slope' and the clip classes' 'clip_slope', 'clip_low', 'clip_high'
+        (as trained in files written before them); a bad record is one clear error."""
         keys = {f.name for f in fields(cls)}
         if not isinstance(noise, dict) or not {"lowrank", "diagonal"} <= set(noise) <= keys:
+            optional = sorted(keys - {"lowrank", "diagonal"})
             raise InputError(
-                f"{path}: 'noise' must hold 'lowrank' and 'diagonal' (and optionally 'diagonal_slope'), got {noise!r}"
+                f"{path}: 'noise' must hold 'lowrank' and 'diagonal' (and optionally {optional}), got {noise!r}"
             )
         try:
             return cls(**noise)
@@ -170,6 +186,18 @@ class NoiseScales:
     def log_diagonal_factor(self, loc: torch.Tensor) -> torch.Tensor:
         """log of :meth:`diagonal_factor`: log(diagonal) + diagonal_slope * |loc| (loc: mean logits)."""
         return math.log(self.diagonal) + self.diagonal_slope * loc.abs()
+
+    @property
+    def classes_as_trained(self) -> bool:
+        """Whether the hurdle's class logits stay as trained (clip_slope 1, no shifts)."""
+        return (self.clip_slope, self.clip_low, self.clip_high) == (1.0, 0.0, 0.0)
+
+    def class_logits(self, hurdle: torch.Tensor) -> torch.Tensor:
+        """The recalibrated class logits of the hurdle's (N, 2, P, P) logits (low, high; each against inside)."""
+        if self.classes_as_trained:
+            return hurdle
+        shift = torch.tensor([self.clip_low, self.clip_high], dtype=hurdle.dtype, device=hurdle.device)
+        return self.clip_slope * hurdle + shift.view(1, 2, 1, 1)
 
 
 #: The likelihood as trained.
@@ -221,7 +249,8 @@ class ResidualDraw:
     numbers. loc, coherent (= F e), independent (= sqrt(d) h): (N, 1, P, P) logits; mixing:
     (N, 1, 1, 1) sqrt(w) (Student-t) or None; lowrank_var, diagonal_var, tail: (N, 1, P, P) the
     two parts of S_ii (with sinh-arcsinh tails or the hurdle) and tau (sinh-arcsinh) or None;
-    clip_probs: (N, 2, P, P) each pixel's probabilities of the low and the high clip (hurdle) or None.
+    clip_logits: (N, 2, P, P) each pixel's class logits of the low and the high clip against inside, as
+    trained (hurdle), or None.
     """
 
     loc: torch.Tensor
@@ -232,7 +261,12 @@ class ResidualDraw:
     diagonal_var: torch.Tensor | None
     tail: torch.Tensor | None
     eps: float
-    clip_probs: torch.Tensor | None = None
+    clip_logits: torch.Tensor | None = None
+    # The class probabilities at the last clip calibration asked for: every grid candidate of the
+    # recalibration shares one, and they cost a full-size softmax.
+    _classes: tuple[tuple[float, float, float], tuple[torch.Tensor, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def logits(self, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
         """The draw in logit space at ``scales``: (N, 1, P, P); with the hurdle, -inf (+inf) where the pixel is
@@ -243,8 +277,8 @@ class ResidualDraw:
         if self.lowrank_var is not None:
             std = torch.sqrt(scales.lowrank**2 * self.lowrank_var + diagonal**2 * self.diagonal_var)
         clipped = None
-        if self.clip_probs is not None:
-            g, clipped = self._hurdle(g, std)
+        if self.clip_logits is not None:
+            g, clipped = self._hurdle(g, std, self._clip_probabilities(scales))
         if self.mixing is not None:
             g = g * self.mixing
         if self.tail is not None:
@@ -255,8 +289,11 @@ class ResidualDraw:
             x = x.masked_fill_(at_low, -math.inf).masked_fill_(at_high, math.inf)
         return x
 
-    def _hurdle(self, g: torch.Tensor, std: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """The hurdle's Gaussian copula (module doc): from u = Phi(g / std), whether each pixel is at the low clip
+    def _hurdle(
+        self, g: torch.Tensor, std: torch.Tensor, classes: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """The hurdle's Gaussian copula (module doc) with ``classes`` (P(low), P(high), P(inside)) from
+        :meth:`_clip_probabilities`: from u = Phi(g / std), whether each pixel is at the low clip
         and whether at the high one (two bool masks, never both), and the inside pixels' core value
         std Phi^-1((u - P(low)) / P(inside)).
 
@@ -267,7 +304,7 @@ class ResidualDraw:
         and one scan for the few tail pixels.)"""
         z = (g / std) / math.sqrt(2)
         below, above = 0.5 * torch.erfc(-z), 0.5 * torch.erfc(z)  # u and 1 - u
-        low, high, inside = self._clip_probabilities
+        low, high, inside = classes
         at_low, at_high = below < low, above < high
         at_low, at_high = at_low & ~at_high, at_high & ~at_low  # both (rounding at P(inside) ~ 0): inside
         from_low, from_high = below - low, above - high  # t and 1 - t, times P(inside)
@@ -279,12 +316,16 @@ class ResidualDraw:
         # Phi^-1(t) on the low side, -Phi^-1(t) on the high side (0 at t = 1/2 either way).
         return std * torch.copysign(core, from_low - from_high), (at_low, at_high)
 
-    @cached_property
-    def _clip_probabilities(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Each pixel's P(low clip), P(high clip) and P(inside), (N, 1, P, P) each, contiguous: computed once per
-        draw, as every candidate scale of the recalibration reuses them."""
-        low, high = (side.contiguous() for side in self.clip_probs.float().split(1, dim=1))
-        return low, high, 1 - low - high
+    def _clip_probabilities(self, scales: NoiseScales) -> tuple[torch.Tensor, ...]:
+        """Each pixel's P(low clip), P(high clip) and P(inside) under the class calibration of ``scales``,
+        (N, 1, P, P) each, contiguous; kept for the next call with the same calibration."""
+        key = (scales.clip_slope, scales.clip_low, scales.clip_high)
+        if self._classes is None or self._classes[0] != key:
+            low, high = scales.class_logits(self.clip_logits).split(1, dim=1)
+            probs = torch.log_softmax(torch.cat([low, torch.zeros_like(low), high], dim=1), dim=1)[:, ::2].exp()
+            low, high = (side.contiguous() for side in probs.split(1, dim=1))
+            self._classes = (key, (low, high, 1 - low - high))
+        return self._classes[1]
 
     def fractions(self, mask: torch.Tensor, scales: NoiseScales = AS_TRAINED) -> torch.Tensor:
         """The draw as ex-situ fractions in [0, 1] at ``scales``, 0 outside ``mask``: (N, 1, P, P)."""
@@ -293,7 +334,8 @@ class ResidualDraw:
     @classmethod
     def cat(cls, parts: list[ResidualDraw]) -> ResidualDraw:
         """The draws of ``parts`` one after the other (same family and clip)."""
-        joined = {f.name: _cat_optional([getattr(p, f.name) for p in parts]) for f in fields(cls) if f.name != "eps"}
+        joined = {f.name: _cat_optional([getattr(p, f.name) for p in parts]) for f in fields(cls)
+                  if f.init and f.name != "eps"}  # fmt: skip
         return cls(**joined, eps=parts[0].eps)
 
 
@@ -400,8 +442,7 @@ class MapLikelihood:
         hurdle). A pixel at or below eps is of the low class, one at or above 1 - eps of the high one."""
         if self.hurdle is None:
             return target.new_zeros(target.shape[0])
-        cls = (target > self.eps).long() + (target >= 1 - self.eps).long()  # 0 low, 1 inside, 2 high
-        picked = self.clip_log_probs().gather(1, cls)
+        picked = self.clip_log_probs().gather(1, clip_classes(target, self.eps))
         return (picked * mask.float()).flatten(1).sum(1)
 
     def log_censored(
@@ -539,14 +580,16 @@ class MapLikelihood:
         return detached.nll(target, mask) + squared - squared.detach()
 
     def scaled(self, noise: NoiseScales) -> MapLikelihood:
-        """The same likelihood with the factor maps times ``noise.lowrank`` and the diagonal std times
-        ``noise.diagonal_factor(loc)`` (the recalibrated noise of ``exsitu.recalibration``). Draws from it
-        use the random numbers in the same order: ``scaled(s)`` draws ``residual(noise).logits(s)``.
+        """The same likelihood with the factor maps times ``noise.lowrank``, the diagonal std times
+        ``noise.diagonal_factor(loc)`` and the hurdle's class logits recalibrated (``noise.class_logits``):
+        the recalibrated likelihood of ``exsitu.recalibration``. Draws from it use the random numbers in the
+        same order: ``scaled(s)`` draws ``residual(noise).logits(s)``.
         """
         if noise == AS_TRAINED:
             return self
         log_factor = 2.0 * noise.log_diagonal_factor(self.loc.detach())
-        return replace(self, log_var=self.log_var + log_factor, factors=self.factors * noise.lowrank)
+        hurdle = None if self.hurdle is None else noise.class_logits(self.hurdle)
+        return replace(self, log_var=self.log_var + log_factor, factors=self.factors * noise.lowrank, hurdle=hurdle)
 
     def draw_noise(self, generator: torch.Generator | None = None) -> ResidualNoise:
         """The random numbers of one draw per map (:meth:`ResidualNoise.draw`; uniforms for the Student-t families)."""
@@ -575,7 +618,7 @@ class MapLikelihood:
             diagonal_var=diagonal_var if tails or hurdle else None,
             tail=self.tail.float() if tails else None,
             eps=self.eps,
-            clip_probs=self.clip_log_probs()[:, ::2].exp() if hurdle else None,
+            clip_logits=self.hurdle.float() if hurdle else None,
         )
 
     def sample_logit(self, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -52,7 +52,7 @@ class ModelCard:
     radius: str  # one of RADII
     observe: dict[str, Any] | None
     config_hash: str
-    noise: dict[str, float]  # NoiseScales: factors on the residual's parts (recalibrate; 1, 1, slope 0 = as trained)
+    noise: dict[str, float]  # NoiseScales: the residual's factors and the clip classes' calibration (recalibrate)
     #: galaxy scalars the networks are conditioned on, in model order (exsitu.scalars; none: maps alone)
     scalars: tuple[str, ...] = ()
     files: dict[str, str] = field(default_factory=lambda: {"cvae": "cvae.pt", "flow": "flow.pt"})

@@ -81,7 +81,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,7 @@ from exsitu.calibration import MEDIAN_STRATUM_EDGES
 from exsitu.cvae import CVAE
 from exsitu.dataset import MapSet
 from exsitu.flow import LatentFlow
+from exsitu.hurdle_calibration import MAX_PIXELS, ClassCalibration, class_rows, fit_class_calibration, kept_pixels
 from exsitu.io import InputError, atomic_output, read_json
 from exsitu.likelihood import AS_TRAINED, NoiseScales, ResidualDraw, is_noise_scale, to_fraction
 from exsitu.sample import maps_in_budget, residual_draws_in_chunks
@@ -247,12 +248,14 @@ def grid_scores(
     weights: torch.Tensor,
     scales: np.ndarray,
     mass: torch.Tensor | None = None,
+    classes: NoiseScales = AS_TRAINED,
 ) -> torch.Tensor:
     """Weighted sums over maps of both scores and of the covered pixels and maps at every (lowrank, diagonal) pair.
 
     draws: n K draws of n maps (map-major) and their (n K, 1, P, P) galaxy masks, as
     ``residual_draws_in_chunks`` yields them; truth: (n, P, P) fractions; weights: (n,); mass: (n, P, P)
-    stellar mass per pixel for the integrated fraction (None: each galaxy pixel weighs the same).
+    stellar mass per pixel for the integrated fraction (None: each galaxy pixel weighs the same);
+    classes: the hurdle's class calibration every pair is drawn with (its clip fields).
     Returns (2 + 2T, L, L) float64 on the CPU: [energy, variogram, covered pixels at each level of
     :data:`COVERAGE_TARGETS`, maps whose integrated fraction is covered at each level] x lowrank x diagonal.
     """
@@ -266,7 +269,7 @@ def grid_scores(
         # A draw is homogeneous of degree one in the two scales, in every family: at (a l, a d) it is
         # loc + a (draw at (l, d) - loc), because the copula, the mixing and the tails see only the ratio d / l.
         # So the residual (the hurdle's copula, most of the cost) is drawn once per ratio, not once per pair.
-        unit = draws.logits(NoiseScales(1.0, ratio)) - draws.loc
+        unit = draws.logits(replace(classes, lowrank=1.0, diagonal=ratio)) - draws.loc
         for i, j in pairs:
             samples = (to_fraction(draws.loc + float(scales[i]) * unit, draws.eps) * mask).view(n, -1, p, p)
             scores = sample_scores(samples, truth, map_mask)
@@ -376,6 +379,7 @@ def stratum_grid(
     slopes: np.ndarray,
     scales: np.ndarray,
     edges: Sequence[float] = SLOPE_STRATA,
+    classes: NoiseScales = AS_TRAINED,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Weighted covered pixels per stratum at every (diagonal slope, diagonal) pair at ``lowrank``, for
     ``recalibrate.diagonal_slope``: (S, L, T, B) float64 [slopes x diagonal x levels of
@@ -383,7 +387,7 @@ def stratum_grid(
 
     A pixel's stratum is where the median over its K draws of the decoder mean, as a fraction, falls
     in ``edges``: it does not depend on the noise scales, so every candidate is scored on the same
-    strata. draws, mask, truth and weights are those of :func:`grid_scores`.
+    strata. draws, mask, truth, weights and classes are those of :func:`grid_scores`.
     """
     n, p = truth.shape[0], truth.shape[-1]
     map_mask = mask.view(n, -1, p, p)[:, 0].bool()
@@ -395,7 +399,7 @@ def stratum_grid(
     out = torch.empty(len(slopes), len(scales), len(COVERAGE_TARGETS), len(edges) - 1, dtype=torch.float64)
     for i, slope in enumerate(slopes):
         for j, diagonal in enumerate(scales):
-            noise = NoiseScales(lowrank, float(diagonal), float(slope))
+            noise = replace(classes, lowrank=lowrank, diagonal=float(diagonal), diagonal_slope=float(slope))
             samples = draws.fractions(mask, noise).view(n, -1, p, p)
             inside = inside_probability(samples, truth, COVERAGE_TARGETS)  # (n, P, P, T)
             out[i, j] = torch.einsum("nxyt,nxyb->tb", inside, member).cpu()
@@ -467,6 +471,7 @@ class NoiseScaleFit:
     pixel_coverage: dict[str, tuple[tuple[float, ...], ...]] = field(default_factory=dict)
     integrated_coverage: dict[str, tuple[tuple[float, ...], ...]] = field(default_factory=dict)
     slope_fit: dict[str, Any] = field(default_factory=dict)
+    class_fit: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -487,6 +492,7 @@ class NoiseScaleFit:
             "n_galaxies": self.n_galaxies,
             "n_samples": self.n_samples,
             "diagonal_slope_fit": self.slope_fit,
+            "clip_class_fit": self.class_fit,
         }
 
 
@@ -533,13 +539,17 @@ def fit_noise_scales(
     if settings.method not in METHODS:
         raise InputError(f"recalibrate.method must be one of {METHODS}, got {settings.method!r}")
     galaxies, _, map_weights = galaxy_weights(table["galaxy_id"].to_numpy())
+    classes, class_fit = AS_TRAINED, {}
+    if settings.clip_classes and cvae.cfg.hurdle:
+        fitted = _fit_classes(cvae, flow, chunks, settings, scalars, map_weights, len(table))
+        classes, class_fit = fitted.scales(), fitted.to_dict()
     totals = torch.zeros(2 + 2 * len(COVERAGE_TARGETS), len(scales), len(scales), dtype=torch.float64)
     pixels = 0.0  # galaxy-weighted galaxy pixels: the denominator of the coverage surfaces
     n_maps, lags = 0, ()
     started = time.perf_counter()
     for chunk in chunks():
-        for draws, mask, truth, weights, mass in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
-            totals += grid_scores(draws, mask, truth, weights, scales, mass)
+        for _, draws, mask, truth, weights, mass in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+            totals += grid_scores(draws, mask, truth, weights, scales, mass, classes)
         rows = chunk.table.index.to_numpy()
         pixels += float((torch.as_tensor(map_weights[rows]) * chunk.mask[:, 0].flatten(1).sum(1)).sum())
         n_maps += len(chunk)
@@ -563,7 +573,8 @@ def fit_noise_scales(
         noise = coverage_matched_scales(scales, coverage, integrated)
     if settings.diagonal_slope and settings.method != "scores":
         noise, slope_fit = _fit_slope(cvae, flow, chunks, settings, scalars=scalars, map_weights=map_weights,
-                                      lowrank=noise.lowrank, slopes=slopes, scales=scales)  # fmt: skip
+                                      lowrank=noise.lowrank, slopes=slopes, scales=scales, classes=classes)  # fmt: skip
+    noise = replace(classes, lowrank=noise.lowrank, diagonal=noise.diagonal, diagonal_slope=noise.diagonal_slope)
     if not (is_noise_scale(common) and is_noise_scale(noise.lowrank) and is_noise_scale(noise.diagonal)):
         raise InputError(f"the noise-scale fit gave {common}, {noise}; the validation energy scores were {energy}")
     return NoiseScaleFit(
@@ -582,7 +593,36 @@ def fit_noise_scales(
         integrated_coverage={str(level): tuple(tuple(float(v) for v in row) for row in grid)
                              for level, grid in zip(COVERAGE_TARGETS, integrated)},
         slope_fit=slope_fit,
+        class_fit=class_fit,
     )  # fmt: skip
+
+
+def _fit_classes(
+    cvae: CVAE,
+    flow: LatentFlow,
+    chunks: Callable[[], Iterable[MapSet]],
+    settings: RecalibrateSettings,
+    scalars: Sequence[str],
+    map_weights: np.ndarray,
+    n_maps: int,
+) -> ClassCalibration:
+    """The first pass of ``recalibrate.clip_classes``: the hurdle's class calibration
+    (``exsitu.hurdle_calibration``) from the validation maps' draws, before any scale is scored."""
+    started = time.perf_counter()
+    parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for chunk in chunks():
+        rows = chunk.table.index.to_numpy()
+        share = MAX_PIXELS / (n_maps * chunk.mask.shape[-1] ** 2)
+        for maps, draws, _, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+            keep = kept_pixels(rows[maps], truth.shape[-1], share) & chunk.mask[maps, 0].bool()
+            parts.append(class_rows(draws.clip_logits, keep, truth, weights, cvae.cfg.logit_eps))
+    fitted = fit_class_calibration(*(torch.cat(column) for column in zip(*parts)))
+    log.info(
+        "clip classes: %d validation pixels x %d draws, Platt slope %.3f, shifts %.3f (low) %.3f (high), "
+        "class NLL %.4f -> %.4f nats per pixel in %.0f s", fitted.n_pixels, settings.n_samples, fitted.slope,
+        fitted.low, fitted.high, fitted.nll_as_trained, fitted.nll_fitted, time.perf_counter() - started,
+    )  # fmt: skip
+    return fitted
 
 
 def _draw_batches(
@@ -592,9 +632,9 @@ def _draw_batches(
     settings: RecalibrateSettings,
     scalars: Sequence[str],
     map_weights: np.ndarray,
-) -> Iterator[tuple[ResidualDraw, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[slice, ResidualDraw, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
     """The flow's full-predictive draws of one chunk of validation maps, batch by batch, on the model's
-    device: (draws, their masks, true maps, map weights, stellar mass per pixel)."""
+    device: (the batch's maps in the chunk, draws, their masks, true maps, map weights, stellar mass per pixel)."""
     rows = chunk.table.index.to_numpy()
     device = next(cvae.parameters()).device
     for maps, draws, mask in residual_draws_in_chunks(
@@ -606,7 +646,7 @@ def _draw_batches(
         weights = torch.as_tensor(map_weights[rows[maps]], device=device)
         # Pixels have equal area within a map, so surface densities are the mass weights.
         mass = torch.as_tensor(10.0 ** chunk.log_sigma[maps].astype(np.float64), device=device)
-        yield draws, mask, truth, weights, mass
+        yield maps, draws, mask, truth, weights, mass
 
 
 def grown_slope_fit(
@@ -671,18 +711,20 @@ def _fit_slope(
     lowrank: float,
     slopes: np.ndarray,
     scales: np.ndarray,
+    classes: NoiseScales = AS_TRAINED,
 ) -> tuple[NoiseScales, dict[str, Any]]:
     """The second pass of ``recalibrate.diagonal_slope``: the same draws scored per stratum at ``lowrank``
-    (:func:`stratum_grid`, :func:`grown_slope_fit`); returns the scales and the JSON record of the fit."""
+    with the hurdle's ``classes`` (:func:`stratum_grid`, :func:`grown_slope_fit`); returns the scales and the
+    JSON record of the fit."""
 
     def score(candidates: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         covered = torch.zeros(len(candidates), len(scales), len(COVERAGE_TARGETS), len(SLOPE_STRATA) - 1,
                               dtype=torch.float64)  # fmt: skip
         stratum_pixels = torch.zeros(len(SLOPE_STRATA) - 1, dtype=torch.float64)
         for chunk in chunks():
-            for draws, mask, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+            for _, draws, mask, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
                 batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank=lowrank, slopes=candidates,
-                                                   scales=scales)  # fmt: skip
+                                                   scales=scales, classes=classes)  # fmt: skip
                 covered += batch
                 stratum_pixels += batch_pixels
         return covered, stratum_pixels

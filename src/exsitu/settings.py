@@ -305,6 +305,7 @@ class RecalibrateSettings(Section):
     seed: int
     method: str  # coverage | joint | scores (exsitu.recalibration)
     diagonal_slope: bool  # with method coverage or joint: fit NoiseScales.diagonal_slope to the posterior-median strata
+    clip_classes: bool = True  # with cvae.hurdle: Platt-scale the clip classes first (exsitu.hurdle_calibration)
 
 
 @dataclasses.dataclass(frozen=True)

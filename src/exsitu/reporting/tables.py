@@ -276,12 +276,25 @@ def likelihood_table(metrics: Mapping[str, Any], noise_scale: Mapping[str, Any])
         "noise scale, low-rank (correlated) part": f"{noise['lowrank']:.3f}",
         "noise scale, diagonal (independent) part, where the mean is 1/2": f"{noise['diagonal']:.3f}",
         "its slope per logit, factor exp(slope |mean logit|)": f"{noise.get('diagonal_slope', 0):.3f}",
+        "clip classes (hurdle): Platt slope; shift low, high (recalibrate.clip_classes)": _class_calibration(
+            noise_scale.get("clip_class_fit") or {}
+        ),
         "single scale (energy-score minimum, lowrank = diagonal)": f"{noise_scale['noise_scale']:.3f}",
         "how the scales were fitted (recalibrate.method)": noise_scale.get("method_description", "–"),
         "fitted on": f"{noise_scale.get('n_maps', '–')} validation maps of {noise_scale.get('n_galaxies', '–')} "
         f"galaxies, {noise_scale.get('n_samples', '–')} samples each",
     }
     return pd.DataFrame({"value": rows})
+
+
+def _class_calibration(fit: Mapping[str, Any]) -> str:
+    """The clip classes' Platt scaling and the validation class NLL it moved, or "as trained"."""
+    if not fit:
+        return "as trained"
+    return (
+        f"{fit['clip_slope']:.3f}; {fit['clip_low']:+.3f}, {fit['clip_high']:+.3f} (class NLL "
+        f"{fit['nll_as_trained']:.4f} -> {fit['nll_fitted']:.4f} nats per pixel, {fit['n_pixels']} validation pixels)"
+    )
 
 
 #: The residual blocks of noise_scale.json ``diagnostics``: (noise setting, latent mode).
