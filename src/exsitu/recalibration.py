@@ -539,16 +539,17 @@ def fit_noise_scales(
     if settings.method not in METHODS:
         raise InputError(f"recalibrate.method must be one of {METHODS}, got {settings.method!r}")
     galaxies, _, map_weights = galaxy_weights(table["galaxy_id"].to_numpy())
+    validation = _ValidationDraws(cvae, flow, chunks, settings, scalars, map_weights)
     classes, class_fit = AS_TRAINED, {}
     if settings.clip_classes and cvae.cfg.hurdle:
-        fitted = _fit_classes(cvae, flow, chunks, settings, scalars, map_weights, len(table))
+        fitted = _fit_classes(validation, len(table))
         classes, class_fit = fitted.scales(), fitted.to_dict()
     totals = torch.zeros(2 + 2 * len(COVERAGE_TARGETS), len(scales), len(scales), dtype=torch.float64)
     pixels = 0.0  # galaxy-weighted galaxy pixels: the denominator of the coverage surfaces
     n_maps, lags = 0, ()
     started = time.perf_counter()
     for chunk in chunks():
-        for _, draws, mask, truth, weights, mass in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+        for _, draws, mask, truth, weights, mass in validation.of(chunk):
             totals += grid_scores(draws, mask, truth, weights, scales, mass, classes)
         rows = chunk.table.index.to_numpy()
         pixels += float((torch.as_tensor(map_weights[rows]) * chunk.mask[:, 0].flatten(1).sum(1)).sum())
@@ -572,8 +573,7 @@ def fit_noise_scales(
     elif settings.method == "joint":
         noise = coverage_matched_scales(scales, coverage, integrated)
     if settings.diagonal_slope and settings.method != "scores":
-        noise, slope_fit = _fit_slope(cvae, flow, chunks, settings, scalars=scalars, map_weights=map_weights,
-                                      lowrank=noise.lowrank, slopes=slopes, scales=scales, classes=classes)  # fmt: skip
+        noise, slope_fit = _fit_slope(validation, lowrank=noise.lowrank, slopes=slopes, scales=scales, classes=classes)
     noise = replace(classes, lowrank=noise.lowrank, diagonal=noise.diagonal, diagonal_slope=noise.diagonal_slope)
     if not (is_noise_scale(common) and is_noise_scale(noise.lowrank) and is_noise_scale(noise.diagonal)):
         raise InputError(f"the noise-scale fit gave {common}, {noise}; the validation energy scores were {energy}")
@@ -597,56 +597,58 @@ def fit_noise_scales(
     )  # fmt: skip
 
 
-def _fit_classes(
-    cvae: CVAE,
-    flow: LatentFlow,
-    chunks: Callable[[], Iterable[MapSet]],
-    settings: RecalibrateSettings,
-    scalars: Sequence[str],
-    map_weights: np.ndarray,
-    n_maps: int,
-) -> ClassCalibration:
+@dataclass(frozen=True)
+class _ValidationDraws:
+    """The flow's full-predictive draws of the validation maps, for every pass of the fit: ``chunks()`` streams the
+    maps afresh and map i is drawn with seed ``settings.seed + i``, so each pass sees the same draws."""
+
+    cvae: CVAE
+    flow: LatentFlow
+    chunks: Callable[[], Iterable[MapSet]]
+    settings: RecalibrateSettings
+    scalars: Sequence[str]
+    map_weights: np.ndarray
+
+    def of(
+        self, chunk: MapSet
+    ) -> Iterator[tuple[slice, ResidualDraw, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The draws of one chunk of validation maps, batch by batch, on the model's device: (the batch's maps in the
+        chunk, draws, their masks, true maps, map weights, stellar mass per pixel)."""
+        rows = chunk.table.index.to_numpy()
+        device = next(self.cvae.parameters()).device
+        n_samples = self.settings.n_samples
+        for maps, draws, mask in residual_draws_in_chunks(
+            self.cvae, chunk.conditions, n_samples, "flow", seeds=self.settings.seed + rows, flow=self.flow,
+            scalars=chunk.scalars(self.scalars),
+            maps_per_chunk=maps_in_budget(n_samples, chunk.mask.shape[-1], CHUNK_ELEMENTS),
+        ):  # fmt: skip
+            truth = chunk.exsitu[maps, 0].to(device)
+            weights = torch.as_tensor(self.map_weights[rows[maps]], device=device)
+            # Pixels have equal area within a map, so surface densities are the mass weights.
+            mass = torch.as_tensor(10.0 ** chunk.log_sigma[maps].astype(np.float64), device=device)
+            yield maps, draws, mask, truth, weights, mass
+
+
+def _fit_classes(validation: _ValidationDraws, n_maps: int) -> ClassCalibration:
     """The first pass of ``recalibrate.clip_classes``: the hurdle's class calibration
-    (``exsitu.hurdle_calibration``) from the validation maps' draws, before any scale is scored."""
+    (``exsitu.hurdle_calibration``) from the ``n_maps`` validation maps' draws, before any scale is scored."""
     started = time.perf_counter()
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    for chunk in chunks():
+    eps = validation.cvae.cfg.logit_eps
+    for chunk in validation.chunks():
         rows = chunk.table.index.to_numpy()
         share = MAX_PIXELS / (n_maps * chunk.mask.shape[-1] ** 2)
-        for maps, draws, _, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+        for maps, draws, _, truth, weights, _ in validation.of(chunk):
             keep = kept_pixels(rows[maps], truth.shape[-1], share) & chunk.mask[maps, 0].bool()
-            parts.append(class_rows(draws.clip_logits, keep, truth, weights, cvae.cfg.logit_eps))
+            parts.append(class_rows(draws.clip_logits, keep, truth, weights, eps))
     fitted = fit_class_calibration(*(torch.cat(column) for column in zip(*parts)))
     log.info(
         "clip classes: %d validation pixels x %d draws, Platt slope %.3f, shifts %.3f (low) %.3f (high), "
-        "class NLL %.4f -> %.4f nats per pixel in %.0f s", fitted.n_pixels, settings.n_samples, fitted.slope,
-        fitted.low, fitted.high, fitted.nll_as_trained, fitted.nll_fitted, time.perf_counter() - started,
+        "class NLL %.4f -> %.4f nats per pixel in %.0f s", fitted.n_pixels, validation.settings.n_samples,
+        fitted.slope, fitted.low, fitted.high, fitted.nll_as_trained, fitted.nll_fitted,
+        time.perf_counter() - started,
     )  # fmt: skip
     return fitted
-
-
-def _draw_batches(
-    cvae: CVAE,
-    flow: LatentFlow,
-    chunk: MapSet,
-    settings: RecalibrateSettings,
-    scalars: Sequence[str],
-    map_weights: np.ndarray,
-) -> Iterator[tuple[slice, ResidualDraw, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """The flow's full-predictive draws of one chunk of validation maps, batch by batch, on the model's
-    device: (the batch's maps in the chunk, draws, their masks, true maps, map weights, stellar mass per pixel)."""
-    rows = chunk.table.index.to_numpy()
-    device = next(cvae.parameters()).device
-    for maps, draws, mask in residual_draws_in_chunks(
-        cvae, chunk.conditions, settings.n_samples, "flow", seeds=settings.seed + rows, flow=flow,
-        scalars=chunk.scalars(scalars), maps_per_chunk=maps_in_budget(settings.n_samples, chunk.mask.shape[-1],
-                                                                      CHUNK_ELEMENTS),
-    ):  # fmt: skip
-        truth = chunk.exsitu[maps, 0].to(device)
-        weights = torch.as_tensor(map_weights[rows[maps]], device=device)
-        # Pixels have equal area within a map, so surface densities are the mass weights.
-        mass = torch.as_tensor(10.0 ** chunk.log_sigma[maps].astype(np.float64), device=device)
-        yield maps, draws, mask, truth, weights, mass
 
 
 def grown_slope_fit(
@@ -701,13 +703,8 @@ def _slopes_past_end(slopes: np.ndarray, best: int) -> np.ndarray:
 
 
 def _fit_slope(
-    cvae: CVAE,
-    flow: LatentFlow,
-    chunks: Callable[[], Iterable[MapSet]],
-    settings: RecalibrateSettings,
+    validation: _ValidationDraws,
     *,
-    scalars: Sequence[str],
-    map_weights: np.ndarray,
     lowrank: float,
     slopes: np.ndarray,
     scales: np.ndarray,
@@ -721,8 +718,8 @@ def _fit_slope(
         covered = torch.zeros(len(candidates), len(scales), len(COVERAGE_TARGETS), len(SLOPE_STRATA) - 1,
                               dtype=torch.float64)  # fmt: skip
         stratum_pixels = torch.zeros(len(SLOPE_STRATA) - 1, dtype=torch.float64)
-        for chunk in chunks():
-            for _, draws, mask, truth, weights, _ in _draw_batches(cvae, flow, chunk, settings, scalars, map_weights):
+        for chunk in validation.chunks():
+            for _, draws, mask, truth, weights, _ in validation.of(chunk):
                 batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank=lowrank, slopes=candidates,
                                                    scales=scales, classes=classes)  # fmt: skip
                 covered += batch
