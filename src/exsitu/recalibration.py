@@ -45,7 +45,7 @@ kept as ``noise_scale`` for consumers that apply one factor to the whole residua
 mean, diagonal * exp(slope * |mean logit|) (``NoiseScales.diagonal_slope``): one factor for every pixel
 leaves the pixels whose posterior median is near 0 or 1 under-covered and those in the middle
 over-covered, or the reverse, when the trained diagonal variance is off by a different amount at the
-ends than in the middle. A second pass over the same draws scores :data:`SLOPES` (grown past an end
+ends than in the middle. A further pass over the same draws scores :data:`SLOPES` (grown past an end
 the best slope lies at, :func:`grown_slope_fit`) x the diagonal grid at the fitted low-rank scale
 (that of the scores, or with ``joint`` that of the integrated fraction), per posterior-median stratum
 (those of the evaluation, ``exsitu.calibration.MEDIAN_STRATUM_EDGES``; a pixel's stratum is the median
@@ -54,6 +54,12 @@ scale is matched to the pooled coverage as above, and the slope whose strata com
 95% (least squares, every stratum with at least :data:`MIN_STRATUM_SHARE` of the pixels counting the
 same) is kept. It is recalibration conditional on the prediction, with one parameter more, fitted on
 validation maps only.
+
+``clip_classes`` (with ``cvae.hurdle``): before any scale is scored, a first pass over the same draws fits the
+Platt scaling of the hurdle's two class logits (``exsitu.hurdle_calibration``), so that the predictive's share of
+samples at the clip matches how often the validation truths lie there; every later pass draws with those classes,
+and the fitted scales carry them (``NoiseScales.clip_slope``, ``clip_low``, ``clip_high``). The noise factors act on
+the value inside the clip and cannot move mass to or from it.
 
 ``method: joint`` calibrates the whole-map functionals as well: the low-rank scale is chosen so that
 the validation maps' integrated ex-situ fraction (mass-weighted over the field of view, computed per
@@ -710,7 +716,7 @@ def _fit_slope(
     scales: np.ndarray,
     classes: NoiseScales = AS_TRAINED,
 ) -> tuple[NoiseScales, dict[str, Any]]:
-    """The second pass of ``recalibrate.diagonal_slope``: the same draws scored per stratum at ``lowrank``
+    """The pass of ``recalibrate.diagonal_slope``: the same draws scored per stratum at ``lowrank``
     with the hurdle's ``classes`` (:func:`stratum_grid`, :func:`grown_slope_fit`); returns the scales and the
     JSON record of the fit."""
 
