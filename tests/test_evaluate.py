@@ -59,7 +59,8 @@ def check_schema(metrics: dict) -> None:
     assert metrics["training_prior"] in ("natural", "balanced") and "1 / n_los" in metrics["weighting"]
     assert metrics["flow_context"] in CONTEXTS
     noise = metrics["noise"]
-    assert set(noise) == {"lowrank", "diagonal", "diagonal_slope"} and noise["lowrank"] > 0 and noise["diagonal"] > 0
+    assert set(noise) == {"lowrank", "diagonal", "diagonal_slope", "clip_slope", "clip_low", "clip_high"}
+    assert noise["lowrank"] > 0 and noise["diagonal"] > 0 and noise["clip_slope"] > 0
     assert metrics["likelihood"]["family"] in FAMILIES and metrics["apertures"] == dict(APERTURES)
     assert metrics["mass_bins"] == list(MASS_BINS) and metrics["profile_edges"] == list(PROFILE_EDGES)
     assert set(metrics["modes"]) == set(POSTERIORS) and set(metrics["baselines"]) == set(BASELINES)

@@ -254,6 +254,7 @@ def grid_scores(
     weights: torch.Tensor,
     scales: np.ndarray,
     mass: torch.Tensor | None = None,
+    *,
     classes: NoiseScales = AS_TRAINED,
 ) -> torch.Tensor:
     """Weighted sums over maps of both scores and of the covered pixels and maps at every (lowrank, diagonal) pair.
@@ -556,7 +557,7 @@ def fit_noise_scales(
     started = time.perf_counter()
     for chunk in chunks():
         for _, draws, mask, truth, weights, mass in validation.of(chunk):
-            totals += grid_scores(draws, mask, truth, weights, scales, mass, classes)
+            totals += grid_scores(draws, mask, truth, weights, scales, mass, classes=classes)
         rows = chunk.table.index.to_numpy()
         pixels += float((torch.as_tensor(map_weights[rows]) * chunk.mask[:, 0].flatten(1).sum(1)).sum())
         n_maps += len(chunk)
