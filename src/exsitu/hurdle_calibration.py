@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from exsitu.likelihood import NoiseScales, clip_classes
+from exsitu.likelihood import NoiseScales, class_log_probs, clip_classes
 
 #: Galaxy pixels whose draws enter the fit at most (each holds K x 2 float32 logits: 33 MB at K = 64).
 MAX_PIXELS = 2**16
@@ -101,9 +101,7 @@ def class_nll(
 ) -> torch.Tensor:
     """Weighted mean negative log-likelihood [nats per pixel] of the true ``classes`` (m,) under the mean over
     the K draws of softmax(slope * logit + shift, 0 for inside), for ``logits`` (m, K, 2) and ``shifts`` (2,)."""
-    scaled = slope * logits + shifts.to(logits.dtype)
-    full = torch.cat([scaled[..., :1], torch.zeros_like(scaled[..., :1]), scaled[..., 1:]], dim=-1)
-    predictive = torch.softmax(full, dim=-1).mean(1)  # (m, 3)
+    predictive = class_log_probs(slope * logits + shifts.to(logits.dtype), dim=-1).exp().mean(1)  # (m, 3)
     picked = predictive.gather(1, classes[:, None]).squeeze(1).double().clamp_min(1e-300)
     return -(weights * picked.log()).sum() / weights.sum()
 

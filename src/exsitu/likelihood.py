@@ -124,6 +124,13 @@ def clip_classes(fraction: torch.Tensor, eps: float = LOGIT_EPS) -> torch.Tensor
     return (fraction > eps).long() + (fraction >= 1 - eps).long()
 
 
+def class_log_probs(logits: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """log P(low clip, inside, high clip) from the hurdle's two class logits (low, high; each against 0 for
+    inside) along ``dim``: the same shape with 3 there, nats."""
+    low, high = logits.float().split(1, dim=dim)
+    return torch.log_softmax(torch.cat([low, torch.zeros_like(low), high], dim=dim), dim=dim)
+
+
 def is_noise_scale(value: object) -> bool:
     """Whether ``value`` is a valid noise scale: a finite number > 0 (not a bool)."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) and value > 0
@@ -321,8 +328,7 @@ class ResidualDraw:
         (N, 1, P, P) each, contiguous; kept for the next call with the same calibration."""
         key = (scales.clip_slope, scales.clip_low, scales.clip_high)
         if self._classes is None or self._classes[0] != key:
-            low, high = scales.class_logits(self.clip_logits).split(1, dim=1)
-            probs = torch.log_softmax(torch.cat([low, torch.zeros_like(low), high], dim=1), dim=1)[:, ::2].exp()
+            probs = class_log_probs(scales.class_logits(self.clip_logits))[:, ::2].exp()
             low, high = (side.contiguous() for side in probs.split(1, dim=1))
             self._classes = (key, (low, high, 1 - low - high))
         return self._classes[1]
@@ -434,8 +440,7 @@ class MapLikelihood:
 
     def clip_log_probs(self) -> torch.Tensor:
         """log P(pixel at the low clip, inside, at the high clip) under the hurdle: (N, 3, P, P) nats."""
-        low, high = self.hurdle.float().split(1, dim=1)
-        return torch.log_softmax(torch.cat([low, torch.zeros_like(low), high], dim=1), dim=1)
+        return class_log_probs(self.hurdle)
 
     def log_clip_classes(self, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """log P(each galaxy pixel's clip class) summed over a map's galaxy pixels: (N,) nats (0 without the
