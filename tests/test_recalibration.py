@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import astuple
 from pathlib import Path
 
@@ -340,6 +341,36 @@ def test_the_fit_streams_chunks_and_does_not_depend_on_them() -> None:
         fit_noise_scales(cvae, flow, lambda: small_maps(4).chunks(4), maps.table, settings, scales=scales)
 
 
+def test_the_passes_share_the_draws_they_keep_and_fit_what_they_fit_when_decoding_again() -> None:
+    # the class, grid and slope passes read the same draws: kept after the first pass within the budget (the maps
+    # are streamed once), decoded again for every pass without it; the fit is the same to the last bit
+    torch.manual_seed(0)
+    cfg = CVAEConfig(npix=16, latent_dim=3, base_channels=4, summary_dim=8, rank=2, likelihood="student_t", hurdle=True)
+    cvae = CVAE(cfg).eval()
+    flow = LatentFlow(FlowConfig(latent_dim=3, context_dim=8, num_layers=1, hidden_features=8)).eval()
+    maps = small_maps(9)
+    maps.exsitu[:, :, :4] = 0.0  # pixels at the low clip, for the class pass
+    settings = RecalibrateSettings(
+        enabled=True, n_samples=8, seed=5, method="coverage", diagonal_slope=True, clip_classes=True
+    )
+    streamed = []
+
+    def fit(cache_bytes: int) -> NoiseScaleFit:
+        streamed.append(0)
+
+        def chunks() -> Iterator[MapSet]:
+            streamed[-1] += 1
+            return maps.chunks(4)
+
+        return fit_noise_scales(cvae, flow, chunks, maps.table, settings, scales=SCALES[::2],
+                                slopes=np.array([-0.2, 0.1, 0.4]), cache_bytes=cache_bytes)  # fmt: skip
+
+    kept, decoded = fit(2**30), fit(0)
+    assert streamed == [1, 3]
+    assert kept.class_fit["n_pixels"] > 0 and kept.slope_fit["slopes"][:3] == [-0.2, 0.1, 0.4]
+    assert kept.to_dict() == decoded.to_dict()
+
+
 def test_joint_keeps_its_low_rank_scale_when_the_slope_is_fitted() -> None:
     # recalibrate.diagonal_slope with method joint: the low-rank scale stays the integrated fraction's, and the
     # diagonal factor and slope are fitted at it; method scores fits no slope
@@ -413,7 +444,7 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     assert metrics["noise"] == card["noise"] == fitted["noise"] and card["format"] == "exsitu-model-dir-2"
     # the stage's log says what each pass cost: the scale grid, the slope passes and the diagnostics
     log = (tiny_run / "results" / "logs" / "recalibrate.log").read_text()
-    grid = re.search(r"scale grid: (\d+) validation maps x 64 draws decoded and scored at (\d+) .* in \d+ s", log)
+    grid = re.search(r"scale grid: (\d+) validation maps x 64 draws scored at (\d+) .* in \d+ s", log)
     assert grid and int(grid[1]) == fitted["n_maps"] and int(grid[2]) == len(SCALES) ** 2
     slope = re.search(r"diagonal slope: (\d+) slopes x (\d+) diagonal scales .* in (\d+) pass", log)
     assert slope and int(slope[1]) == len(slopes) and int(slope[2]) == len(SCALES) and int(slope[3]) >= 1

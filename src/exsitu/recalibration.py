@@ -74,9 +74,10 @@ other scales reuses its z and random numbers), so the comparison between scales 
 noise. A draw is homogeneous of degree one in the two scales (the copula, the mixing and the tails see
 only their ratio), so the grid draws the residual once per ratio diagonal / lowrank and scales it: 21
 draws for the 121 pairs of :data:`SCALES`, where the hurdle's copula took most of the stage's time.
-Maps are weighted 1 / n_los so that every validation galaxy counts once, as in the evaluation. Memory
-is bounded by a chunk of maps (:data:`CHUNK_ELEMENTS` floats of draws); score sums are accumulated per
-grid point.
+Maps are weighted 1 / n_los so that every validation galaxy counts once, as in the evaluation. Score sums
+are accumulated per grid point, chunk of maps by chunk (:data:`CHUNK_ELEMENTS` floats of draws). The passes
+(classes, grid, slope) share the draws: kept in memory after the first pass when they fit in :data:`CACHE_BYTES`
+(the default mock's), else decoded again for each pass, so memory stays bounded by a chunk at any size.
 """
 
 from __future__ import annotations
@@ -137,6 +138,14 @@ MIN_STRATUM_SHARE = 0.01
 VARIOGRAM_ORDER = 0.5
 #: Float elements of one draw tensor per chunk (maps x samples x pixels): 16 MB in float32.
 CHUNK_ELEMENTS = 2**22
+#: Bytes of validation draws kept in memory between the fit's passes (``_ValidationDraws``): the default mock's 279
+#: maps x 64 draws take ~0.7 GB, and decoding them again cost ~13 s a pass; a larger set is decoded for each pass.
+CACHE_BYTES = 2**30
+#: float32 values a kept draw holds per pixel: the residual's parts (loc, coherent, independent, the two variances),
+#: the two class logits and the three class probabilities cached at the fitted calibration.
+KEPT_FLOATS_PER_PIXEL = 10
+#: One batch of validation draws: (its maps in the chunk, draws, masks, true maps, map weights, stellar mass per pixel).
+_Batch = tuple[slice, ResidualDraw, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def energy_scores(samples: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -533,6 +542,7 @@ def fit_noise_scales(
     scalars: Sequence[str] = (),
     scales: np.ndarray = SCALES,
     slopes: np.ndarray = SLOPES,
+    cache_bytes: int = CACHE_BYTES,
 ) -> NoiseScaleFit:
     """Fit the noise scales on the validation maps, streamed by ``chunks()``; see the module doc.
 
@@ -541,12 +551,14 @@ def fit_noise_scales(
     galaxy weights); each chunk's ``table`` index holds its maps' row numbers in it. Map i is sampled
     with seed ``settings.seed + i`` (``settings.n_samples`` flow draws), so the fit does not depend on
     the chunking. ``scalars``: the galaxy scalars the model is conditioned on (``conditions.scalars``).
+    ``cache_bytes``: the draws are kept between the passes when they fit in this many bytes, else decoded again
+    for each pass (the same draws either way).
     """
     scales = np.asarray(scales, dtype=np.float64)
     if settings.method not in METHODS:
         raise InputError(f"recalibrate.method must be one of {METHODS}, got {settings.method!r}")
     galaxies, _, map_weights = galaxy_weights(table["galaxy_id"].to_numpy())
-    validation = _ValidationDraws(cvae, flow, chunks, settings, scalars, map_weights)
+    validation = _ValidationDraws(cvae, flow, chunks, settings, scalars, map_weights, cache_bytes)
     classes, class_fit = AS_TRAINED, {}
     if settings.clip_classes and cvae.cfg.hurdle:
         fitted = _fit_classes(validation, len(table))
@@ -555,8 +567,8 @@ def fit_noise_scales(
     pixels = 0.0  # galaxy-weighted galaxy pixels: the denominator of the coverage surfaces
     n_maps, lags = 0, ()
     started = time.perf_counter()
-    for chunk in chunks():
-        for _, draws, mask, truth, weights, mass in validation.of(chunk):
+    for chunk, batches in validation.passes():
+        for _, draws, mask, truth, weights, mass in batches:
             totals += grid_scores(draws, mask, truth, weights, scales, mass, classes=classes)
         rows = chunk.table.index.to_numpy()
         pixels += float((torch.as_tensor(map_weights[rows]) * chunk.mask[:, 0].flatten(1).sum(1)).sum())
@@ -565,7 +577,7 @@ def fit_noise_scales(
     if n_maps != len(table):
         raise InputError(f"the validation chunks held {n_maps} maps, the split table lists {len(table)}")
     log.info(
-        "scale grid: %d validation maps x %d draws decoded and scored at %d (low-rank, diagonal) pairs in %.0f s",
+        "scale grid: %d validation maps x %d draws scored at %d (low-rank, diagonal) pairs in %.0f s",
         n_maps, settings.n_samples, len(scales) ** 2, time.perf_counter() - started,
     )  # fmt: skip
     energy, variogram = (totals[:2] / float(map_weights.sum())).numpy()
@@ -606,8 +618,9 @@ def fit_noise_scales(
 
 @dataclass(frozen=True)
 class _ValidationDraws:
-    """The flow's full-predictive draws of the validation maps, for every pass of the fit: ``chunks()`` streams the
-    maps afresh and map i is drawn with seed ``settings.seed + i``, so each pass sees the same draws."""
+    """The flow's full-predictive draws of the validation maps, for every pass of the fit. Map i is drawn with seed
+    ``settings.seed + i``, so each pass sees the same draws: they are kept in memory after the first pass when they
+    fit in ``cache_bytes``, else ``chunks()`` streams the maps afresh and each pass decodes them again."""
 
     cvae: CVAE
     flow: LatentFlow
@@ -615,10 +628,26 @@ class _ValidationDraws:
     settings: RecalibrateSettings
     scalars: Sequence[str]
     map_weights: np.ndarray
+    cache_bytes: int
+    _kept: list[tuple[MapSet, list[_Batch]]] = field(default_factory=list, init=False, repr=False, compare=False)
 
-    def of(
-        self, chunk: MapSet
-    ) -> Iterator[tuple[slice, ResidualDraw, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    def passes(self) -> Iterator[tuple[MapSet, Iterator[_Batch]]]:
+        """One pass over the validation maps: per chunk (the chunk, its batches of draws as :meth:`of` gives them)."""
+        if self._kept:
+            for chunk, batches in self._kept:
+                yield chunk, iter(batches)
+            return
+        n_maps, npix = len(self.map_weights), self.cvae.cfg.npix
+        keep = n_maps * self.settings.n_samples * npix**2 * KEPT_FLOATS_PER_PIXEL * 4 <= self.cache_bytes
+        kept = []
+        for chunk in self.chunks():
+            batches = list(self.of(chunk)) if keep else self.of(chunk)
+            kept.append((chunk, batches))
+            yield chunk, iter(batches)
+        if keep:
+            self._kept.extend(kept)
+
+    def of(self, chunk: MapSet) -> Iterator[_Batch]:
         """The draws of one chunk of validation maps, batch by batch, on the model's device: (the batch's maps in the
         chunk, draws, their masks, true maps, map weights, stellar mass per pixel)."""
         rows = chunk.table.index.to_numpy()
@@ -642,10 +671,10 @@ def _fit_classes(validation: _ValidationDraws, n_maps: int) -> ClassCalibration:
     started = time.perf_counter()
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     eps = validation.cvae.cfg.logit_eps
-    for chunk in validation.chunks():
+    for chunk, batches in validation.passes():
         rows = chunk.table.index.to_numpy()
         share = MAX_PIXELS / (n_maps * chunk.mask.shape[-1] ** 2)
-        for maps, draws, _, truth, weights, _ in validation.of(chunk):
+        for maps, draws, _, truth, weights, _ in batches:
             keep = kept_pixels(rows[maps], truth.shape[-1], share) & chunk.mask[maps, 0].bool()
             parts.append(class_rows(draws.clip_logits, keep, truth, weights, eps))
     fitted = fit_class_calibration(*(torch.cat(column) for column in zip(*parts)))
@@ -725,8 +754,8 @@ def _fit_slope(
         covered = torch.zeros(len(candidates), len(scales), len(COVERAGE_TARGETS), len(SLOPE_STRATA) - 1,
                               dtype=torch.float64)  # fmt: skip
         stratum_pixels = torch.zeros(len(SLOPE_STRATA) - 1, dtype=torch.float64)
-        for chunk in validation.chunks():
-            for _, draws, mask, truth, weights, _ in validation.of(chunk):
+        for _, batches in validation.passes():
+            for _, draws, mask, truth, weights, _ in batches:
                 batch, batch_pixels = stratum_grid(draws, mask, truth, weights, lowrank=lowrank, slopes=candidates,
                                                    scales=scales, classes=classes)  # fmt: skip
                 covered += batch

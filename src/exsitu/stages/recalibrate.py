@@ -6,8 +6,8 @@ likelihood's residual, fitted with the energy and variogram scores of the flow's
 coverage of the validation maps instead); with ``recalibrate.enabled: false`` both are 1 (the likelihood as
 trained). The JSON also holds the residual diagnostics of the validation maps
 (``exsitu.residual_diagnostics``), as trained and at the fitted scales. evaluate and the model card
-(hence ``exsitu predict``) use the scales. The validation maps are streamed in chunks, so memory is
-bounded by a chunk, not by the number of maps.
+(hence ``exsitu predict``) use the scales. The validation maps are streamed in chunks; their draws are kept
+between the fit's passes only up to ``exsitu.recalibration.CACHE_BYTES``, so memory stays bounded at any size.
 """
 
 from __future__ import annotations
