@@ -246,7 +246,7 @@ def test_data_set_in_float16_trains_like_float32_within_its_rounding(tmp_path: P
     half, full = Location(), Location()
     fit(half, (x.half(),), (x.half(),), settings, CPU, tmp_path / "h.pt")
     fit(full, (x,), (x,), settings, CPU, tmp_path / "f.pt")
-    assert float(half.p) == pytest.approx(float(full.p), abs=1e-3)
+    assert half.p.item() == pytest.approx(full.p.item(), abs=1e-3)
 
 
 class ConvDtype(torch.nn.Module):
