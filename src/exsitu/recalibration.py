@@ -639,13 +639,13 @@ class _ValidationDraws:
             return
         n_maps, npix = len(self.map_weights), self.cvae.cfg.npix
         keep = n_maps * self.settings.n_samples * npix**2 * KEPT_FLOATS_PER_PIXEL * 4 <= self.cache_bytes
-        kept = []
-        for chunk in self.chunks():
-            batches = list(self.of(chunk)) if keep else self.of(chunk)
-            kept.append((chunk, batches))
-            yield chunk, iter(batches)
-        if keep:
-            self._kept.extend(kept)
+        if not keep:  # streamed: nothing outlives its chunk
+            for chunk in self.chunks():
+                yield chunk, self.of(chunk)
+            return
+        kept = [(chunk, list(self.of(chunk))) for chunk in self.chunks()]
+        self._kept.extend(kept)
+        yield from ((chunk, iter(batches)) for chunk, batches in kept)
 
     def of(self, chunk: MapSet) -> Iterator[_Batch]:
         """The draws of one chunk of validation maps, batch by batch, on the model's device: (the batch's maps in the
