@@ -10,11 +10,14 @@ rule simulate_mock:
         "results/benchmarks/simulate_mock.tsv"
     conda:
         "../../envs/exsitu.yaml"
+    threads: job_threads("mock")
+    resources:
+        **job_resources("mock"),
     params:
         args=stage_args(snapshots=config["simulation"]["snapshots"]),
         settings=settings("mock"),
     shell:
-        "exsitu simulate_mock {params.args} --settings {params.settings:q} > {log} 2>&1"
+        "exsitu simulate_mock {params.args} --workers {threads} --settings {params.settings:q} > {log} 2>&1"
 
 
 rule select:

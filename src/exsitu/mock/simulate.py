@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +62,45 @@ def _members(rng: np.random.Generator, mains: list[GalaxyModel]) -> tuple[list[M
     return members, len(centrals)
 
 
-def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int) -> None:
-    """Write the mock universe under ``root`` (``root/output`` is the TNG basepath)."""
+@dataclass(frozen=True)
+class _Frame:
+    """What every snapshot of one universe shares: its groups' comoving centres [kpc] and peculiar velocities
+    [km/s], the cosmology (h, Omega_m, Omega_Lambda), the age of the universe today [Gyr] and the seed."""
+
+    centres: np.ndarray
+    group_vel: np.ndarray
+    h: float
+    omega0: float
+    omega_lambda: float
+    t0: float
+    seed: int
+
+
+def _write_one(root: Path, frame: _Frame, snaps: list[int], k: int, members: list[Member]) -> np.ndarray:
+    """Build and write snapshot ``snaps[k]`` of ``members``; returns its galaxy_of_subhalo (-1: an extra)."""
+    num = snaps[k]
+    z = REDSHIFT[num]
+    a = 1.0 / (1.0 + z)
+    t_now = float(tng_cosmology().age(z).to_value("Gyr"))
+    snap = build_snapshot(
+        members, frame.centres * a, frame.group_vel, a, h=frame.h, box=BOX, t_now_gyr=t_now,
+        age_shift_gyr=frame.t0 - t_now, seed=frame.seed * 1000 + num, omega0=frame.omega0,
+        omega_lambda=frame.omega_lambda,
+    )  # fmt: skip
+    gal = snap.galaxy_of_subhalo
+    rows = np.full(gal.size, -1, np.int64)
+    rows[gal >= 0] = gal[gal >= 0] * len(snaps) + k
+    write_snapshot(root, num, snap, frame.omega0, frame.omega_lambda, rows)
+    log.info("snapshot %d (z=%.2f): %d subhalos, %d PartType4 entries", num, z, gal.size, snap.insitu.size)
+    return gal
+
+
+def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int, workers: int = 1) -> None:
+    """Write the mock universe under ``root`` (``root/output`` is the TNG basepath).
+
+    ``workers``: processes that build the snapshots side by side (at most one per snapshot); the universe
+    written is the same for any number.
+    """
     unknown = [s for s in snapshots if s not in REDSHIFT]
     if unknown:
         raise InputError(f"--snapshots {unknown}: the mock knows snapshots {sorted(REDSHIFT)} only")
@@ -70,40 +109,38 @@ def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int) -
     mains = draw_population(rng, n_galaxies)
     members, n_groups = _members(rng, mains)
     cosmo = tng_cosmology()
-    h, omega0, omega_lambda = cosmo.H0.value / 100.0, float(cosmo.Om0), float(cosmo.Ode0)
+    h = cosmo.H0.value / 100.0
     centres = rng.uniform(0.0, BOX / h, (n_groups, 3))  # comoving kpc
     edge = rng.uniform(size=n_groups) < EDGE_SHARE
     centres[edge, 0] = rng.uniform(-2.0, 2.0, edge.sum()) % (BOX / h)
     group_vel = rng.normal(0.0, 150.0, (n_groups, 3))
-    t0 = float(cosmo.age(0.0).to_value("Gyr"))
-
+    frame = _Frame(
+        centres, group_vel, h, float(cosmo.Om0), float(cosmo.Ode0), float(cosmo.age(0.0).to_value("Gyr")), seed
+    )
+    # Each earlier snapshot holds the progenitors of the next later one's galaxies (drawn from rng in snapshot
+    # order; extras are redrawn as-is). A snapshot then depends on its members and its own seed only, so the
+    # snapshots can be built in any order, or at once.
+    members_at = [members]
+    for _ in snaps[1:]:
+        members_at.append(
+            [
+                Member(progenitor(m.model, rng), m.group, m.central, m.flag, m.galaxy, m.offset_kpc, m.vel_kms)
+                if m.galaxy >= 0
+                else m
+                for m in members_at[-1]
+            ]
+        )
+    tasks = [(root, frame, snaps, k, members_at[k]) for k in range(len(snaps))]
+    if workers > 1 and len(snaps) > 1:
+        with ProcessPoolExecutor(min(workers, len(snaps))) as pool:
+            galaxies = list(pool.map(_write_one, *zip(*tasks)))
+    else:
+        galaxies = [_write_one(*task) for task in tasks]
     # Tree rows: per main galaxy, its nodes from the latest snapshot backwards (main branch).
-    n_snaps = len(snaps)
-    tree_subfind = np.full((n_galaxies, n_snaps), -1, np.int64)
-    n_subhalos: list[int] = []
-    for k, num in enumerate(snaps):
-        z = REDSHIFT[num]
-        a = 1.0 / (1.0 + z)
-        t_now = float(cosmo.age(z).to_value("Gyr"))
-        snap = build_snapshot(
-            members, centres * a, group_vel, a, h=h, box=BOX, t_now_gyr=t_now, age_shift_gyr=t0 - t_now,
-            seed=seed * 1000 + num, omega0=omega0, omega_lambda=omega_lambda,
-        )  # fmt: skip
-        gal = snap.galaxy_of_subhalo
+    tree_subfind = np.full((n_galaxies, len(snaps)), -1, np.int64)
+    for k, gal in enumerate(galaxies):
         tree_subfind[gal[gal >= 0], k] = np.flatnonzero(gal >= 0)
-        rows = np.full(gal.size, -1, np.int64)
-        rows[gal >= 0] = gal[gal >= 0] * n_snaps + k
-        write_snapshot(root, num, snap, omega0, omega_lambda, rows)
-        n_subhalos.append(gal.size)
-        log.info("snapshot %d (z=%.2f): %d subhalos, %d PartType4 entries", num, z, gal.size, snap.insitu.size)
-        # The next (earlier) snapshot holds the progenitors; extras are redrawn as-is.
-        members = [
-            Member(progenitor(m.model, rng), m.group, m.central, m.flag, m.galaxy, m.offset_kpc, m.vel_kms)
-            if m.galaxy >= 0
-            else m
-            for m in members
-        ]
-    _write_tree(root, snaps, tree_subfind, n_subhalos)
+    _write_tree(root, snaps, tree_subfind, [gal.size for gal in galaxies])
 
 
 def _write_tree(root: Path, snaps: list[int], subfind: np.ndarray, n_subhalos: list[int]) -> None:

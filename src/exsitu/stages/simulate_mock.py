@@ -19,10 +19,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__file__, __doc__)
     parser.add_argument("--out", required=True, help="directory to create (its output/ is the TNG basepath)")
     parser.add_argument("--snapshots", type=int, nargs="+", required=True, help="snapshot numbers, e.g. 99 91")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes building the snapshots side by side (the same universe)"
+    )
     args = parser.parse_args(argv)
     settings = section_of(args.settings, MockSettings)
     with atomic_output(args.out, directory=True) as tmp:
-        simulate(tmp, args.snapshots, settings.n_galaxies, settings.seed)
+        simulate(tmp, args.snapshots, settings.n_galaxies, settings.seed, workers=args.workers)
 
 
 if __name__ == "__main__":
