@@ -70,7 +70,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TNG_COSMOLOGY = tng_cosmology()
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 PSF_TRUNCATE = 4.0  # Gaussian kernel radius in sigma; spaxel grids are padded by it so no flux leaves
 HEX_COS30 = math.sqrt(3.0) / 2.0  # apothem / circumradius of a regular hexagon
@@ -109,13 +108,16 @@ class Observation:
     n_bins: np.ndarray
 
 
-def arcsec_per_kpc(z: float | np.ndarray, cosmo: LambdaCDM = TNG_COSMOLOGY) -> np.ndarray:
-    """Proper angular scale [arcsec per kpc] at redshift ``z``: 206264.8 / angular diameter distance [kpc]."""
-    return np.asarray(cosmo.arcsec_per_kpc_proper(z).to_value("arcsec/kpc"), dtype=np.float64)
+def arcsec_per_kpc(z: float | np.ndarray, cosmo: LambdaCDM | None = None) -> np.ndarray:
+    """Proper angular scale [arcsec per kpc] at redshift ``z``: 206264.8 / angular diameter distance [kpc].
+
+    ``cosmo``: None is TNG's (:func:`exsitu.units.tng_cosmology`, built on first use: astropy.cosmology takes ~1 s
+    to import, which every projection job paid when the observation was off)."""
+    return np.asarray((cosmo or tng_cosmology()).arcsec_per_kpc_proper(z).to_value("arcsec/kpc"), dtype=np.float64)
 
 
 def draw_redshifts(
-    rproj_kpc: np.ndarray, settings: ObserveSettings, rng: np.random.Generator, cosmo: LambdaCDM = TNG_COSMOLOGY
+    rproj_kpc: np.ndarray, settings: ObserveSettings, rng: np.random.Generator, cosmo: LambdaCDM | None = None
 ) -> np.ndarray:
     """(L,) redshifts, uniform in ``settings.redshift`` where the footprint's angular size fits the IFUs.
 
@@ -284,7 +286,7 @@ def observe_maps(
     fov_rhalf: float,
     settings: ObserveSettings,
     rng: np.random.Generator,
-    cosmo: LambdaCDM = TNG_COSMOLOGY,
+    cosmo: LambdaCDM | None = None,
 ) -> Observation:
     """Observe L ideal projections (see the module docstring for the model); deterministic for ``rng``'s state.
 
@@ -301,6 +303,7 @@ def observe_maps(
     rproj = np.broadcast_to(np.asarray(rproj_kpc, dtype=np.float64), (n,))
     if not (np.all(fov > 0) and np.all(rproj > 0)):
         raise ValueError("observe_maps needs positive fields of view and projected half-mass radii")
+    cosmo = cosmo or tng_cosmology()
     z = draw_redshifts(rproj, settings, rng, cosmo)
     scale = arcsec_per_kpc(z, cosmo).reshape(n)
     age_max = np.asarray(cosmo.age(z).to_value("Gyr")).reshape(n)
