@@ -20,7 +20,7 @@ from conftest import snakemake
 from exsitu import reporting
 from exsitu.io import InputError
 from exsitu.reporting import compute, tables
-from exsitu.reporting.render import html_table, save_figures
+from exsitu.reporting.render import html_table
 from exsitu.stages import report
 
 
@@ -77,16 +77,6 @@ def test_tiny_run_report_is_self_contained(tiny_run: Path, tiny_report) -> None:
     assert positions == sorted(positions)
     for stage in ("train_cvae", "evaluate", "project"):  # from results/benchmarks/**/*.tsv
         assert f"<th>{stage}</th>" in text
-
-
-def test_figures_drawn_by_two_processes_are_those_one_draws(tiny_run: Path, tiny_report, tmp_path: Path) -> None:
-    # The tiny run's report rule drew its figures with --workers 2 (its threads under --cores 2).
-    content = compute.compute_report(tiny_report[0])
-    files = {name: [tmp_path / f"{name}{suffix}" for suffix in reporting.FIGURE_FORMATS] for name in content.figures}
-    pngs = save_figures(content.figures, files, workers=1)
-    assert list(pngs) == list(reporting.FIGURES)
-    for name, png in pngs.items():
-        assert png.read_bytes() == (tiny_run / "results" / "figures" / f"{name}.png").read_bytes(), name
 
 
 def test_report_tables_show_the_metrics(tiny_report) -> None:

@@ -59,11 +59,8 @@ rule report:
         "results/benchmarks/report.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: job_threads("report")
-    resources:
-        **job_resources("report"),
     params:
         args=stage_args(benchmarks="results/benchmarks"),
         run_config=json.dumps(config, sort_keys=True, default=str),
     shell:
-        "exsitu report {params.args} --workers {threads} --run-config {params.run_config:q} > {log} 2>&1"
+        "exsitu report {params.args} --run-config {params.run_config:q} > {log} 2>&1"

@@ -20,7 +20,7 @@ from typing import Any
 
 from exsitu.reporting.compute import FIGURES, ReportContent, compute_report
 from exsitu.reporting.read import ReportData, ReportPaths, read_benchmarks, read_report_inputs
-from exsitu.reporting.render import FIGURE_FORMATS, figure_paths, render_report, save_figures
+from exsitu.reporting.render import FIGURE_FORMATS, figure_paths, render_report, save_figure
 
 __all__ = [
     "FIGURES", "FIGURE_FORMATS", "ReportContent", "ReportData", "ReportPaths", "build_report", "compute_report",
@@ -29,13 +29,10 @@ __all__ = [
 
 
 def build_report(
-    paths: ReportPaths,
-    figure_files: Mapping[str, Sequence[str | os.PathLike]],
-    run_config: Mapping[str, Any],
-    workers: int = 1,
+    paths: ReportPaths, figure_files: Mapping[str, Sequence[str | os.PathLike]], run_config: Mapping[str, Any]
 ) -> str:
     """Read, compute and render the report: write every figure to its files (``figure_files``: name of
-    :data:`FIGURES` -> its PNG and SVG paths; ``workers`` processes draw them) and return the HTML text."""
+    :data:`FIGURES` -> its PNG and SVG paths) and return the HTML text."""
     content = compute_report(read_report_inputs(paths))
-    files = {name: [Path(p) for p in figure_files[name]] for name in content.figures}
-    return render_report(content, save_figures(content.figures, files, workers), run_config)
+    images = {name: save_figure(fig, [Path(p) for p in figure_files[name]]) for name, fig in content.figures.items()}
+    return render_report(content, images, run_config)

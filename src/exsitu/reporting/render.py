@@ -9,7 +9,6 @@ import html
 import json
 import os
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,24 +54,6 @@ def save_figure(fig: Figure, paths: Sequence[Path]) -> Path:
             fig.savefig(tmp, format=path.suffix[1:], dpi=90)
     plt.close(fig)
     return next(p for p in paths if p.suffix == ".png")
-
-
-def save_figures(
-    figures: Mapping[str, Figure], files: Mapping[str, Sequence[Path]], workers: int = 1
-) -> dict[str, Path]:
-    """:func:`save_figure` for every figure (name -> its files), ``workers`` processes at once; name -> its PNG.
-
-    Drawing is Python under the GIL (layout, text), two thirds of the report's time, so processes share it, not
-    threads; each figure travels to its process pickled, and is drawn there as it would be here.
-    """
-    names = list(figures)
-    if workers < 2 or len(names) < 2:
-        return {name: save_figure(figures[name], files[name]) for name in names}
-    with ProcessPoolExecutor(min(workers, len(names))) as pool:
-        pngs = list(pool.map(save_figure, [figures[n] for n in names], [files[n] for n in names]))
-    for fig in figures.values():
-        plt.close(fig)
-    return dict(zip(names, pngs))
 
 
 def embed(png: Path, alt: str) -> str:

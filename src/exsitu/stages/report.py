@@ -32,14 +32,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--run-config", default="{}", help="the full config as JSON, shown in the report")
     parser.add_argument("--figures", nargs="+", required=True, help="figure files to write (<name>.png and .svg)")
     parser.add_argument("--report", required=True, help="report.html to write")
-    parser.add_argument("--workers", type=int, default=1, help="processes drawing the figures (the same files)")
     args = parser.parse_args(argv)
     paths = ReportPaths(
         catalog=args.catalog, plan=args.plan, split=args.split, histories=tuple(args.histories), metrics=args.metrics,
         summaries=args.summaries, benchmarks=args.benchmarks, relations=args.relations, model_card=args.model_card,
         noise_scale=args.noise_scale,
     )  # fmt: skip
-    text = build_report(paths, figure_paths(args.figures), json.loads(args.run_config), workers=args.workers)
+    text = build_report(paths, figure_paths(args.figures), json.loads(args.run_config))
     with atomic_output(args.report) as tmp:
         tmp.write_text(text, encoding="utf-8")
     log.info("wrote %s (%.1f kB)", args.report, len(text) / 1024)
