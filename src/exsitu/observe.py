@@ -113,7 +113,9 @@ def arcsec_per_kpc(z: float | np.ndarray, cosmo: LambdaCDM | None = None) -> np.
 
     ``cosmo``: None is TNG's (:func:`exsitu.units.tng_cosmology`, built on first use: astropy.cosmology takes ~1 s
     to import, which every projection job paid when the observation was off)."""
-    return np.asarray((cosmo or tng_cosmology()).arcsec_per_kpc_proper(z).to_value("arcsec/kpc"), dtype=np.float64)
+    return np.asarray(
+        (tng_cosmology() if cosmo is None else cosmo).arcsec_per_kpc_proper(z).to_value("arcsec/kpc"), dtype=np.float64
+    )
 
 
 def draw_redshifts(
@@ -303,7 +305,7 @@ def observe_maps(
     rproj = np.broadcast_to(np.asarray(rproj_kpc, dtype=np.float64), (n,))
     if not (np.all(fov > 0) and np.all(rproj > 0)):
         raise ValueError("observe_maps needs positive fields of view and projected half-mass radii")
-    cosmo = cosmo or tng_cosmology()
+    cosmo = tng_cosmology() if cosmo is None else cosmo
     z = draw_redshifts(rproj, settings, rng, cosmo)
     scale = arcsec_per_kpc(z, cosmo).reshape(n)
     age_max = np.asarray(cosmo.age(z).to_value("Gyr")).reshape(n)

@@ -64,15 +64,11 @@ def _members(rng: np.random.Generator, mains: list[GalaxyModel]) -> tuple[list[M
 
 @dataclass(frozen=True)
 class _Frame:
-    """What every snapshot of one universe shares: its groups' comoving centres [kpc] and peculiar velocities
-    [km/s], the cosmology (h, Omega_m, Omega_Lambda), the age of the universe today [Gyr] and the seed."""
+    """What every snapshot of one universe shares besides TNG's cosmology: its groups' comoving centres [kpc] and
+    peculiar velocities [km/s], and the seed."""
 
     centres: np.ndarray
     group_vel: np.ndarray
-    h: float
-    omega0: float
-    omega_lambda: float
-    t0: float
     seed: int
 
 
@@ -81,16 +77,18 @@ def _write_one(root: Path, frame: _Frame, snaps: list[int], k: int, members: lis
     num = snaps[k]
     z = REDSHIFT[num]
     a = 1.0 / (1.0 + z)
-    t_now = float(tng_cosmology().age(z).to_value("Gyr"))
+    cosmo = tng_cosmology()
+    h, omega0, omega_lambda = cosmo.H0.value / 100.0, float(cosmo.Om0), float(cosmo.Ode0)
+    t_now = float(cosmo.age(z).to_value("Gyr"))
     snap = build_snapshot(
-        members, frame.centres * a, frame.group_vel, a, h=frame.h, box=BOX, t_now_gyr=t_now,
-        age_shift_gyr=frame.t0 - t_now, seed=frame.seed * 1000 + num, omega0=frame.omega0,
-        omega_lambda=frame.omega_lambda,
+        members, frame.centres * a, frame.group_vel, a, h=h, box=BOX, t_now_gyr=t_now,
+        age_shift_gyr=float(cosmo.age(0.0).to_value("Gyr")) - t_now, seed=frame.seed * 1000 + num, omega0=omega0,
+        omega_lambda=omega_lambda,
     )  # fmt: skip
     gal = snap.galaxy_of_subhalo
     rows = np.full(gal.size, -1, np.int64)
     rows[gal >= 0] = gal[gal >= 0] * len(snaps) + k
-    write_snapshot(root, num, snap, frame.omega0, frame.omega_lambda, rows)
+    write_snapshot(root, num, snap, omega0, omega_lambda, rows)
     log.info("snapshot %d (z=%.2f): %d subhalos, %d PartType4 entries", num, z, gal.size, snap.insitu.size)
     return gal
 
@@ -108,15 +106,12 @@ def simulate(root: Path, snapshots: Sequence[int], n_galaxies: int, seed: int, w
     rng = np.random.default_rng(seed)
     mains = draw_population(rng, n_galaxies)
     members, n_groups = _members(rng, mains)
-    cosmo = tng_cosmology()
-    h = cosmo.H0.value / 100.0
+    h = tng_cosmology().H0.value / 100.0
     centres = rng.uniform(0.0, BOX / h, (n_groups, 3))  # comoving kpc
     edge = rng.uniform(size=n_groups) < EDGE_SHARE
     centres[edge, 0] = rng.uniform(-2.0, 2.0, edge.sum()) % (BOX / h)
     group_vel = rng.normal(0.0, 150.0, (n_groups, 3))
-    frame = _Frame(
-        centres, group_vel, h, float(cosmo.Om0), float(cosmo.Ode0), float(cosmo.age(0.0).to_value("Gyr")), seed
-    )
+    frame = _Frame(centres, group_vel, seed)
     # Each earlier snapshot holds the progenitors of the next later one's galaxies (drawn from rng in snapshot
     # order; extras are redrawn as-is). A snapshot then depends on its members and its own seed only, so the
     # snapshots can be built in any order, or at once.
