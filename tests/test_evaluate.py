@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_dataset import write_synthetic_dataset
 
+from exsitu import posterior_stats
 from exsitu.calibration import COVERAGE_LEVELS
 from exsitu.contracts import CHANNELS
 from exsitu.flow import CONTEXTS
@@ -19,6 +20,7 @@ from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names
 from exsitu.io import InputError
 from exsitu.likelihood import FAMILIES
 from exsitu.point_metrics import MASS_BINS
+from exsitu.posterior_stats import PosteriorTally
 from exsitu.radial import pixel_radius, profile_from_pixels
 from exsitu.stages import evaluate, fit_baselines, recalibrate, train_baseline, train_cvae, train_flow
 
@@ -263,3 +265,30 @@ def test_tiny_run_metrics_schema(tiny_run: Path) -> None:
     assert metrics["n_samples"] == 10  # tests/config/tiny.yaml
     assert metrics["training_prior"] == "natural" and metrics["channels"] == list(CHANNELS)
     assert (tiny_run / "results" / "evaluation" / "summaries.h5").stat().st_size > 0
+
+
+def test_posterior_tally_in_slices_keeps_the_chunks_statistics_bit_for_bit(monkeypatch) -> None:
+    """The per-map statistics are computed slice by slice (for the caches); every number must stay that of the
+    whole chunk, random-number draws (PIT, TARP) included."""
+    rng = np.random.default_rng(1)
+    n, k, p = 7, 20, 16
+    samples = rng.random((n, k, p, p)).astype(np.float32)
+    samples[samples < 0.1] = 1e-3  # ties at the clip
+    truth = rng.random((n, p, p))
+    truth[truth < 0.1] = 1e-3
+    mask = pixel_radius(p, 4.0) < 1.6 + 0.1 * np.arange(n)[:, None, None]
+    weights = np.where(mask, rng.random((n, p, p)), 0.0)
+
+    def tally() -> tuple[PosteriorTally, dict[str, np.ndarray]]:
+        kept = PosteriorTally(4.0, 1e-3)
+        return kept, kept.add(samples, truth, mask, weights, np.random.default_rng(0))
+
+    whole, made = tally()
+    monkeypatch.setattr(posterior_stats, "SLICE_ELEMENTS", 2 * k * p * p)  # slices of 2 maps: 4 slices
+    sliced, made_sliced = tally()
+    assert made.keys() == made_sliced.keys()
+    for key in made:
+        assert np.array_equal(made[key], made_sliced[key], equal_nan=True), key
+    assert whole.columns.keys() == sliced.columns.keys()
+    for key in whole.columns:
+        assert np.array_equal(whole.per_map(key), sliced.per_map(key), equal_nan=True), key

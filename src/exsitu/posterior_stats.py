@@ -39,6 +39,10 @@ from exsitu.recalibration import sample_scores
 
 #: Levels of the stratified coverage and of the functionals' coverage.
 STRATUM_LEVELS: tuple[float, ...] = (0.68, 0.95)
+#: Float elements of samples per slice of a chunk for the statistics that are computed map by map (median, CRPS,
+#: functionals, scores): on the 2-core development CPU they took 0.9 s for 163 test maps x 100 samples in slices of
+#: 16 MB against 1.8 s at once (67 MB; the slices stay in the caches).
+SLICE_ELEMENTS = 2**22
 #: Nominal levels of the coverage curve.
 CURVE_LEVELS = np.linspace(0.0, 1.0, 51)
 
@@ -46,6 +50,11 @@ CURVE_LEVELS = np.linspace(0.0, 1.0, 51)
 def _covered(pit: np.ndarray, levels: np.ndarray | tuple[float, ...]) -> np.ndarray:
     """(..., L) bool: the truth inside the central interval of each level, from its PIT (...)."""
     return np.abs(pit - 0.5)[..., None] <= np.asarray(levels) / 2
+
+
+def _joined(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-slice dicts of arrays as one dict, each array concatenated along the maps."""
+    return {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
 
 
 class PosteriorTally:
@@ -78,8 +87,8 @@ class PosteriorTally:
         Returns the chunk's per-map summaries for summaries.h5: ``median``, ``mean``, ``std`` maps
         (n, P, P) and ``<functional>`` posterior quantiles (n, 3: p16, p50, p84).
         """
-        median, mean, std = np.median(samples, axis=1), samples.mean(axis=1), samples.std(axis=1)
-        sampled = map_functionals(samples, weights[:, None], self.fov_rhalf, self.clip)  # name -> (n, K)
+        stats, sampled = self._per_map_statistics(samples, truth, mask, weights)  # sampled: name -> (n, K)
+        median, mean, std = stats["median"], stats["mean"], stats["std"]
         if true is None:
             true = map_functionals(truth, weights, self.fov_rhalf, self.clip)  # name -> (n,)
         quantiles = {name: np.percentile(v, [16, 50, 84], axis=1).T for name, v in sampled.items()}
@@ -93,9 +102,6 @@ class PosteriorTally:
         strata = pixel_strata(median, truth, mask, self.fov_rhalf)
         self.strata = [definition for definition, _ in strata]
         hits, pixels = stratum_tallies(_covered(pit, STRATUM_LEVELS) & mask[..., None], [sel for _, sel in strata])
-        pixel_crps = np.zeros(mask.shape)
-        pixel_crps[mask] = crps(np.moveaxis(samples, 1, -1)[mask], truth[mask])
-        scores = sample_scores(samples, truth, mask)
         tarp = {ref: tarp_credibility(samples, truth, rng, reference=ref, mask=mask) for ref in TARP_REFERENCES}
         functional_pit = {}
         for name in sampled:
@@ -109,16 +115,41 @@ class PosteriorTally:
             curve=curve.sum(axis=(1, 2)),
             stratum_hits=hits,
             stratum_pixels=pixels,
-            crps=pixel_crps.sum(axis=(1, 2)),
+            crps=stats["crps"].sum(axis=(1, 2)),
             std=np.where(mask, std, 0.0).sum(axis=(1, 2)),
-            energy=scores["energy"].numpy(),
-            variogram=scores["variogram"].numpy(),
+            energy=stats["energy"],
+            variogram=stats["variogram"],
             **{f"tarp/{ref}": v for ref, v in tarp.items()},
             **{f"pit/{name}": v for name, v in functional_pit.items()},
             **{f"true/{name}": v for name, v in true.items()},
             **{f"quantiles/{name}": v for name, v in quantiles.items()},
         )
         return {"median": median, "mean": mean, "std": std, **quantiles}
+
+    def _per_map_statistics(
+        self, samples: np.ndarray, truth: np.ndarray, mask: np.ndarray, weights: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """The statistics of ``add`` that need no random numbers, slice of :data:`SLICE_ELEMENTS` by slice: the
+        ``median``, ``mean`` and ``std`` maps and the ``crps`` per pixel (n, P, P) (0 off the galaxy) and the
+        ``energy`` and ``variogram`` scores (n,); then every functional of every sample (name -> (n, K)).
+
+        Each is computed map by map, so the slices give the values of the whole chunk bit for bit.
+        """
+        step = max(1, SLICE_ELEMENTS // max(samples[0].size, 1))
+        stats: list[dict[str, np.ndarray]] = []
+        sampled: list[dict[str, np.ndarray]] = []
+        for start in range(0, len(samples), step):
+            rows = slice(start, start + step)
+            s, t, m = samples[rows], truth[rows], mask[rows]
+            pixel_crps = np.zeros(m.shape)
+            pixel_crps[m] = crps(np.moveaxis(s, 1, -1)[m], t[m])
+            scores = sample_scores(s, t, m)
+            stats.append(
+                {"median": np.median(s, axis=1), "mean": s.mean(axis=1), "std": s.std(axis=1), "crps": pixel_crps,
+                 "energy": scores["energy"].numpy(), "variogram": scores["variogram"].numpy()}
+            )  # fmt: skip
+            sampled.append(map_functionals(s, weights[rows][:, None], self.fov_rhalf, self.clip))
+        return _joined(stats), _joined(sampled)
 
     def per_map(self, name: str) -> np.ndarray:
         """A per-map column over every chunk so far (e.g. ``tarp/uniform``, ``pit/integrated_fov``)."""
