@@ -36,6 +36,7 @@ from exsitu.calibration import (
 from exsitu.functionals import APERTURES, functional_names, map_functionals
 from exsitu.point_metrics import PointTally
 from exsitu.recalibration import sample_scores
+from exsitu.sample import maps_in_budget
 
 #: Levels of the stratified coverage and of the functionals' coverage.
 STRATUM_LEVELS: tuple[float, ...] = (0.68, 0.95)
@@ -135,7 +136,7 @@ class PosteriorTally:
 
         Each is computed map by map, so the slices give the values of the whole chunk bit for bit.
         """
-        step = max(1, SLICE_ELEMENTS // max(samples[0].size, 1))
+        step = maps_in_budget(samples.shape[1], samples.shape[-1], SLICE_ELEMENTS)
         stats: list[dict[str, np.ndarray]] = []
         sampled: list[dict[str, np.ndarray]] = []
         for start in range(0, len(samples), step):
