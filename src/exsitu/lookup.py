@@ -30,6 +30,11 @@ from exsitu.io import InputError
 LOOKUP_K = 32
 #: At most this many training pixels, drawn at random, enter the tree.
 LOOKUP_MAX_PIXELS = 200_000
+#: Training pixels per leaf of the tree, split at the sliding midpoint (``balanced_tree=False``): the queries of
+#: the default mock's 433 901 test pixels at k = 32 took 6.5-6.6 s on 2 cores against 8.9-9.3 s with scipy's
+#: defaults (16 per leaf, median splits), with the same neighbour distances and predictions (the neighbours tied
+#: at the k-th distance may differ: any of them is a k-th nearest neighbour).
+LOOKUP_LEAFSIZE = 64
 
 
 def log_stellar_mass(log_sigma: np.ndarray, mask: np.ndarray, fov_kpc: np.ndarray) -> np.ndarray:
@@ -117,7 +122,8 @@ def lookup_from_features(
         raise InputError(f"lookup weights must be {len(target)} positive numbers, got shape {w.shape}")
     centre, scale = features.mean(axis=0), features.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)  # a constant feature (one galaxy mass) carries no distance
-    return PixelLookup(cKDTree((features - centre) / scale), np.asarray(target, np.float64), w, centre, scale, k)
+    tree = cKDTree((features - centre) / scale, leafsize=LOOKUP_LEAFSIZE, balanced_tree=False)
+    return PixelLookup(tree, np.asarray(target, np.float64), w, centre, scale, k)
 
 
 def fit_pixel_lookup(
