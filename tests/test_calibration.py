@@ -16,6 +16,7 @@ from exsitu.calibration import (
     coverage_by_stratum,
     crps,
     functional_coverage_by_median,
+    map_generators,
     mass_terciles,
     pixel_strata,
     randomized_pit,
@@ -33,6 +34,31 @@ def zero_inflated(rng: np.random.Generator, shape: tuple[int, ...], p_zero: np.n
     """Draws with a point mass at 0 (probability p_zero) and a Beta(2, 5) part otherwise."""
     values = rng.beta(2, 5, size=shape)
     return np.where(rng.random(shape) < p_zero, 0.0, values)
+
+
+def test_per_map_generators_make_each_maps_numbers_its_own() -> None:
+    """With one generator per map, a map's PITs and TARP credibility are those it gets alone, whatever maps it is
+    ranked with; a generator count that does not match the maps is one clear error."""
+    rng = np.random.default_rng(2)
+    n, k, p = 5, 8, 6
+    samples = np.where(rng.random((n, k, p, p)) < 0.3, 0.0, rng.random((n, k, p, p)))  # ties at 0
+    truth = np.where(rng.random((n, p, p)) < 0.3, 0.0, rng.random((n, p, p)))
+    seeds = np.arange(n) + 100
+    pits = randomized_pit(np.moveaxis(samples, 1, -1), truth, map_generators(seeds, 1))
+    tarp = tarp_credibility(samples, truth, map_generators(seeds, 1), reference="posterior")
+    for i in range(n):
+        alone = map_generators(seeds[i : i + 1], 1)
+        assert np.array_equal(
+            pits[i : i + 1], randomized_pit(np.moveaxis(samples[i : i + 1], 1, -1), truth[i : i + 1], alone)
+        )
+        alone = map_generators(seeds[i : i + 1], 1)
+        assert tarp[i] == tarp_credibility(samples[i : i + 1], truth[i : i + 1], alone, reference="posterior")[0]
+    other_stream = randomized_pit(np.moveaxis(samples, 1, -1), truth, map_generators(seeds, 2))
+    assert not np.array_equal(pits, other_stream)  # the stream (the posterior tested) changes the numbers
+    with pytest.raises(InputError, match="one generator per map is needed: 5 maps, 4 generators"):
+        randomized_pit(np.moveaxis(samples, 1, -1), truth, map_generators(seeds[:4], 1))
+    with pytest.raises(InputError, match="one generator per map is needed: 5 maps, 4 generators"):
+        tarp_credibility(samples, truth, map_generators(seeds[:4], 1))
 
 
 def test_randomized_pit_is_calibrated_with_ties_at_zero() -> None:

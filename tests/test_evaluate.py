@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from test_dataset import write_synthetic_dataset
 
-from exsitu import posterior_stats
+from exsitu import evaluation, posterior_stats
 from exsitu.calibration import COVERAGE_LEVELS
 from exsitu.contracts import CHANNELS
 from exsitu.flow import CONTEXTS
@@ -245,6 +245,40 @@ def test_same_seed_same_metrics_and_bad_settings(evaluated) -> None:
     with pytest.raises(InputError, match="config section 'maps' is missing"):
         run_evaluate(ctx["args"], {"evaluate": settings["evaluate"]})
     assert (root / "out" / "metrics.json").stat().st_mtime_ns == before
+
+
+def assert_same_numbers(a: object, b: object, where: str = "metrics") -> None:
+    """Two JSON trees with the same keys, lists and strings, and numbers equal to float rounding
+    (1e-5 relative, 1e-6 absolute)."""
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            assert_same_numbers(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_same_numbers(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) and not isinstance(a, bool):
+        assert isinstance(b, (int, float)) and b == pytest.approx(a, rel=1e-5, abs=1e-6, nan_ok=True), where
+    else:
+        assert a == b, where
+
+
+def test_no_figure_depends_on_the_chunking(evaluated, monkeypatch) -> None:
+    """A map's samples and the random numbers of its PITs and TARP references are its own (seeded with its index),
+    so chunks of two maps give the metrics of one chunk; only the decoding's rounding may differ."""
+    root, ctx = evaluated
+    k = 6
+    settings = {"evaluate": {"n_samples": k, "seed": 5, "n_saved_samples": 0}, "maps": {"fov_rhalf": 4}}
+    run_evaluate(ctx["args"], settings)
+    whole = json.loads((root / "out" / "metrics.json").read_text())
+    with h5py.File(root / "out" / "summaries.h5") as h5:
+        p = h5["truth"].shape[-1]
+    monkeypatch.setattr(evaluation, "CHUNK_ELEMENTS", 2 * k * p * p)
+    run_evaluate(ctx["args"], settings)
+    chunked = json.loads((root / "out" / "metrics.json").read_text())
+    assert whole["n_maps"] >= 6  # three chunks or more
+    assert_same_numbers(whole, chunked)
 
 
 def test_radial_profile_recovers_a_known_profile() -> None:

@@ -19,6 +19,7 @@ number comes with a 95% interval from resampling galaxies.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,15 +34,42 @@ from exsitu.radial import pixel_radius
 COVERAGE_LEVELS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.68, 0.7, 0.8, 0.9, 0.95)
 
 
-def randomized_pit(samples: np.ndarray, truth: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+#: The random numbers of a calibration test: one generator, or one per map (:func:`map_generators`).
+RandomSource = np.random.Generator | Sequence[np.random.Generator]
+
+
+def map_generators(seeds: Sequence[int] | np.ndarray, stream: int) -> list[np.random.Generator]:
+    """One generator per map, seeded with (``stream``, the map's seed): non-negative integers.
+
+    With them a map's randomized PITs and TARP references depend only on its seed and the stream (e.g. which
+    posterior is tested), not on the other maps tested with it, so chunks of any size give the same numbers.
+    """
+    return [np.random.default_rng([int(stream), int(seed)]) for seed in np.asarray(seeds).reshape(-1)]
+
+
+def uniforms(rng: RandomSource, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform(0, 1) numbers of ``shape``: from one generator, or row i from the i-th of per-map generators."""
+    if isinstance(rng, np.random.Generator):
+        return rng.random(shape)
+    _check_per_map(rng, shape[0])
+    return np.stack([g.random(shape[1:]) for g in rng]) if len(rng) else np.empty(shape)
+
+
+def _check_per_map(rng: RandomSource, n: int) -> None:
+    if not isinstance(rng, np.random.Generator) and len(rng) != n:
+        raise InputError(f"one generator per map is needed: {n} maps, {len(rng)} generators")
+
+
+def randomized_pit(samples: np.ndarray, truth: np.ndarray, rng: RandomSource) -> np.ndarray:
     """Randomized probability integral transform of ``truth`` under ``samples``.
 
-    samples: (..., S) posterior draws; truth: (...) the true values.
+    samples: (..., S) posterior draws; truth: (...) the true values; rng: one generator, or one per
+    entry of the first axis of ``truth`` (:func:`map_generators`).
     Returns u in (0, 1), shape of ``truth``; Uniform(0, 1) for a calibrated posterior.
     """
     below = (samples < truth[..., None]).sum(axis=-1)
     ties = (samples == truth[..., None]).sum(axis=-1)
-    return (below + rng.random(below.shape) * (ties + 1)) / (samples.shape[-1] + 1)
+    return (below + uniforms(rng, below.shape) * (ties + 1)) / (samples.shape[-1] + 1)
 
 
 def central_coverage(pit: np.ndarray, levels: np.ndarray | tuple[float, ...] = COVERAGE_LEVELS) -> np.ndarray:
@@ -80,18 +108,20 @@ RADIUS_STEP_RHALF = 0.5
 def tarp_credibility(
     samples: np.ndarray,
     truth: np.ndarray,
-    rng: np.random.Generator,
+    rng: RandomSource,
     reference: str | np.ndarray = "uniform",
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Per-map TARP credibility (Lemos et al. 2023, arXiv:2302.03026) of whole maps, two reference choices.
 
     samples: (N, K, ...) posterior maps; truth: (N, ...); mask: (N, ...) bool galaxy pixels or None
-    (all pixels). Only galaxy pixels enter the distances. For maps whose samples and truth are both 0
-    off the galaxy (as the sampler writes them) this changes nothing: those pixels add the same
-    constant to every squared distance. Returns (N,) values in (0, 1): the fraction of samples closer
-    to the reference than the truth, ties randomized as in :func:`randomized_pit`; Uniform(0, 1) when
-    the posterior is calibrated. Maps are independent, so chunks can be ranked separately and concatenated.
+    (all pixels); rng: one generator, or one per map (:func:`map_generators`). Only galaxy pixels enter
+    the distances. For maps whose samples and truth are both 0 off the galaxy (as the sampler writes
+    them) this changes nothing: those pixels add the same constant to every squared distance. Returns
+    (N,) values in (0, 1): the fraction of samples closer to the reference than the truth, ties
+    randomized as in :func:`randomized_pit`; Uniform(0, 1) when the posterior is calibrated. Maps are
+    independent, so chunks can be ranked separately and concatenated (with per-map generators, the
+    same numbers whatever the chunks).
 
     reference:
     - ``"uniform"``: a point drawn uniformly in [0, 1]^D (the range of a fraction), the choice of the
@@ -119,15 +149,17 @@ def tarp_credibility(
     keep = np.ones(target.shape, bool) if mask is None else np.asarray(mask, bool).reshape(n, -1)
     d_samples = np.empty((n, k - hold_out))
     d_truth = np.empty(n)
+    _check_per_map(rng, n)
     for i in range(n):  # one map at a time bounds the temporaries at K x (galaxy pixels)
         x, y = flat[i][:, keep[i]].astype(np.float64), target[i][keep[i]].astype(np.float64)
+        draw = rng if isinstance(rng, np.random.Generator) else rng[i]
         if given:
             ref = reference.reshape(n, -1)[i][keep[i]].astype(np.float64)
         elif hold_out:
-            held_out = rng.integers(k)
+            held_out = draw.integers(k)
             ref, x = x[held_out], np.delete(x, held_out, axis=0)
         else:
-            ref = rng.random(y.shape)
+            ref = draw.random(y.shape)
         # Squared distances: the ranking is the same as with distances, and exact ties stay ties.
         d_samples[i] = ((x - ref) ** 2).sum(axis=-1)
         d_truth[i] = ((y - ref) ** 2).sum()

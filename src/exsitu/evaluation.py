@@ -69,6 +69,7 @@ import torch
 
 from exsitu.baseline import Baseline
 from exsitu.bootstrap import MIN_GALAXIES, GalaxyBootstrap, galaxy_weights
+from exsitu.calibration import map_generators
 from exsitu.cvae import CVAE
 from exsitu.dataset import DatasetFiles, MapSet, channel_index, read_stats
 from exsitu.fitted_baselines import FittedBaselines
@@ -93,8 +94,10 @@ POSTERIORS: tuple[tuple[str, str, str], ...] = (
 )
 BASELINES: tuple[str, ...] = ("deterministic", "radial", "lookup", "trees")
 BOOTSTRAP_REPLICATES = 1000
-#: Floats of one chunk's samples (maps x samples x pixels): 64 MB as float32, whatever the map size.
-CHUNK_ELEMENTS = 2**24
+#: Floats of one chunk's samples (maps x samples x pixels): 16 MB as float32, whatever the map size. No figure
+#: depends on it (:func:`compute`); on the 2-core development CPU the default run's evaluate took 65.0-65.7 s in
+#: chunks of 16 MB against 67.3-69.1 s in chunks of 64 MB.
+CHUNK_ELEMENTS = 2**22
 
 
 def predictives_of(mode: str) -> list[str]:
@@ -197,14 +200,15 @@ def compute(
 
     Map i of the test subset is sampled with seed ``evaluate.seed + i`` in every posterior, so its
     samples do not depend on the chunking, and ``exsitu predict`` with that seed on the same maps
-    gives the same flow samples. The per-map maps go to ``summaries_path`` and (with
+    gives the same flow samples. The random numbers of its PITs and TARP references come from its own
+    generator too, seeded with (the posterior's index in :data:`POSTERIORS`, ``evaluate.seed + i``), so no
+    figure depends on the chunking. The per-map maps go to ``summaries_path`` and (with
     ``evaluate.n_saved_samples`` > 0) the flow samples to ``samples_path`` while they are made.
     """
     settings = inputs.settings
     table = inputs.data.table("test")
     n = len(table)
     examples = example_indices(table["exsitu_total"].to_numpy())
-    rng = np.random.default_rng(settings.seed)
     result = Evaluation(
         table=table,
         posteriors={name: PosteriorTally(inputs.fov_rhalf, inputs.cvae.cfg.logit_eps) for name, _, _ in POSTERIORS},
@@ -234,7 +238,7 @@ def compute(
             mine = examples[(examples >= start) & (examples < start + len(chunk))] - start
             example_conditions.append(physical_conditions(chunk, *_channel_stats(mean_c, std_c, chunk.channels), mine))
             drawn: dict[str, dict[str, torch.Tensor]] = {}
-            for name, mode, predictive in POSTERIORS:
+            for stream, (name, mode, predictive) in enumerate(POSTERIORS):
                 if mode not in drawn:  # the posteriors of one mode share its latent draws and one decoding
                     _, drawn[mode] = next(
                         predictives_in_chunks(
@@ -246,7 +250,8 @@ def compute(
                         )
                     )  # fmt: skip
                 samples = drawn[mode].pop(predictive).numpy()
-                made = result.posteriors[name].add(samples, truth, mask, weights, rng, true)
+                draws = map_generators(settings.seed + rows, stream)
+                made = result.posteriors[name].add(samples, truth, mask, weights, draws, true)
                 for key in ("median", "mean", "std"):
                     summaries.write(f"{key}/{name}", start, made[key], np.float16)
                 for fname in functional_names():

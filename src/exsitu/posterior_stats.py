@@ -22,6 +22,7 @@ from exsitu.bootstrap import GalaxyBootstrap
 from exsitu.calibration import (
     COVERAGE_LEVELS,
     TARP_REFERENCES,
+    RandomSource,
     coverage_by_stratum,
     crps,
     functional_coverage_by_median,
@@ -78,12 +79,14 @@ class PosteriorTally:
         truth: np.ndarray,
         mask: np.ndarray,
         weights: np.ndarray,
-        rng: np.random.Generator,
+        rng: RandomSource,
         true: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         """One chunk: samples (n, K, P, P), truth and mass weights (n, P, P), galaxy pixels (n, P, P) bool;
         ``true``: the truth's functionals (``exsitu.functionals.map_functionals``; computed here when None), so a caller
-        that tallies several posteriors of one chunk computes them once.
+        that tallies several posteriors of one chunk computes them once. ``rng``: the random numbers of the PITs and
+        TARP references, one generator or one per map (``exsitu.calibration.map_generators``: then a map's numbers do
+        not depend on the chunk it is in).
 
         Returns the chunk's per-map summaries for summaries.h5: ``median``, ``mean``, ``std`` maps
         (n, P, P) and ``<functional>`` posterior quantiles (n, 3: p16, p50, p84).
@@ -96,21 +99,18 @@ class PosteriorTally:
         self.median.add(median, truth, mask, {a: quantiles[f"integrated_{a}"][:, 1] for a in APERTURES})
         self.mean.add(mean, truth, mask, {a: sampled[f"integrated_{a}"].mean(axis=1) for a in APERTURES})
 
-        pit = np.full(mask.shape, 0.5)
-        pit[mask] = randomized_pit(np.moveaxis(samples, 1, -1)[mask], truth[mask], rng)
+        pit = np.where(mask, randomized_pit(np.moveaxis(samples, 1, -1), truth, rng), 0.5)
         covered = _covered(pit, COVERAGE_LEVELS) & mask[..., None]
         curve = _covered(pit, CURVE_LEVELS) & mask[..., None]
         strata = pixel_strata(median, truth, mask, self.fov_rhalf)
         self.strata = [definition for definition, _ in strata]
         hits, pixels = stratum_tallies(_covered(pit, STRATUM_LEVELS) & mask[..., None], [sel for _, sel in strata])
         tarp = {ref: tarp_credibility(samples, truth, rng, reference=ref, mask=mask) for ref in TARP_REFERENCES}
-        functional_pit = {}
-        for name in sampled:
-            finite = np.isfinite(true[name])
-            value = np.full(len(truth), np.nan)
-            if finite.any():
-                value[finite] = randomized_pit(sampled[name][finite], true[name][finite], rng)
-            functional_pit[name] = value
+        # Every map draws its number, defined or not, so its draws do not depend on the other maps.
+        functional_pit = {
+            name: np.where(np.isfinite(true[name]), randomized_pit(v, true[name], rng), np.nan)
+            for name, v in sampled.items()
+        }
         self._keep(
             hits=covered.sum(axis=(1, 2)),
             curve=curve.sum(axis=(1, 2)),
