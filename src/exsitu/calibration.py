@@ -47,17 +47,20 @@ def map_generators(seeds: Sequence[int] | np.ndarray, stream: int) -> list[np.ra
     return [np.random.default_rng([int(stream), int(seed)]) for seed in np.asarray(seeds).reshape(-1)]
 
 
-def uniforms(rng: RandomSource, shape: tuple[int, ...]) -> np.ndarray:
-    """Uniform(0, 1) numbers of ``shape``: from one generator, or row i from the i-th of per-map generators."""
+def _per_map(rng: RandomSource, n: int) -> Sequence[np.random.Generator]:
+    """The generator of each of ``n`` maps: the one generator for all, or the given ones (one per map)."""
     if isinstance(rng, np.random.Generator):
-        return rng.random(shape)
-    _check_per_map(rng, shape[0])
-    return np.stack([g.random(shape[1:]) for g in rng]) if len(rng) else np.empty(shape)
-
-
-def _check_per_map(rng: RandomSource, n: int) -> None:
-    if not isinstance(rng, np.random.Generator) and len(rng) != n:
+        return [rng] * n
+    if len(rng) != n:
         raise InputError(f"one generator per map is needed: {n} maps, {len(rng)} generators")
+    return rng
+
+
+def _uniforms(rng: RandomSource, shape: tuple[int, ...]) -> np.ndarray:
+    """Uniform(0, 1) numbers of ``shape``, row i from map i's generator."""
+    if isinstance(rng, np.random.Generator):
+        return rng.random(shape)  # the same numbers as row by row, in one call
+    return np.stack([g.random(shape[1:]) for g in _per_map(rng, shape[0])]) if len(rng) else np.empty(shape)
 
 
 def randomized_pit(samples: np.ndarray, truth: np.ndarray, rng: RandomSource) -> np.ndarray:
@@ -69,7 +72,7 @@ def randomized_pit(samples: np.ndarray, truth: np.ndarray, rng: RandomSource) ->
     """
     below = (samples < truth[..., None]).sum(axis=-1)
     ties = (samples == truth[..., None]).sum(axis=-1)
-    return (below + uniforms(rng, below.shape) * (ties + 1)) / (samples.shape[-1] + 1)
+    return (below + _uniforms(rng, below.shape) * (ties + 1)) / (samples.shape[-1] + 1)
 
 
 def central_coverage(pit: np.ndarray, levels: np.ndarray | tuple[float, ...] = COVERAGE_LEVELS) -> np.ndarray:
@@ -149,10 +152,9 @@ def tarp_credibility(
     keep = np.ones(target.shape, bool) if mask is None else np.asarray(mask, bool).reshape(n, -1)
     d_samples = np.empty((n, k - hold_out))
     d_truth = np.empty(n)
-    _check_per_map(rng, n)
-    for i in range(n):  # one map at a time bounds the temporaries at K x (galaxy pixels)
+    draws = _per_map(rng, n)
+    for i, draw in enumerate(draws):  # one map at a time bounds the temporaries at K x (galaxy pixels)
         x, y = flat[i][:, keep[i]].astype(np.float64), target[i][keep[i]].astype(np.float64)
-        draw = rng if isinstance(rng, np.random.Generator) else rng[i]
         if given:
             ref = reference.reshape(n, -1)[i][keep[i]].astype(np.float64)
         elif hold_out:
