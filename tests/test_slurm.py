@@ -10,8 +10,9 @@ except the target rule `all` must be an sbatch job, and the run must match a loc
   projection plan, the split table and normalisation statistics byte for byte, and every
   dataset of every map shard array-equal;
 * training is seeded and runs with the same thread count in both (the test overlay gives
-  the training jobs the 2 CPUs that `threads: 2` uses locally), so the trained weights
-  must be identical too, tensor for tensor, with the same epochs in the histories;
+  train_cvae and train_baseline the 1 CPU each that they use side by side locally on
+  `--cores 2`, and the flow the 2 CPUs it uses there), so the trained weights must be
+  identical too, tensor for tensor, with the same epochs in the histories;
 * evaluation is compared in structure (the same metric keys) and a report must exist:
   its numbers are sample averages, and we do not want this test to fail on a change of
   sampling batch size between runs.
@@ -44,7 +45,7 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 FITS_THE_TEST_NODE = """\
 resources:
   project: {cpus: 1, mem_mb: 1000}
-  train: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
+  train: {gpus: 1, cpus: 1, mem_mb: 2000, runtime: 30}
   flow: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
   recalibrate: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}
   evaluate: {gpus: 1, cpus: 2, mem_mb: 2000, runtime: 30}

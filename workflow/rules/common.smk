@@ -112,6 +112,18 @@ def job_threads(group):
     return config["resources"][group]["cpus"]
 
 
+def training_threads():
+    """threads: of train_cvae and train_baseline. On a cluster, the CPUs they ask for
+    (resources.train.cpus); on this machine at most half of --cores, so the two trainings,
+    which do not wait for each other, run side by side. Torch gains ~1.6x from a second thread,
+    so on 2 cores the pair takes the cVAE's one-thread time, not the sum of both at two threads
+    (README, Measured results: "Time")."""
+    cpus = job_threads("train")
+    if not workflow.local_exec:
+        return cpus
+    return max(1, min(cpus, workflow.cores // 2))
+
+
 def predict_inputs(wildcards):
     """The galaxies' FITS files and directories (and the list file); an error when none is configured."""
     predict = config["predict"]

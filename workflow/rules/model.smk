@@ -27,7 +27,7 @@ rule train_cvae:
         "results/benchmarks/train_cvae.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: job_threads("train")
+    threads: training_threads()
     resources:
         **job_resources("train"),
     params:
@@ -99,7 +99,7 @@ rule train_baseline:
         "results/benchmarks/train_baseline.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: job_threads("train")
+    threads: training_threads()
     resources:
         **job_resources("train"),
     params:
