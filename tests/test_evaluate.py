@@ -10,11 +10,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 from test_dataset import write_synthetic_dataset
 
 from exsitu import evaluation, posterior_stats
+from exsitu.baseline_maps import BaselineMaps
 from exsitu.calibration import COVERAGE_LEVELS
+from exsitu.checkpoint import load_model
 from exsitu.contracts import CHANNELS
+from exsitu.dataset import DatasetFiles
+from exsitu.fitted_baselines import load_baselines
 from exsitu.flow import CONTEXTS
 from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names
 from exsitu.io import InputError
@@ -22,7 +27,18 @@ from exsitu.likelihood import FAMILIES
 from exsitu.point_metrics import MASS_BINS
 from exsitu.posterior_stats import PosteriorTally
 from exsitu.radial import pixel_radius, profile_from_pixels
-from exsitu.stages import evaluate, fit_baselines, recalibrate, train_baseline, train_cvae, train_flow
+from exsitu.sample import predict_baseline, sampling_layout
+from exsitu.scalars import scalar_values
+from exsitu.settings import ConditionSettings, section_of
+from exsitu.stages import (
+    evaluate,
+    fit_baselines,
+    predict_baselines,
+    recalibrate,
+    train_baseline,
+    train_cvae,
+    train_flow,
+)
 
 POSTERIORS = ("reconstruction", "prior", "flow", "flow_mean")
 BASELINES = ("deterministic", "radial", "lookup", "trees")
@@ -144,6 +160,10 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
             ]
         )
     fit_baselines.main([*common[:-2], "--out", str(root / "baselines.joblib"), "--settings", "{}"])
+    predict_baselines.main(
+        [*common, "--baseline", str(root / "baseline.pt"), "--baselines", str(root / "baselines.joblib"),
+         "--out", str(root / "baseline_maps.h5"), "--settings", "{}"]
+    )  # fmt: skip
     noise_scale = root / "noise_scale.json"
     recalibrate.main(
         [*common, "--cvae", str(root / "cvae.pt"), "--flow", str(root / "flow.pt"), "--out", str(noise_scale),
@@ -157,10 +177,8 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         str(root / "cvae.pt"),
         "--flow",
         str(root / "flow.pt"),
-        "--baseline",
-        str(root / "baseline.pt"),
-        "--baselines",
-        str(root / "baselines.joblib"),
+        "--baseline-maps",
+        str(root / "baseline_maps.h5"),
         "--metrics",
         str(root / "out" / "metrics.json"),
         "--summaries",
@@ -168,7 +186,7 @@ def evaluated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         "--samples",
         str(root / "out" / "samples.h5"),
     ]
-    return root, {"args": args}
+    return root, {"args": args, "data": (data["maps"], data["split"], data["stats"])}
 
 
 def run_evaluate(args: list[str], settings: dict) -> None:
@@ -279,6 +297,37 @@ def test_no_figure_depends_on_the_chunking(evaluated, monkeypatch) -> None:
     chunked = json.loads((root / "out" / "metrics.json").read_text())
     assert whole["n_maps"] >= 6  # three chunks or more
     assert_same_numbers(whole, chunked)
+
+
+def test_baseline_maps_are_the_baselines_predictions_and_evaluate_scores_them(evaluated) -> None:
+    """predict_baselines writes what the U-net and the fitted baselines predict for the test maps, row for row;
+    evaluate's summaries hold those maps, and baseline maps of other rows are one clear error."""
+    root, ctx = evaluated
+    settings = {"evaluate": {"n_samples": 4, "seed": 3, "n_saved_samples": 0}, "maps": {"fov_rhalf": 4}}
+    run_evaluate(ctx["args"], settings)
+    data = DatasetFiles(*ctx["data"], CHANNELS)
+    test = data.load("test")
+    mask = test.mask[:, 0].numpy()
+    fitted = load_baselines(root / "baselines.joblib")
+    expected = fitted.predict(test.conditions.numpy(), mask, scalar_values(test.table, fitted.scalars)).point
+    unet = sampling_layout(load_model(str(root / "baseline.pt"), torch.device("cpu")))
+    scalars = section_of({}, ConditionSettings, required=False).scalars  # the stages' default, as trained
+    expected["deterministic"] = predict_baseline(unet, test.conditions, test.scalars(scalars)).numpy()
+    with h5py.File(root / "baseline_maps.h5") as maps, h5py.File(root / "out" / "summaries.h5") as summaries:
+        assert list(maps["row"][()]) == list(test.table["row"]) and len(test.table) >= 6
+        for name in BASELINES:
+            np.testing.assert_array_equal(maps[name][()], expected[name], err_msg=name)
+            np.testing.assert_array_equal(summaries[f"baseline/{name}"][()], maps[name][()].astype(np.float16))
+        assert np.all(maps["trees_p16"][()] <= maps["trees_p84"][()])
+    shuffled = test.table.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    with pytest.raises(InputError, match="baseline_maps.h5: its rows are not the test maps"):
+        with BaselineMaps(root / "baseline_maps.h5", shuffled):
+            pass
+    before = (root / "out" / "metrics.json").stat().st_mtime_ns
+    missing = [str(root / "none.h5") if a.endswith("baseline_maps.h5") else a for a in ctx["args"]]
+    with pytest.raises(InputError, match="none.h5: cannot read the baselines' test maps"):
+        run_evaluate(missing, settings)
+    assert (root / "out" / "metrics.json").stat().st_mtime_ns == before
 
 
 def test_radial_profile_recovers_a_known_profile() -> None:

@@ -8,7 +8,8 @@ must stay under a stated bound: per-map memory that grows with the data set show
 long before it costs a user a day on a GPU node.
 
 The SLURM dry run of the paper config (the repository's profile, no cluster needed) must give
-every GPU-worthy rule its GPU, memory, CPUs and time limit, with threads equal to the CPUs.
+every GPU-worthy rule its GPU, memory, CPUs and time limit, with threads equal to the CPUs; run
+without a profile, the jobs that run beside the cVAE's training take half the cores each (at most their CPUs).
 """
 
 from __future__ import annotations
@@ -125,3 +126,18 @@ def test_slurm_dry_run_of_the_paper_config_requests_gpus_memory_and_time(workflo
         assert int(jobs[rule]["mem_mb"]) == group["mem_mb"] and int(jobs[rule]["runtime"]) == group["runtime"]
         assert int(jobs[rule]["cpus_per_task"]) == group["cpus"] == int(threads[rule]["threads"]), rule
     assert "gpu" not in jobs["project"] and int(jobs["project"]["mem_mb"]) == requested["project"]["mem_mb"]
+
+
+def test_the_jobs_beside_the_cvae_take_half_the_local_cores_each(workflow_copy: Path) -> None:
+    # Without a cluster profile train_cvae, train_baseline and predict_baselines split --cores, so Snakemake runs
+    # the U-net's training and the baselines' predictions beside the cVAE's; the CPUs they ask a cluster for
+    # (resources.train.cpus and resources.baselines.cpus, 8 each in the paper config) cap them.
+    requested = yaml.safe_load(PAPER.read_text())["resources"]
+    groups = {"train_cvae": "train", "train_baseline": "train", "predict_baselines": "baselines"}
+    for cores in (2, 3, 8, 64):
+        local = snakemake(workflow_copy, "-n", "--cores", str(cores), "--configfile", str(PAPER), "--config", TNG)
+        jobs = _dry_run_jobs(local.stdout)
+        for rule, group in groups.items():
+            expected = max(1, min(requested[group]["cpus"], cores // 2))
+            # A dry run prints no threads line for a one-thread job.
+            assert int(jobs[rule].get("threads", 1)) == expected, (cores, rule, jobs[rule])

@@ -14,7 +14,7 @@ from conftest import OBSERVED, TINY, snakemake
 
 RECALIBRATION_AND_AFTER = {"recalibrate", "model_card", "evaluate", "report", "all"}
 MODEL_AND_AFTER = {"train_flow", *RECALIBRATION_AND_AFTER}
-FITS_AND_AFTER = {"train_cvae", "train_baseline", "fit_baselines", *MODEL_AND_AFTER}
+FITS_AND_AFTER = {"train_cvae", "train_baseline", "fit_baselines", "predict_baselines", *MODEL_AND_AFTER}
 TRAINING_AND_AFTER = {"split", *FITS_AND_AFTER}
 PROJECT_AND_AFTER = {"project", *TRAINING_AND_AFTER}
 

@@ -2,8 +2,9 @@
 -> metrics.json, summaries.h5 and samples.h5.
 
 Three steps: :func:`read_inputs` gathers what the evaluation needs (:class:`EvaluationInputs`),
-:func:`compute` streams the test maps chunk by chunk, samples every posterior and predicts with
-every baseline, and keeps per-map statistics only (``exsitu.posterior_stats``,
+:func:`compute` streams the test maps chunk by chunk, samples every posterior and scores every
+baseline's predictions of them (made before, by ``predict_baselines``: ``exsitu.baseline_maps``), and
+keeps per-map statistics only (``exsitu.posterior_stats``,
 ``exsitu.point_metrics``; the per-map maps go to summaries.h5 and the samples to samples.h5 as they
 are made), and :func:`summarise` turns them into metrics.json. Memory is bounded by a chunk
 (:data:`CHUNK_ELEMENTS`), not by the number of test maps.
@@ -62,25 +63,23 @@ from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import h5py
 import numpy as np
 import pandas as pd
 import torch
 
-from exsitu.baseline import Baseline
+from exsitu.baseline_maps import BASELINES, BaselineMaps
 from exsitu.bootstrap import MIN_GALAXIES, GalaxyBootstrap, galaxy_weights
 from exsitu.calibration import map_generators
 from exsitu.cvae import CVAE
 from exsitu.dataset import DatasetFiles, MapSet, channel_index, read_stats
-from exsitu.fitted_baselines import FittedBaselines
 from exsitu.flow import LatentFlow
 from exsitu.functionals import APERTURES, PROFILE_EDGES, functional_names, integrated_fractions, map_functionals
+from exsitu.hdf5_rows import Hdf5Rows
 from exsitu.io import atomic_output
 from exsitu.likelihood import NoiseScales
 from exsitu.point_metrics import MASS_BINS, PointTally, paired_ratio, rms_ratio
 from exsitu.posterior_stats import PosteriorTally
-from exsitu.sample import MODES, maps_in_budget, predict_baseline, predictives_in_chunks
-from exsitu.scalars import scalar_values
+from exsitu.sample import MODES, maps_in_budget, predictives_in_chunks
 from exsitu.settings import EvaluateSettings
 
 log = logging.getLogger(__name__)
@@ -92,7 +91,6 @@ POSTERIORS: tuple[tuple[str, str, str], ...] = (
     *((mode, mode, "full") for mode in MODES),
     ("flow_mean", "flow", "mean"),
 )
-BASELINES: tuple[str, ...] = ("deterministic", "radial", "lookup", "trees")
 BOOTSTRAP_REPLICATES = 1000
 #: Floats of one chunk's samples (maps x samples x pixels): 16 MB as float32, whatever the map size. No figure
 #: depends on it (:func:`compute`); on the 2-core development CPU the default run's evaluate took 65.0-65.7 s in
@@ -112,8 +110,7 @@ class EvaluationInputs:
     data: DatasetFiles
     cvae: CVAE
     flow: LatentFlow
-    baseline: Baseline
-    baselines: FittedBaselines
+    baseline_maps: str | os.PathLike  # every baseline's predictions of the test maps (baseline_maps.h5)
     settings: EvaluateSettings
     fov_rhalf: float  # the maps' field of view in half-mass radii (maps.fov_rhalf)
     noise: NoiseScales  # recalibrated noise scales, applied to every posterior
@@ -145,33 +142,6 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_json_ready(v) for v in value]
     return value
-
-
-class _Hdf5Rows:
-    """An HDF5 file written row block by row block into a temporary path, renamed into place on success."""
-
-    def __init__(self, path: str | os.PathLike, n_rows: int) -> None:
-        self.path, self.n_rows = path, n_rows
-
-    def __enter__(self) -> _Hdf5Rows:
-        self._atomic = atomic_output(self.path)
-        self.h5 = h5py.File(self._atomic.__enter__(), "w")
-        return self
-
-    def write(self, name: str, start: int, values: np.ndarray, dtype: Any = None) -> None:
-        """Rows ``start:start + len(values)`` of dataset ``name`` (created with N rows on first use)."""
-        values = np.asarray(values, dtype=dtype)
-        if name not in self.h5:
-            chunks = (1, *values.shape[1:]) if values.ndim >= 3 else None
-            self.h5.create_dataset(
-                name, shape=(self.n_rows, *values.shape[1:]), dtype=values.dtype, chunks=chunks,
-                compression="gzip" if values.ndim >= 2 else None,
-            )  # fmt: skip
-        self.h5[name][start : start + len(values)] = values
-
-    def __exit__(self, *exc: Any) -> None:
-        self.h5.close()
-        self._atomic.__exit__(*exc)
 
 
 @dataclass
@@ -219,8 +189,9 @@ def compute(
     mean_c, std_c = read_stats(inputs.data.stats)
     keep = min(settings.n_saved_samples, settings.n_samples) if samples_path is not None else 0
     with ExitStack() as files:
-        summaries = files.enter_context(_Hdf5Rows(summaries_path, n))
-        saved = files.enter_context(_Hdf5Rows(samples_path, n)) if keep else None
+        summaries = files.enter_context(Hdf5Rows(summaries_path, n))
+        baseline_maps = files.enter_context(BaselineMaps(inputs.baseline_maps, table))
+        saved = files.enter_context(Hdf5Rows(samples_path, n)) if keep else None
         for chunk in _chunks(inputs):
             rows = chunk.table.index.to_numpy()
             start = int(rows[0])
@@ -259,7 +230,7 @@ def compute(
                 example_rows[name].append(samples[mine, :EXAMPLE_SAMPLES].astype(np.float16))
                 if saved is not None and name == "flow":
                     saved.write("samples", start, samples[:, :keep], np.float16)
-            predictions = _baseline_predictions(inputs, chunk, scalars, mask)
+            predictions = baseline_maps.rows(start, start + len(chunk))
             p16, p84 = predictions.pop("trees_interval")
             for name, prediction in predictions.items():
                 integrated = integrated_fractions(prediction, weights, inputs.fov_rhalf)
@@ -275,7 +246,7 @@ def compute(
                 saved.write("truth", start, truth.astype(np.float16))
                 saved.write("mask", start, mask)
             log.info("evaluated test maps %d-%d of %d", start, start + len(chunk) - 1, n)
-        _write_tables(summaries, table, result, inputs)
+        _write_tables(summaries, table, result, baseline_maps.radial_profile())
         summaries.h5["examples/index"] = examples
         summaries.h5["examples/conditions"] = np.concatenate(example_conditions)
         summaries.h5["examples/conditions"].attrs["channels"] = list(result.channels)
@@ -295,26 +266,16 @@ def _channel_stats(mean: np.ndarray, std: np.ndarray, channels: tuple[str, ...])
     return mean[keep], std[keep]
 
 
-def _baseline_predictions(
-    inputs: EvaluationInputs, chunk: MapSet, scalars: torch.Tensor | None, mask: np.ndarray
-) -> dict[str, Any]:
-    """Every baseline's median maps of a chunk (n, P, P), and the trees' 16-84% interval (``trees_interval``)."""
-    context = scalar_values(chunk.table, inputs.baselines.scalars)
-    fitted = inputs.baselines.predict(chunk.conditions.numpy(), mask, context, workers=-1)
-    out: dict[str, Any] = {"deterministic": predict_baseline(inputs.baseline, chunk.conditions, scalars).numpy()}
-    out.update(fitted.point)
-    out["trees_interval"] = fitted.interval["trees"]
-    return out
-
-
-def _write_tables(summaries: _Hdf5Rows, table: pd.DataFrame, result: Evaluation, inputs: EvaluationInputs) -> None:
-    """The per-map columns of summaries.h5 that are known once every chunk is done."""
+def _write_tables(
+    summaries: Hdf5Rows, table: pd.DataFrame, result: Evaluation, radial: tuple[np.ndarray, np.ndarray]
+) -> None:
+    """The per-map columns of summaries.h5 that are known once every chunk is done; ``radial``: the radial
+    baseline's profile (radius [r_half], ex-situ fraction)."""
     boot_weights = galaxy_weights(table["galaxy_id"].to_numpy())[2]
     for column in ("subhalo_id", "snapshot", "galaxy_id", "exsitu_total", "log_mstar"):
         summaries.h5[column] = table[column].to_numpy()
     summaries.h5["map_weight"] = boot_weights
-    summaries.h5["radial/radius"] = inputs.baselines.radial.radius
-    summaries.h5["radial/exsitu"] = inputs.baselines.radial.exsitu
+    summaries.h5["radial/radius"], summaries.h5["radial/exsitu"] = radial
     for name, tally in result.posteriors.items():
         for a, values in tally.median.per_map().items():
             if a.startswith("integrated/"):

@@ -112,13 +112,14 @@ def job_threads(group):
     return config["resources"][group]["cpus"]
 
 
-def training_threads():
-    """threads: of train_cvae and train_baseline. On a cluster, the CPUs they ask for
-    (resources.train.cpus); on this machine at most half of --cores, so the two trainings,
-    which do not wait for each other, run side by side. Torch gains ~1.6x from a second thread,
-    so on 2 cores the pair takes the cVAE's one-thread time, not the sum of both at two threads
-    (README, Measured results: "Time")."""
-    cpus = job_threads("train")
+def side_by_side_threads(group):
+    """threads: of train_cvae, train_baseline and predict_baselines, which do not wait for the cVAE's
+    training. On a cluster, the CPUs they ask for (resources.<group>.cpus); on this machine at most
+    half of --cores, so they run beside train_cvae. Torch gains ~1.6x from a second thread, so on 2
+    cores the cVAE and the U-net take the cVAE's one-thread time, not the sum of both at two threads,
+    and the baselines' test maps are predicted meanwhile (README, Measured results: "Time").
+    """
+    cpus = job_threads(group)
     if not workflow.local_exec:
         return cpus
     return max(1, min(cpus, workflow.cores // 2))

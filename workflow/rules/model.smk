@@ -27,7 +27,7 @@ rule train_cvae:
         "results/benchmarks/train_cvae.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: training_threads()
+    threads: side_by_side_threads("train")
     resources:
         **job_resources("train"),
     params:
@@ -99,7 +99,7 @@ rule train_baseline:
         "results/benchmarks/train_baseline.tsv"
     conda:
         "../../envs/exsitu.yaml"
-    threads: training_threads()
+    threads: side_by_side_threads("train")
     resources:
         **job_resources("train"),
     params:
@@ -124,8 +124,7 @@ rule evaluate:
         **DATASET,
         cvae="results/models/cvae.pt",
         flow="results/models/flow.pt",
-        baseline="results/models/baseline.pt",
-        baselines="results/models/baselines.joblib",
+        baseline_maps="results/evaluation/baseline_maps.h5",
         noise_scale="results/models/noise_scale.json",
     output:
         **SAMPLES_OUTPUT,

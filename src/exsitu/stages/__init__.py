@@ -23,8 +23,8 @@ from exsitu.io import InputError
 #: Stage modules in pipeline order, one per Snakemake rule.
 STAGES: tuple[str, ...] = (
     "simulate_mock", "select", "tag", "plan", "project", "observe", "split", "relations", "model_card",
-    "train_cvae", "train_flow", "recalibrate", "train_baseline", "fit_baselines", "evaluate", "report",
-    "predict_catalogue",
+    "train_cvae", "train_flow", "recalibrate", "train_baseline", "fit_baselines", "predict_baselines",
+    "evaluate", "report", "predict_catalogue",
 )  # fmt: skip
 #: Commands for users that are not pipeline rules.
 TOOLS: tuple[str, ...] = ("predict",)

@@ -13,13 +13,12 @@ from exsitu.checkpoint import load_models
 from exsitu.dataset import DatasetFiles
 from exsitu.device import resolve_device
 from exsitu.evaluation import EvaluationInputs, compute, summarise, write_metrics
-from exsitu.fitted_baselines import load_baselines
 from exsitu.recalibration import read_noise_scales
 from exsitu.sample import sampling_layout
 from exsitu.settings import ConditionSettings, EvaluateSettings, MapSettings, PlanSettings, section_of
 from exsitu.stages import add_device_argument, run_stage, stage_parser
 
-MODELS = ("cvae", "flow", "baseline")
+MODELS = ("cvae", "flow")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -29,7 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--stats", required=True, help="normalisation.json")
     for name in MODELS:
         parser.add_argument(f"--{name}", required=True, help=f"trained {name} model file")
-    parser.add_argument("--baselines", required=True, help="fitted baselines (results/models/baselines.joblib)")
+    parser.add_argument(
+        "--baseline-maps", required=True, help="every baseline's test maps (results/evaluation/baseline_maps.h5)"
+    )
     parser.add_argument("--noise-scale", required=True, help="noise_scale.json of the recalibrate stage")
     add_device_argument(parser)
     parser.add_argument("--metrics", required=True, help="metrics.json to write")
@@ -42,14 +43,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("evaluate.n_saved_samples > 0 needs --samples (the samples.h5 to write)")
     conditions = section_of(args.settings, ConditionSettings, required=False)
     models = load_models({n: getattr(args, n) for n in MODELS}, device)
-    for name in ("cvae", "baseline"):  # the convolutional ones; the flow's MLPs have no layout
-        sampling_layout(models[name])
+    sampling_layout(models["cvae"])  # the convolutional one; the flow's MLPs have no layout
     inputs = EvaluationInputs(
         data=DatasetFiles(args.maps, args.split, args.stats, conditions.channels),
         cvae=models["cvae"],
         flow=models["flow"],
-        baseline=models["baseline"],
-        baselines=load_baselines(args.baselines),
+        baseline_maps=args.baseline_maps,
         settings=settings,
         fov_rhalf=section_of(args.settings, MapSettings).fov_rhalf,
         noise=read_noise_scales(args.noise_scale),
