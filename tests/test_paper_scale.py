@@ -49,6 +49,7 @@ RSS_BOUNDS_MB = {
     "train_baseline": 2500,
     "train_flow": 900,
     "fit_baselines": 600,  # measured 0.38 GB (a pixel subsample of the few training maps)
+    "predict_baselines": 800,  # measured 0.52 GB (torch, the U-net and the fitted baselines; U-net batches of 16 maps)
     "model_card": 500,
     "report": 600,
 }

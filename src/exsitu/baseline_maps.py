@@ -42,6 +42,9 @@ TREES_INTERVAL: tuple[str, str] = ("trees_p16", "trees_p84")
 #: Pixels (maps x P^2) predicted per pass: the fitted baselines hold ~100 bytes of features per pixel, so a pass
 #: stays near 0.1 GB whatever the map size.
 PASS_PIXELS = 2**20
+#: Pixels of one U-net batch: 256 maps of 32^2 (the sampler's batch), 16 of the paper's 128^2, whose activations
+#: take tens of MB per map.
+UNET_BATCH_PIXELS = 2**18
 #: The split.csv columns that name a map.
 MAP_KEY: tuple[str, ...] = ("shard", "row")
 
@@ -67,7 +70,9 @@ def predict_test_maps(
             mask = chunk.mask[:, 0].numpy()
             context = scalar_values(chunk.table, fitted.scalars)
             predicted = fitted.predict(chunk.conditions.numpy(), mask, context, workers=workers)
-            deterministic = predict_baseline(baseline, chunk.conditions, chunk.scalars(scalars))
+            deterministic = predict_baseline(
+                baseline, chunk.conditions, chunk.scalars(scalars), maps_in_budget(1, fitted.npix, UNET_BATCH_PIXELS)
+            )
             out.write("deterministic", start, deterministic.numpy())
             for name, values in predicted.point.items():
                 out.write(name, start, values)
