@@ -54,6 +54,13 @@ def stage_parser(module_file: str, doc: str | None) -> argparse.ArgumentParser:
     return parser
 
 
+def add_dataset_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--maps``, ``--split``, ``--stats``: the data set a model stage reads (``exsitu.dataset.DatasetFiles``)."""
+    parser.add_argument("--maps", nargs="+", required=True, help="map shards (results/maps or results/observed)")
+    parser.add_argument("--split", required=True, help="results/dataset/split.csv")
+    parser.add_argument("--stats", required=True, help="results/dataset/normalisation.json")
+
+
 def add_device_argument(parser: argparse.ArgumentParser) -> None:
     """``--device`` (config key ``device``) for the stages that run a network."""
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="auto: CUDA when present")

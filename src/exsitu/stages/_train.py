@@ -31,7 +31,7 @@ from exsitu.settings import (
     TrainSettings,
     section_of,
 )
-from exsitu.stages import add_device_argument, stage_parser
+from exsitu.stages import add_dataset_arguments, add_device_argument, stage_parser
 from exsitu.training import BatchTransform, fit, save_outputs
 
 log = logging.getLogger(__name__)
@@ -110,9 +110,7 @@ def map_model_training(
 def training_parser(module_file: str, doc: str | None) -> argparse.ArgumentParser:
     """The flags every training stage takes (see workflow/rules/model.smk)."""
     parser = stage_parser(module_file, doc)
-    parser.add_argument("--maps", nargs="+", required=True, help="map shards results/maps/shard_K.h5")
-    parser.add_argument("--split", required=True, help="results/dataset/split.csv")
-    parser.add_argument("--stats", required=True, help="results/dataset/normalisation.json")
+    add_dataset_arguments(parser)
     add_device_argument(parser)
     parser.add_argument("--checkpoint", required=True, help="per-epoch checkpoint, resumed when the stage reruns")
     parser.add_argument("--model", required=True, help="model file (best epoch)")

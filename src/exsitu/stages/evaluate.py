@@ -16,16 +16,14 @@ from exsitu.evaluation import EvaluationInputs, compute, summarise, write_metric
 from exsitu.recalibration import read_noise_scales
 from exsitu.sample import sampling_layout
 from exsitu.settings import ConditionSettings, EvaluateSettings, MapSettings, PlanSettings, section_of
-from exsitu.stages import add_device_argument, run_stage, stage_parser
+from exsitu.stages import add_dataset_arguments, add_device_argument, run_stage, stage_parser
 
 MODELS = ("cvae", "flow")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__file__, __doc__)
-    parser.add_argument("--maps", nargs="+", required=True, help="map shard files (HDF5)")
-    parser.add_argument("--split", required=True, help="split.csv")
-    parser.add_argument("--stats", required=True, help="normalisation.json")
+    add_dataset_arguments(parser)
     for name in MODELS:
         parser.add_argument(f"--{name}", required=True, help=f"trained {name} model file")
     parser.add_argument(

@@ -17,16 +17,14 @@ from exsitu.dataset import DatasetFiles
 from exsitu.fitted_baselines import MAX_PIXELS, fit_baselines, save_baselines
 from exsitu.priors import WEIGHTINGS
 from exsitu.settings import ConditionSettings, section_of
-from exsitu.stages import run_stage, stage_parser
+from exsitu.stages import add_dataset_arguments, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__file__, __doc__)
-    parser.add_argument("--maps", nargs="+", required=True, help="map shards (results/maps or results/observed)")
-    parser.add_argument("--split", required=True, help="results/dataset/split.csv")
-    parser.add_argument("--stats", required=True, help="results/dataset/normalisation.json")
+    add_dataset_arguments(parser)
     parser.add_argument("--weighting", choices=WEIGHTINGS, default="natural", help="training prior (default natural)")
     parser.add_argument("--max-pixels", type=int, default=MAX_PIXELS, help="training pixels used, at most")
     parser.add_argument("--seed", type=int, default=0, help="seed of the pixel subsample and the trees")

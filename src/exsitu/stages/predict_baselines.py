@@ -16,14 +16,12 @@ from exsitu.device import resolve_device
 from exsitu.fitted_baselines import load_baselines
 from exsitu.sample import sampling_layout
 from exsitu.settings import ConditionSettings, section_of
-from exsitu.stages import add_device_argument, run_stage, stage_parser
+from exsitu.stages import add_dataset_arguments, add_device_argument, run_stage, stage_parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__file__, __doc__)
-    parser.add_argument("--maps", nargs="+", required=True, help="map shard files (HDF5)")
-    parser.add_argument("--split", required=True, help="split.csv")
-    parser.add_argument("--stats", required=True, help="normalisation.json")
+    add_dataset_arguments(parser)
     parser.add_argument("--baseline", required=True, help="trained deterministic U-net (results/models/baseline.pt)")
     parser.add_argument("--baselines", required=True, help="fitted baselines (results/models/baselines.joblib)")
     parser.add_argument("--workers", type=int, default=1, help="threads of the lookup's tree query (default 1)")

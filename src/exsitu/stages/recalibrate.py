@@ -23,16 +23,14 @@ from exsitu.recalibration import CHUNK_ELEMENTS, fit_noise_scales, unscaled, wri
 from exsitu.residual_diagnostics import diagnose
 from exsitu.sample import maps_in_budget, sampling_layout
 from exsitu.settings import ConditionSettings, RecalibrateSettings, section_of
-from exsitu.stages import add_device_argument, run_stage, stage_parser
+from exsitu.stages import add_dataset_arguments, add_device_argument, run_stage, stage_parser
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = stage_parser(__file__, __doc__)
-    parser.add_argument("--maps", nargs="+", required=True, help="map shard files (HDF5)")
-    parser.add_argument("--split", required=True, help="split.csv")
-    parser.add_argument("--stats", required=True, help="normalisation.json")
+    add_dataset_arguments(parser)
     parser.add_argument("--cvae", required=True, help="trained cVAE (results/models/cvae.pt)")
     parser.add_argument("--flow", required=True, help="trained flow (results/models/flow.pt)")
     add_device_argument(parser)
