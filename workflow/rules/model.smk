@@ -25,6 +25,9 @@ rule train_cvae:
         "results/logs/train_cvae.log",
     benchmark:
         "results/benchmarks/train_cvae.tsv"
+    # The longest path of the DAG (cVAE, flow, recalibration, evaluation): started first when cores are
+    # short, so the U-net and the baselines fill the cores beside it, not the other way round.
+    priority: 1
     conda:
         "../../envs/exsitu.yaml"
     threads: side_by_side_threads("train")
@@ -50,6 +53,7 @@ rule train_flow:
         "results/logs/train_flow.log",
     benchmark:
         "results/benchmarks/train_flow.tsv"
+    priority: 1
     conda:
         "../../envs/exsitu.yaml"
     threads: job_threads("flow")
@@ -75,6 +79,7 @@ rule recalibrate:
         "results/logs/recalibrate.log",
     benchmark:
         "results/benchmarks/recalibrate.tsv"
+    priority: 1
     conda:
         "../../envs/exsitu.yaml"
     threads: job_threads("recalibrate")
