@@ -120,9 +120,11 @@ def side_by_side_threads(group):
     and the baselines' test maps are predicted meanwhile (README, Measured results: "Time").
     """
     cpus = job_threads(group)
-    if not workflow.local_exec:
+    # No --cores (snakemake --report, --list-rules, ...): nothing runs, the CPUs asked for stand.
+    cores = workflow.resource_settings.cores
+    if not workflow.local_exec or cores is None:
         return cpus
-    return max(1, min(cpus, workflow.cores // 2))
+    return max(1, min(cpus, cores // 2))
 
 
 def predict_inputs(wildcards):
