@@ -100,18 +100,23 @@ class BaselineMaps:
             self.h5 = h5py.File(self.path, "r")
         except (FileNotFoundError, OSError) as err:
             raise InputError(f"{self.path}: cannot read the baselines' test maps ({err})") from None
+        try:
+            self._check()
+        except InputError:
+            self.h5.close()
+            raise
+        return self
+
+    def _check(self) -> None:
         missing = [name for name in (*BASELINES, *TREES_INTERVAL, *MAP_KEY) if name not in self.h5]
         if missing:
-            self.h5.close()
             raise InputError(f"{self.path}: datasets {missing} are missing (not written by predict_baselines)")
         for column in MAP_KEY:
             if not np.array_equal(self.h5[column][:], self.table[column].to_numpy()):
-                self.h5.close()
                 raise InputError(
                     f"{self.path}: its rows are not the test maps of the split ({column} differs): "
                     "run predict_baselines again on this split"
                 )
-        return self
 
     def rows(self, start: int, stop: int) -> dict[str, Any]:
         """Rows ``start:stop``: every baseline's median maps, and the trees' interval as ``trees_interval``."""

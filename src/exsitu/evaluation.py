@@ -189,8 +189,9 @@ def compute(
     mean_c, std_c = read_stats(inputs.data.stats)
     keep = min(settings.n_saved_samples, settings.n_samples) if samples_path is not None else 0
     with ExitStack() as files:
-        summaries = files.enter_context(Hdf5Rows(summaries_path, n))
+        # The baselines' maps are checked before any output is opened.
         baseline_maps = files.enter_context(BaselineMaps(inputs.baseline_maps, table))
+        summaries = files.enter_context(Hdf5Rows(summaries_path, n))
         saved = files.enter_context(Hdf5Rows(samples_path, n)) if keep else None
         for chunk in _chunks(inputs):
             rows = chunk.table.index.to_numpy()
