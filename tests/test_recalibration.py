@@ -28,6 +28,8 @@ from exsitu.recalibration import (
     NoiseScaleFit,
     best_scale,
     best_scales,
+    constrained_scales,
+    coverage_curve,
     coverage_matched_diagonal,
     coverage_matched_scales,
     energy_scores,
@@ -233,6 +235,34 @@ def test_the_joint_fit_matches_integrated_and_pixel_coverage(true_scales: tuple[
         assert np.interp(np.log(fitted.diagonal), x, along) == pytest.approx(level, abs=0.05)
 
 
+@pytest.mark.parametrize("true_scales", [(0.4, 1.0), (1.0, 0.5)])
+def test_the_constrained_fit_is_the_scores_best_pair_whose_pixels_are_covered(true_scales: tuple[float, float]) -> None:
+    # Truth drawn from the predictive at true_scales: the constrained pair recovers the low-rank scale (and the
+    # diagonal where it sets the pixel widths: where the correlated part dominates, coverage hardly depends on
+    # it), its pixel coverage is matched (it lies on the coverage curve), and no pair of that curve, the coverage
+    # method's included, scores lower on the combined score.
+    n, k, p = 60, 32, 12
+    parts, mask, truth = _predictive_and_truth(true_scales, n, k, p, seed=5)
+    energy, variogram, *covered = grid_scores(parts, mask, truth, torch.ones(n), SCALES).numpy()
+    pixels = np.array(covered[: len(COVERAGE_TARGETS)]) / (n * p * p)
+    fitted = constrained_scales(SCALES, energy, variogram, pixels)
+    assert fitted.lowrank == pytest.approx(true_scales[0], rel=0.25)
+    if true_scales[0] < true_scales[1]:
+        assert fitted.diagonal == pytest.approx(true_scales[1], rel=0.25)
+    assert fitted.diagonal == coverage_matched_diagonal(SCALES, pixels, fitted.lowrank)
+    x, combined = np.log(SCALES), energy / energy.min() + variogram / variogram.min()
+
+    def score(pair: NoiseScales) -> float:
+        along = [np.interp(np.log(pair.lowrank), x, combined[:, j]) for j in range(len(x))]
+        return float(np.interp(np.log(pair.diagonal), x, along))
+
+    curve = coverage_curve(SCALES, pixels)
+    assert fitted in curve and score(fitted) == min(score(pair) for pair in curve)
+    lowrank = best_scales(SCALES, energy, variogram).lowrank
+    coverage_pair = NoiseScales(lowrank, coverage_matched_diagonal(SCALES, pixels, lowrank))
+    assert score(fitted) <= score(coverage_pair) + 1e-3  # the curve is sampled at 64 low-rank scales
+
+
 def graded_noise(true_slope: float, n: int = 120, k: int = 48, p: int = 10):
     """Independent noise only, with a mean logit that varies over each map from -4 to 4: the truth (n, p, p)
     drawn with the diagonal factor exp(true_slope |loc|), the draws (n x k maps) as trained (factor 1)."""
@@ -411,11 +441,13 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     energy, variogram = np.array(fitted["energy_score"]), np.array(fitted["variogram_score"])
     assert energy.shape == variogram.shape == (len(SCALES), len(SCALES)) and fitted["n_samples"] == 64
     noise = read_noise_scales(path)
-    assert fitted["method"] == "coverage"  # the default: the low-rank scale from the scores, the diagonal from coverage
+    # the default: the scores' best pair among those whose validation pixels are covered (its low-rank scale;
+    # the diagonal slope, on in the tiny config, then refits the diagonal at it)
+    assert fitted["method"] == "constrained"
     coverage = np.array([fitted["pixel_coverage"][str(level)] for level in COVERAGE_TARGETS])
     assert coverage.shape == (len(COVERAGE_TARGETS), len(SCALES), len(SCALES))
     assert np.all((coverage >= 0) & (coverage <= 1))
-    assert noise.lowrank == best_scales(np.array(scales), energy, variogram).lowrank
+    assert noise.lowrank == constrained_scales(np.array(scales), energy, variogram, coverage).lowrank
     # recalibrate.diagonal_slope (on in the tiny config): per slope a diagonal scale matched to the pooled
     # coverage; the fitted pair lies on that curve, at the slope of the least stratum misfit (refined between
     # grid slopes)

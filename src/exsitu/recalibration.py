@@ -31,7 +31,7 @@ surfaces go into the JSON.
 ``recalibrate.method: scores`` takes both scales from that minimum. Measured on the default mock
 it makes the per-pixel intervals too narrow (68% intervals covering 0.62 of the test pixels): the
 whole-map scores reward the sharpness of ~10^3 pixels at once and hardly see the width of each.
-``method: coverage`` (the default) keeps the low-rank scale of the scores, which sets the spread
+``method: coverage`` (the default until 2026-12-07) keeps the low-rank scale of the scores, which sets the spread
 of whole-map functionals (integrated fractions, profiles), and sets the diagonal scale, which
 sets the width of each pixel's interval beyond the correlated part, so that the galaxy-weighted
 share of validation pixels inside their central 68% and 95% intervals matches those levels (the
@@ -41,15 +41,23 @@ points; quantile recalibration in the sense of Kuleshov et al. 2018, ICML, with 
 The coverage surfaces go into the JSON as well. The former single scale (the ES minimum along lowrank = diagonal) is
 kept as ``noise_scale`` for consumers that apply one factor to the whole residual.
 
-``diagonal_slope`` (with ``method: coverage`` or ``joint``) lets the diagonal factor depend on the pixel's decoder
-mean, diagonal * exp(slope * |mean logit|) (``NoiseScales.diagonal_slope``): one factor for every pixel
+``method: constrained`` (the default) asks both questions at once: of the pairs whose per-pixel coverage matches (along
+lowrank, the coverage-matched diagonal, :func:`coverage_curve`), it takes the one the whole-map scores prefer.
+``coverage`` takes the low-rank scale of the scores' unconstrained minimum and then moves the diagonal alone; when
+that low-rank part is by itself about as wide as the pixel intervals may be, the matched diagonal falls to the
+grid's lowest scale, and the samples lose the pixel-to-pixel spread the truth has (measured on the MaNGA preset,
+whose intrinsic target varies on scales its PSF-blurred observables cannot resolve: README). The coverage pair
+lies on the same curve, so ``constrained`` never scores worse than it on the validation maps.
+
+``diagonal_slope`` (with ``method: constrained``, ``coverage`` or ``joint``) lets the diagonal factor depend on the
+pixel's decoder mean, diagonal * exp(slope * |mean logit|) (``NoiseScales.diagonal_slope``): one factor for every pixel
 leaves the pixels whose posterior median is near 0 or 1 under-covered and those in the middle
 over-covered, or the reverse, when the trained diagonal variance is off by a different amount at the
 ends than in the middle. A further pass over the same draws scores :data:`SLOPES` (grown past an end
 the best slope lies at, :func:`grown_slope_fit`) x the diagonal grid at the fitted low-rank scale
-(that of the scores, or with ``joint`` that of the integrated fraction), per posterior-median stratum
-(those of the evaluation, ``exsitu.calibration.MEDIAN_STRATUM_EDGES``; a pixel's stratum is the median
-of its draws' decoder means, so that it does not move with the candidate); per slope the diagonal
+(that of the scores, of the constrained pair, or with ``joint`` that of the integrated fraction), per
+posterior-median stratum (those of the evaluation, ``exsitu.calibration.MEDIAN_STRATUM_EDGES``; a pixel's
+stratum is the median of its draws' decoder means, so that it does not move with the candidate); per slope the diagonal
 scale is matched to the pooled coverage as above, and the slope whose strata come closest to 68% and
 95% (least squares, every stratum with at least :data:`MIN_STRATUM_SHARE` of the pixels counting the
 same) is kept. It is recalibration conditional on the prediction, with one parameter more, fitted on
@@ -116,7 +124,7 @@ log = logging.getLogger(__name__)
 SCALES = 2.0 ** (np.arange(-8, 3) / 2)
 #: Central-interval levels whose per-pixel coverage ``method: coverage`` matches on the validation maps.
 COVERAGE_TARGETS: tuple[float, ...] = (0.68, 0.95)
-METHODS = ("coverage", "joint", "scores")
+METHODS = ("constrained", "coverage", "joint", "scores")
 #: Candidate slopes [per logit] of the diagonal factor (``NoiseScales.diagonal_slope``) that
 #: ``recalibrate.diagonal_slope`` fits: -0.3 to 0.3 in steps of 0.1, around no slope; the best is refined
 #: by a parabola, and the grid grows past an end the best slope lies at (:func:`grown_slope_fit`). Each
@@ -382,9 +390,38 @@ def coverage_matched_scales(
         covered = [_bilinear(x, level, np.log(pair.lowrank), np.log(pair.diagonal)) for level in integrated_coverage]
         return float(((np.asarray(covered) - np.asarray(levels)) ** 2).sum())
 
+    return min(coverage_curve(scales, pixel_coverage, levels), key=misfit)
+
+
+def constrained_scales(
+    scales: np.ndarray,
+    energy: np.ndarray,
+    variogram: np.ndarray,
+    pixel_coverage: np.ndarray,
+    levels: Sequence[float] = COVERAGE_TARGETS,
+) -> NoiseScales:
+    """(lowrank, diagonal) for ``method: constrained`` (module doc): of the pairs along
+    :func:`coverage_curve` (per-pixel coverage matched), the one with the lowest ES / min ES + VS / min VS.
+
+    energy, variogram: (L, L) validation scores, lowrank x diagonal on ``scales``; pixel_coverage as in
+    :func:`coverage_matched_scales`. Scores are interpolated linearly in log scale.
+    """
+    x = np.log(np.asarray(scales, dtype=np.float64))
+    combined = energy / energy.min() + variogram / variogram.min()
+    return min(
+        coverage_curve(scales, pixel_coverage, levels),
+        key=lambda pair: _bilinear(x, combined, np.log(pair.lowrank), np.log(pair.diagonal)),
+    )
+
+
+def coverage_curve(
+    scales: np.ndarray, pixel_coverage: np.ndarray, levels: Sequence[float] = COVERAGE_TARGETS
+) -> list[NoiseScales]:
+    """The pairs whose per-pixel coverage matches ``levels``: 64 low-rank scales spaced evenly in log
+    scale over ``scales``, each with its :func:`coverage_matched_diagonal`."""
+    x = np.log(np.asarray(scales, dtype=np.float64))
     lowranks = [float(s) for s in np.exp(np.linspace(x[0], x[-1], 64))]
-    pairs = [NoiseScales(s, coverage_matched_diagonal(scales, pixel_coverage, s, levels)) for s in lowranks]
-    return min(pairs, key=misfit)
+    return [NoiseScales(s, coverage_matched_diagonal(scales, pixel_coverage, s, levels)) for s in lowranks]
 
 
 def stratum_grid(
@@ -523,6 +560,12 @@ METHOD_DESCRIPTIONS = {
     "scores": _SCORES,
     "coverage": _SCORES.replace(": (lowrank, diagonal) minimise", ": lowrank minimises", 1)
     + "; diagonal: the per-pixel coverage of the central 68% and 95% intervals matches those levels at that lowrank",
+    "constrained": _SCORES.replace(
+        "over the grid",
+        "among the pairs whose per-pixel coverage of the central 68% and 95% intervals matches those levels "
+        "(along lowrank, the coverage-matched diagonal)",
+        1,
+    ),
     "joint": _SCORES.replace(": (lowrank, diagonal) minimise", ": scores (reported) of", 1)
     + "; lowrank: the validation maps' integrated ex-situ fraction (field of view) is inside its central 68% and "
     "95% intervals at those rates; diagonal: the per-pixel coverage of those intervals matches them at that lowrank",
@@ -593,6 +636,8 @@ def fit_noise_scales(
         noise = NoiseScales(noise.lowrank, coverage_matched_diagonal(scales, coverage, noise.lowrank))
     elif settings.method == "joint":
         noise = coverage_matched_scales(scales, coverage, integrated)
+    elif settings.method == "constrained":
+        noise = constrained_scales(scales, energy, variogram, coverage)
     if settings.diagonal_slope and settings.method != "scores":
         noise, slope_fit = _fit_slope(validation, lowrank=noise.lowrank, slopes=slopes, scales=scales, classes=classes)
     noise = replace(classes, lowrank=noise.lowrank, diagonal=noise.diagonal, diagonal_slope=noise.diagonal_slope)

@@ -303,8 +303,8 @@ class RecalibrateSettings(Section):
     enabled: bool
     n_samples: int
     seed: int
-    method: str  # coverage | joint | scores (exsitu.recalibration)
-    diagonal_slope: bool  # with method coverage or joint: fit NoiseScales.diagonal_slope to the posterior-median strata
+    method: str  # constrained | coverage | joint | scores (exsitu.recalibration)
+    diagonal_slope: bool  # with any method but scores: fit NoiseScales.diagonal_slope to the posterior-median strata
     clip_classes: bool = True  # with cvae.hurdle: Platt-scale the clip classes first (exsitu.hurdle_calibration)
 
 

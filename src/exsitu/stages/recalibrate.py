@@ -2,9 +2,9 @@
 
 Two scales, one on the correlated (low-rank) and one on the independent (diagonal) part of the map
 likelihood's residual, fitted with the energy and variogram scores of the flow's full predictive
-(``exsitu.recalibration``; ``recalibrate.method: coverage`` sets the diagonal one to the per-pixel
-coverage of the validation maps instead); with ``recalibrate.enabled: false`` both are 1 (the likelihood as
-trained). The JSON also holds the residual diagnostics of the validation maps
+(``exsitu.recalibration``; the default ``recalibrate.method: constrained`` takes the best pair of those
+whose per-pixel coverage of the validation maps is nominal); with ``recalibrate.enabled: false`` both are 1
+(the likelihood as trained). The JSON also holds the residual diagnostics of the validation maps
 (``exsitu.residual_diagnostics``), as trained and at the fitted scales. evaluate and the model card
 (hence ``exsitu predict``) use the scales. The validation maps are streamed in chunks; their draws are kept
 between the fit's passes only up to ``exsitu.recalibration.CACHE_BYTES``, so memory stays bounded at any size.
@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if slopes and fit.noise.diagonal_slope in (slopes[0], slopes[-1]):
             log.warning("the diagonal slope is at the end of the searched range [%g, %g]", slopes[0], slopes[-1])
         if settings.diagonal_slope and not fit.slope_fit:
-            log.warning("recalibrate.diagonal_slope is ignored with method %r (it needs coverage or joint)", fit.method)
+            log.warning("recalibrate.diagonal_slope is ignored with method %r (it needs another method)", fit.method)
         log.info(
             "noise scales (%s): low-rank %.3f, diagonal %.3f, diagonal slope %.3f per logit (single factor %.3f) "
             "from %d validation maps of %d galaxies (%d samples each)",
