@@ -30,6 +30,7 @@ from exsitu.radial import pixel_radius, profile_from_pixels
 from exsitu.sample import predict_baseline, sampling_layout
 from exsitu.scalars import scalar_values
 from exsitu.settings import ConditionSettings, section_of
+from exsitu.spatial_scales import SMOOTHING_PIXELS
 from exsitu.stages import (
     evaluate,
     fit_baselines,
@@ -114,6 +115,9 @@ def check_schema(metrics: dict) -> None:
             assert sum(b["n_maps"] for b in integrated["by_median"]) == integrated["n_maps"]
         check_estimate(block["scores"]["energy"], 0, math.inf)
         check_estimate(block["scores"]["variogram"], 0, math.inf)
+        assert block["spread_by_scale"]["smoothing_pixels"] == SMOOTHING_PIXELS
+        for scale in ("smooth", "rough"):
+            check_estimate(block["spread_by_scale"][scale], 0, math.inf)
     for name in BASELINES:
         check_point(metrics["baselines"][name], n_maps, n_pixels)
     check_estimate(metrics["baselines"]["trees"]["coverage_68"], 0, 1)

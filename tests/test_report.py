@@ -123,6 +123,9 @@ def test_report_tables_show_the_metrics(tiny_report) -> None:
     row = made["functional_by_median"].loc[("flow", first_bin["label"])]
     assert row["truth below the 68% interval"] == tables.interval(first_bin["below"], 3)
     assert made["scores"].loc["flow", "variogram score"] == tables.interval(flow["scores"]["variogram"])
+    assert made["scores"].loc["flow", "error / spread, rough part"] == tables.interval(
+        flow["spread_by_scale"]["rough"], 3
+    )
     assert made["likelihood"].loc["likelihood family", "value"] == metrics["likelihood"]["family"]
     clip_row = made["likelihood"].loc["pixels at the clip enter as (cvae.censored, cvae.hurdle)", "value"]
     assert metrics["likelihood"]["clip_model"] == "hurdle" and clip_row == tables.CLIP_MODELS["hurdle"]

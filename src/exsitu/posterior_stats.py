@@ -8,7 +8,8 @@ radius; mass terciles from the per-map totals; truth for the figure), CRPS, TARP
 whole maps with both references, the functionals astronomers quote (``exsitu.functionals``:
 integrated fractions, radial-profile rings, the gradient) and the mass shares at the clip, with their PIT
 and posterior quantiles,
-and both whole-map scores (energy and variogram, ``exsitu.recalibration.sample_scores``).
+both whole-map scores (energy and variogram, ``exsitu.recalibration.sample_scores``), and the squared error
+against the samples' spread by spatial scale (``exsitu.spatial_scales``).
 :meth:`PosteriorTally.summary` gives the posterior's block of metrics.json.
 """
 
@@ -38,6 +39,7 @@ from exsitu.functionals import APERTURES, functional_names, map_functionals
 from exsitu.point_metrics import PointTally
 from exsitu.recalibration import sample_scores
 from exsitu.sample import maps_in_budget
+from exsitu.spatial_scales import SCALES, SMOOTHING_PIXELS, error_and_spread
 
 #: Levels of the stratified coverage and of the functionals' coverage.
 STRATUM_LEVELS: tuple[float, ...] = (0.68, 0.95)
@@ -120,6 +122,7 @@ class PosteriorTally:
             std=np.where(mask, std, 0.0).sum(axis=(1, 2)),
             energy=stats["energy"],
             variogram=stats["variogram"],
+            **{name: stats[name] for scale in SCALES for name in (f"error/{scale}", f"spread/{scale}")},
             **{f"tarp/{ref}": v for ref, v in tarp.items()},
             **{f"pit/{name}": v for name, v in functional_pit.items()},
             **{f"true/{name}": v for name, v in true.items()},
@@ -132,7 +135,8 @@ class PosteriorTally:
     ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         """The statistics of ``add`` that need no random numbers, slice of :data:`SLICE_ELEMENTS` by slice: the
         ``median``, ``mean`` and ``std`` maps and the ``crps`` per pixel (n, P, P) (0 off the galaxy) and the
-        ``energy`` and ``variogram`` scores (n,); then every functional of every sample (name -> (n, K)).
+        ``energy`` and ``variogram`` scores and the ``error/<scale>`` and ``spread/<scale>`` sums of
+        ``exsitu.spatial_scales`` (n,); then every functional of every sample (name -> (n, K)).
 
         Each is computed map by map, so the slices give the values of the whole chunk bit for bit.
         """
@@ -147,7 +151,8 @@ class PosteriorTally:
             scores = sample_scores(s, t, m)
             stats.append(
                 {"median": np.median(s, axis=1), "mean": s.mean(axis=1), "std": s.std(axis=1), "crps": pixel_crps,
-                 "energy": scores["energy"].numpy(), "variogram": scores["variogram"].numpy()}
+                 "energy": scores["energy"].numpy(), "variogram": scores["variogram"].numpy(),
+                 **error_and_spread(s, t, m)}
             )  # fmt: skip
             sampled.append(map_functionals(s, weights[rows][:, None], self.fov_rhalf, self.clip))
         return _joined(stats), _joined(sampled)
@@ -167,7 +172,8 @@ class PosteriorTally:
         rank histogram (with a KS test of uniformity) and the number of maps it is defined on, and for the
         integrated fractions ``by_median``, the coverage in bins of their posterior median with the shares of
         truths below and above the 68% interval (``exsitu.calibration.functional_coverage_by_median``); ``scores``:
-        the energy and variogram scores per map.
+        the energy and variogram scores per map; ``spread_by_scale``: per spatial scale the squared error over the
+        samples' spread (sums over galaxy pixels and maps), 1 for a calibrated posterior (``exsitu.spatial_scales``).
         """
         pixels = self.median.per_map()["pixels"]
         true_integrated = {a: self.per_map(f"true/integrated_{a}") for a in APERTURES}
@@ -212,4 +218,11 @@ class PosteriorTally:
             "tarp": {ref: tarp_summary(self.per_map(f"tarp/{ref}"), boot).to_dict() for ref in TARP_REFERENCES},
             "functionals": functionals,
             "scores": {name: boot.mean(self.per_map(name)).to_dict() for name in ("energy", "variogram")},
+            "spread_by_scale": {
+                "smoothing_pixels": SMOOTHING_PIXELS,
+                **{
+                    scale: boot.ratio(self.per_map(f"error/{scale}"), self.per_map(f"spread/{scale}")).to_dict()
+                    for scale in SCALES
+                },
+            },
         }

@@ -259,7 +259,11 @@ def _calibration(page: _Page) -> None:
     page.heading(3, "Whole-map scores and the likelihood")
     page.text(
         "Energy score (strictly proper; in ~10^3 dimensions mostly the total variance) and variogram score of "
-        "order 1/2 (the spread of differences between pixels, which the correlations set), per test map."
+        "order 1/2 (the spread of differences between pixels, which the correlations set), per test map. Then "
+        "the squared distance of the truth from the samples over the samples' distance from each other, E|y - X|^2 "
+        "/ E|X - X'|^2, of each map's smooth part (a Gaussian average over the galaxy's pixels) and of the rough "
+        "rest: 1 at every scale for a calibrated posterior; above 1 where the samples lack spread at that scale, "
+        "below where they have too much (exsitu.spatial_scales)."
     )
     page.table("scores")
     page.table("likelihood")

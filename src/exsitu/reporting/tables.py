@@ -245,14 +245,19 @@ def functional_by_median_table(metrics: Mapping[str, Any], functional: str = "in
 
 
 def scores_table(metrics: Mapping[str, Any]) -> pd.DataFrame:
-    """Per posterior: mean energy and variogram scores per test map (lower is better), with intervals."""
-    return pd.DataFrame.from_dict(
-        {
-            name: {f"{score} score": interval(block["scores"][score]) for score in ("energy", "variogram")}
-            for name, block in metrics["modes"].items()
-        },
-        orient="index",
-    )
+    """Per posterior: mean energy and variogram scores per test map (lower is better), and the squared error over
+    the samples' spread of the smooth and rough parts of the maps (1 when calibrated), with intervals."""
+
+    def row(block: Mapping[str, Any]) -> dict[str, str]:
+        by_scale = block["spread_by_scale"]
+        sigma = by_scale["smoothing_pixels"]
+        return {
+            **{f"{score} score": interval(block["scores"][score]) for score in ("energy", "variogram")},
+            f"error / spread, smooth part (sigma {sigma:g} px)": interval(by_scale["smooth"], 3),
+            "error / spread, rough part": interval(by_scale["rough"], 3),
+        }
+
+    return pd.DataFrame.from_dict({name: row(block) for name, block in metrics["modes"].items()}, orient="index")
 
 
 #: What each clip model of metrics.json's ``likelihood.clip_model`` means, for the report.
