@@ -33,8 +33,9 @@ def smooth_part(maps: np.ndarray, mask: np.ndarray, sigma: float = SMOOTHING_PIX
         return ndimage.gaussian_filter(a, [0.0] * (a.ndim - 2) + [sigma, sigma], mode="constant")
 
     weight = mask.astype(np.float32)
-    total = blur(np.where(mask, maps, 0.0).astype(np.float32))
-    return np.where(mask, total / np.maximum(blur(weight), 1e-12), 0.0).astype(np.float32)
+    # The normalisation is computed on the mask's own shape (one per map, not per sample) and is 0 off the galaxy.
+    scale = weight / np.maximum(blur(weight), np.float32(1e-12))
+    return blur(np.multiply(maps, weight, dtype=np.float32)) * scale
 
 
 def error_and_spread(
@@ -51,8 +52,8 @@ def error_and_spread(
     if samples.shape[1] < 2:
         raise ValueError(f"the spread needs at least 2 samples per map, got {samples.shape[1]}")
     m = mask.astype(bool)
-    x = np.where(m[:, None], samples, 0.0).astype(np.float32)
-    y = np.where(m, truth, 0.0).astype(np.float32)
+    x = np.multiply(samples, m[:, None], dtype=np.float32)
+    y = np.multiply(truth, m, dtype=np.float32)
     xs, ys = smooth_part(x, m[:, None], sigma), smooth_part(y, m, sigma)
     out = {}
     for scale, (a, b) in zip(SCALES, ((xs, ys), (x - xs, y - ys))):
