@@ -28,6 +28,7 @@ from exsitu.recalibration import (
     NoiseScaleFit,
     best_scale,
     best_scales,
+    combined_score,
     constrained_scales,
     coverage_curve,
     coverage_matched_diagonal,
@@ -250,7 +251,7 @@ def test_the_constrained_fit_is_the_scores_best_pair_whose_pixels_are_covered(tr
     if true_scales[0] < true_scales[1]:
         assert fitted.diagonal == pytest.approx(true_scales[1], rel=0.25)
     assert fitted.diagonal == coverage_matched_diagonal(SCALES, pixels, fitted.lowrank)
-    x, combined = np.log(SCALES), energy / energy.min() + variogram / variogram.min()
+    x, combined = np.log(SCALES), combined_score(energy, variogram)
 
     def score(pair: NoiseScales) -> float:
         along = [np.interp(np.log(pair.lowrank), x, combined[:, j]) for j in range(len(x))]
