@@ -79,6 +79,21 @@ def test_tiny_run_report_is_self_contained(tiny_run: Path, tiny_report) -> None:
         assert f"<th>{stage}</th>" in text
 
 
+def test_the_headline_reads_the_spread_by_scale_from_its_intervals() -> None:
+    # The MaNGA preset under recalibrate.method: coverage, and a calibrated smooth part.
+    sentence = compute.spread_by_scale_sentence(
+        {"smoothing_pixels": 1.5, "smooth": {"value": 0.87, "low": 0.80, "high": 0.95},
+         "rough": {"value": 2.53, "low": 2.32, "high": 2.76}}
+    )  # fmt: skip
+    assert "rough part 2.530" in sentence and "(the samples lack spread there)" in sentence
+    assert "(the samples spread more than the truth does)" in sentence
+    calibrated = compute.spread_by_scale_sentence(
+        {"smoothing_pixels": 1.5, "smooth": {"value": 1.0, "low": 0.9, "high": 1.1},
+         "rough": {"value": 0.98, "low": 0.9, "high": 1.05}}
+    )  # fmt: skip
+    assert "lack" not in calibrated and "more than" not in calibrated
+
+
 def test_report_tables_show_the_metrics(tiny_report) -> None:
     data, made, text = tiny_report
     metrics, diagnostics = data.metrics, data.noise_scale["diagnostics"]
@@ -126,6 +141,7 @@ def test_report_tables_show_the_metrics(tiny_report) -> None:
     assert made["scores"].loc["flow", "error / spread, rough part"] == tables.interval(
         flow["spread_by_scale"]["rough"], 3
     )
+    assert compute.spread_by_scale_sentence(flow["spread_by_scale"]) in text  # the headline
     assert made["likelihood"].loc["likelihood family", "value"] == metrics["likelihood"]["family"]
     clip_row = made["likelihood"].loc["pixels at the clip enter as (cvae.censored, cvae.hurdle)", "value"]
     assert metrics["likelihood"]["clip_model"] == "hurdle" and clip_row == tables.CLIP_MODELS["hurdle"]

@@ -132,7 +132,28 @@ def headline(metrics: Mapping[str, Any]) -> str:
         f"Per-pixel coverage of the flow posterior: {tables.interval(flow['coverage']['0.68'], 3)} at 68%, "
         f"{tables.interval(flow['coverage']['0.95'], 3)} at 95%; TARP ATC "
         f"{tables.interval(flow['tarp']['uniform']['atc'], 3)} (uniform references), "
-        f"{tables.interval(flow['tarp']['posterior']['atc'], 3)} (held-out posterior reference)."
+        f"{tables.interval(flow['tarp']['posterior']['atc'], 3)} (held-out posterior reference). "
+        + spread_by_scale_sentence(flow["spread_by_scale"])
+    )
+
+
+def spread_by_scale_sentence(by_scale: Mapping[str, Any]) -> str:
+    """What the squared error over the samples' spread of each map's smooth and rough parts says (1 when calibrated;
+    ``exsitu.spatial_scales``), with the reading of each interval that excludes 1."""
+
+    def reading(scale: str) -> str:
+        estimate = by_scale[scale]
+        text = f"{scale} part {tables.interval(estimate, 3)}"
+        if estimate["low"] > 1:
+            return text + " (the samples lack spread there)"
+        if estimate["high"] < 1:
+            return text + " (the samples spread more than the truth does)"
+        return text
+
+    return (
+        "Squared distance of the truth from the samples over the samples' from each other (1 when calibrated): "
+        + "; ".join(reading(scale) for scale in ("smooth", "rough"))
+        + "."
     )
 
 
