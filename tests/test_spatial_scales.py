@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from exsitu.spatial_scales import error_and_spread, smooth_part
+from exsitu.spatial_scales import SMOOTHING_PIXELS, blur_matrix, error_and_spread, smooth_part
 
 N, K, P = 200, 24, 16
 
@@ -62,6 +62,11 @@ def test_pixels_off_the_galaxy_count_for_nothing_and_a_constant_stays_constant()
     after = error_and_spread(np.where(mask[:, None], samples, 9.0), np.where(mask, truth, -9.0), mask)
     for name in before:
         np.testing.assert_allclose(after[name], before[name], rtol=1e-6)
+    # The matrix blur is scipy's Gaussian filter with zeros beyond the grid.
+    b, field = blur_matrix(P), truth[0]
+    np.testing.assert_allclose(
+        b @ field @ b.T, ndimage.gaussian_filter(field, SMOOTHING_PIXELS, mode="constant"), rtol=1e-5, atol=1e-6
+    )
     constant = smooth_part(np.full((4, P, P), 0.3), mask)
     np.testing.assert_allclose(constant[mask], 0.3, rtol=1e-6)
     assert np.all(constant[~mask] == 0)
