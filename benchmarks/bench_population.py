@@ -19,7 +19,12 @@ particles, so the rho(f_ex, R1/2) check is left to the relations stage (``bench_
 Behroozi's dwarf slope alone. It measures how much of the low-mass ex-situ fraction that slope sets (README,
 "Where the low-mass ex-situ fractions come from").
 
+``--quench-log-mstar`` sets the in-situ quenching mass (``exsitu.mock.assembly.QUENCH_LOG_MSTAR``), the
+parameter scanned when the halo draw was made exact; the last line, the pooled deviations from TNG100 in units of
+the tolerances (RMS and worst over the 28 f_ex and share checks), is the score of that scan.
+
     python benchmarks/bench_population.py [--universes 40] [--n-galaxies 750] [--first-seed 1000] [--shmr NAME]
+                                          [--quench-log-mstar 10.5]
 """
 
 from __future__ import annotations
@@ -60,15 +65,25 @@ def _fmt(value: float | None) -> str:
     return "  n/a" if value is None else f"{value:.3f}"
 
 
+def _in_tolerances(check: dict) -> float:
+    """How far a check's mock figure is from TNG100's in units of its tolerance (shares: of the log ratio)."""
+    if check["what"] == "share":
+        return abs(np.log(check["mock"] / check["tng100"])) / np.log(check["tolerance"])
+    return abs(check["mock"] - check["tng100"]) / check["tolerance"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--universes", type=int, default=40)
     parser.add_argument("--n-galaxies", type=int, default=750)
     parser.add_argument("--first-seed", type=int, default=1000)
     parser.add_argument("--shmr", choices=RELATIONS, default="kravtsov2018", help="stellar-to-halo mass relation")
+    parser.add_argument("--quench-log-mstar", type=float, default=assembly.QUENCH_LOG_MSTAR)
     parser.add_argument("--json", help="also write the pass rates and pooled percentiles here")
     args = parser.parse_args()
-    assembly.SHMR = RELATIONS[args.shmr]  # before the first draw: the population caches its median relation
+    # Before the first draw: the population caches its median relation.
+    assembly.SHMR = RELATIONS[args.shmr]
+    assembly.QUENCH_LOG_MSTAR = args.quench_log_mstar
     seeds = range(args.first_seed, args.first_seed + args.universes)
     if 42 in seeds:
         parser.error("seed 42 is the default universe's; choose --first-seed so that it is left out")
@@ -102,6 +117,10 @@ def main() -> None:
         ref = " / ".join(_fmt(tng[k]) for k in ("fex_p16", "fex_median", "fex_p84"))
         split = f"{_fmt(row['fex_median_centrals'])} / {_fmt(row['fex_median_satellites'])}"
         print(f"{tng['log_mstar'][0]:.2f}-{tng['log_mstar'][1]:.2f}  {mock}   {ref}   {split}")
+    deviations = np.array([_in_tolerances(c) for c in pooled["checks"] if c["what"] != "mean_rho"])
+    rms, worst = float(np.sqrt(np.mean(deviations**2))), float(deviations.max())
+    print(f"pooled deviation from TNG100 in tolerances: RMS {rms:.2f}, worst {worst:.2f}", end=" ")
+    print(f"(quenching at 10^{args.quench_log_mstar})")
     if args.json:
         keys = ("log_mstar", "n", "share", "fex_p16", "fex_median", "fex_p84")
         record = {
@@ -112,6 +131,8 @@ def main() -> None:
             "pass_rates": rates,
             "all_passed_share": float(np.mean(every)),
             "pooled": [{k: row[k] for k in keys} for row in pooled["bins"]],
+            "quench_log_mstar": args.quench_log_mstar,
+            "pooled_deviation": {"rms": rms, "worst": worst},
             "tng100": tng100_population()["bins"],
         }
         Path(args.json).write_text(json.dumps(record, indent=1))

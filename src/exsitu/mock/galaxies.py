@@ -54,7 +54,7 @@ from exsitu.mock.assembly import (
 from exsitu.mock.debris import debris
 from exsitu.mock.dynamics import Potential, frame, spheroid
 from exsitu.mock.particles import Particles
-from exsitu.mock.population import central_share, draw_assembly, sample_log_mstar
+from exsitu.mock.population import central_share, draw_assembly, min_log_mstar, sample_log_mstar
 from exsitu.units import ZSUN
 
 DISC_GRADIENT_DEX = -0.1  # per disc scale length (Sanchez et al. 2014, A&A 563, A49: ~ -0.1 dex / R_e)
@@ -110,15 +110,19 @@ def draw_population(rng: np.random.Generator, n: int) -> list[GalaxyModel]:
     """``n`` z=0 galaxies above 1e10 Msun: TNG100's stellar mass function and central share."""
     log_m = sample_log_mstar(rng, n)
     satellite = rng.uniform(size=n) > central_share(log_m)
-    return [draw_galaxy(rng, float(m), bool(s)) for m, s in zip(log_m, satellite)]
+    return [draw_galaxy(rng, float(m), bool(s), min_log_mstar()) for m, s in zip(log_m, satellite)]
 
 
-def draw_galaxy(rng: np.random.Generator, log_mstar: float, satellite: bool = False) -> GalaxyModel:
-    """One z=0 galaxy of the given mass: its halo and assembly history, structure and spin, with scatter in each.
+def draw_galaxy(
+    rng: np.random.Generator, log_mstar: float, satellite: bool = False, floor_log_mstar: float = -np.inf
+) -> GalaxyModel:
+    """One z=0 galaxy of about the given mass (within 0.05 dex, not below ``floor_log_mstar``): its halo and
+    assembly history, structure and spin, with scatter in each.
 
     The bulge share of the in-situ stars grows with mass (Gallazzi et al. 2005, MNRAS 362, 41).
     """
-    assembly = draw_assembly(rng, log_mstar, satellite)
+    assembly = draw_assembly(rng, log_mstar, satellite, floor_log_mstar)
+    log_mstar = assembly.log_mstar  # the candidate's own (exsitu.mock.population)
     history = assembly.history
     spin = rng.normal(size=3)
     spin /= np.linalg.norm(spin)

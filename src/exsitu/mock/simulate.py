@@ -56,7 +56,7 @@ def _members(rng: np.random.Generator, mains: list[GalaxyModel]) -> tuple[list[M
             members.append(Member(mains[i], len(centrals) - 1, True, 1, int(i)))
     groups = [g for g, _ in centrals]
     for _ in range(max(1, n // 10)):  # non-cosmological clumps: above the cut but SubhaloFlag=0
-        members.append(satellite(draw_galaxy(rng, rng.uniform(10.0, 10.6), True), int(rng.choice(groups)), 0, -1))
+        members.append(satellite(draw_galaxy(rng, rng.uniform(10.0, 10.6), True, 10.0), int(rng.choice(groups)), 0, -1))
     for _ in range(max(2, n // 5)):  # dwarfs below the mass cut
         members.append(satellite(draw_galaxy(rng, rng.uniform(8.7, 9.9), True), int(rng.choice(groups)), 1, -1))
     return members, len(centrals)
