@@ -20,10 +20,11 @@ from exsitu.mock.galaxies import draw_galaxy, draw_population, make_particles
 from exsitu.relations import compare_with_tng100, half_mass_radius_kpc
 from exsitu.units import ZSUN
 
-#: Checks the mock misses at this population size, with how far it may be from TNG100 (absolute): the
-#: ex-situ fractions of 10^11.25-10^11.5 Msun galaxies have too long a low tail (the README reports it).
-#: The test keeps the miss from growing; every other check must hold at its tolerance.
-KNOWN_MISSES = {("fex_median", "11.25-11.50"): 0.07, ("fex_p16", "11.25-11.50"): 0.13}
+#: Checks the mock misses at this population size, with how far it may be from TNG100 (absolute). Pooled over 20
+#: universes of 750 galaxies (seeds 1000-1019, README) the median of 10^10.5-10^10.75 Msun galaxies is 0.025 low
+#: (0.036 here) and the p16 of 10^11-10^11.25 0.063 high (within the tolerance here). The test keeps the misses from
+#: growing; every other check must hold at its tolerance.
+KNOWN_MISSES = {("fex_median", "10.50-10.75"): 0.045, ("fex_p16", "11.00-11.25"): 0.08}
 N_POPULATION = 6000  # galaxies for the ex-situ fractions and the mass function (~20 s per 1000)
 N_SIZES = 1500  # of them, made into particles for the sizes (~15 ms each)
 
