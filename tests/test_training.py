@@ -184,6 +184,28 @@ def test_per_map_weights_shift_the_optimum_and_weight_the_history(tmp_path: Path
         fit(Location(), (x,), (x,), settings, CPU, tmp_path / "bad.pt", val_weights=-weights)
 
 
+class WeighedLocation(Location):
+    """Location whose loss also reports the KL weight ``beta`` it was given, as an extra."""
+
+    def loss(self, x: torch.Tensor, *, beta: float) -> tuple[torch.Tensor, dict]:
+        losses, extras = super().loss(x)
+        return losses, {**extras, "beta": torch.full_like(losses, beta)}
+
+
+def test_kl_warm_up_weighs_training_passes_only_and_is_part_of_the_checkpoint(tmp_path: Path) -> None:
+    x = torch.linspace(-1, 1, 16)[:, None]
+    settings = TrainSettings(epochs=5, batch_size=8, lr=0.05, patience=5, seed=0)
+    options = {"beta": 0.8}
+    result = fit(
+        WeighedLocation(), (x,), (x,), settings, CPU, tmp_path / "w.pt", loss_options=options, beta_warmup_epochs=4
+    )
+    assert [round(row["beta"], 6) for row in result.history] == [0.2, 0.4, 0.6, 0.8, 0.8]
+    assert all(row["val_beta"] == pytest.approx(0.8) for row in result.history)  # the best epoch: on the objective
+    # Another warm-up is another run: its checkpoint is not resumed.
+    again = fit(WeighedLocation(), (x,), (x,), settings, CPU, tmp_path / "w.pt", loss_options=options)
+    assert [round(row["beta"], 6) for row in again.history] == [0.8] * 5
+
+
 def flip(batch: list[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
     """A random sign per map, drawn from the loop's generator (an augmentation of the Location data)."""
     (x,) = batch

@@ -248,6 +248,7 @@ class CVAESettings(Section):
     censored: bool  # pixels at or beyond the clip enter the likelihood censored (exsitu.likelihood)
     hurdle: bool  # a two-part likelihood: each pixel's probability of the clip, the family inside it
     free_bits: float  # nats per latent dimension
+    kl_warmup_epochs: int  # the KL weight rises linearly to beta over these first training epochs (0: off)
     patience: int
     seed: int
     augment: bool  # the eight symmetries of the square on training batches (exsitu.augment)

@@ -166,6 +166,7 @@ class _Run:
     channels_last: bool
     checkpoint: Path
     loss_options: dict[str, Any]
+    beta_warmup_epochs: int  # the loss option ``beta`` rises to its value over these training epochs
     optimizer: torch.optim.Optimizer
     generator: torch.Generator  # batch order
     transform_generator: torch.Generator  # random numbers of batch_transform
@@ -186,6 +187,13 @@ class _Run:
         if self.channels_last and batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
+
+    def epoch_loss_options(self, epoch: int, train: bool) -> dict[str, Any]:
+        """The loss options of a training (``train``) or validation pass of 1-based ``epoch``: during the warm-up a
+        training pass weighs the KL by ``beta * epoch / beta_warmup_epochs``; validation always by ``beta``."""
+        if not train or epoch >= self.beta_warmup_epochs or "beta" not in self.loss_options:
+            return self.loss_options
+        return {**self.loss_options, "beta": self.loss_options["beta"] * epoch / self.beta_warmup_epochs}
 
     def autocast_context(self) -> contextlib.AbstractContextManager:
         if self.autocast is None:
@@ -217,7 +225,7 @@ def _run_epoch(
         if train and run.batch_transform is not None:
             batch = run.batch_transform(batch, run.transform_generator)
         with torch.set_grad_enabled(train), run.autocast_context():
-            losses, extras = run.model.loss(*batch, **run.loss_options)
+            losses, extras = run.model.loss(*batch, **run.epoch_loss_options(epoch, train))
         losses = losses.float()
         if losses.shape != weights.shape:
             raise ValueError(f"{run.model.kind}.loss must return one loss per map, got shape {tuple(losses.shape)}")
@@ -287,6 +295,7 @@ def fit(
     checkpoint: str | os.PathLike,
     *,
     loss_options: dict[str, Any] | None = None,
+    beta_warmup_epochs: int = 0,
     precision: str = "bf16",
     epoch_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None,
     train_weights: torch.Tensor | None = None,
@@ -306,6 +315,11 @@ def fit(
     generator of the loop seeded from ``settings.seed`` and checkpointed, so a resumed run is the
     run that was never interrupted.
 
+    ``beta_warmup_epochs``: a KL warm-up (Bowman et al. 2016; Sonderby et al. 2016): the loss option ``beta`` of
+    the training passes rises linearly, ``beta * epoch / beta_warmup_epochs``, and is ``beta`` from that epoch on,
+    so the decoder learns to use the latent before the KL presses it shut; validation always weighs the KL by
+    ``beta``, so the best epoch is chosen on the objective itself.
+
     ``precision``: "bf16" (bfloat16 autocast where ``native_bfloat16(device)``, else fp32) or "fp32".
     ``channels_last``: convolutional models and 4D batches in channels-last memory format on CUDA
     (no effect on the CPU).
@@ -319,7 +333,7 @@ def fit(
     train_data = _Data(train, _check_weights(train_weights, train[0].shape[0], "train_weights"))
     val_data = _Data(val, _check_weights(val_weights, val[0].shape[0], "val_weights"))
     fingerprint = {
-        "kind": model.kind, "hparams": model.hparams(), **loss_options,
+        "kind": model.kind, "hparams": model.hparams(), **loss_options, "beta_warmup_epochs": beta_warmup_epochs,
         "data": data_checksum(train), "weights": data_checksum([train_data.weights, val_data.weights]),
         "settings": asdict(settings), "precision": precision, "batch_transform": transform_name(batch_transform),
     }  # fmt: skip
@@ -339,6 +353,7 @@ def fit(
         channels_last=convolutional,
         checkpoint=checkpoint,
         loss_options=loss_options,
+        beta_warmup_epochs=beta_warmup_epochs,
         optimizer=optimizer,
         generator=torch.Generator().manual_seed(settings.seed),
         transform_generator=torch.Generator().manual_seed(settings.seed + 1),

@@ -50,6 +50,7 @@ class Training:
     val: tuple[torch.Tensor, ...]
     settings: TrainSettings
     loss_options: dict[str, Any] = field(default_factory=dict)
+    beta_warmup_epochs: int = 0
     epoch_metrics: Callable[[dict[str, float]], dict[str, float]] | None = None
     precision: str = "fp32"
     train_weights: torch.Tensor | None = None
@@ -135,7 +136,8 @@ def run_training(parser: argparse.ArgumentParser, build: Build, argv: Sequence[s
     run = build(args, data, device)
     result = fit(
         run.model, run.train, run.val, run.settings, device, args.checkpoint,
-        loss_options=run.loss_options, precision=run.precision, epoch_metrics=run.epoch_metrics,
+        loss_options=run.loss_options, beta_warmup_epochs=run.beta_warmup_epochs, precision=run.precision,
+        epoch_metrics=run.epoch_metrics,
         train_weights=run.train_weights, val_weights=run.val_weights, batch_transform=run.batch_transform,
     )  # fmt: skip
     save_outputs(args.model, args.history, run.model, result, {"settings": args.settings})

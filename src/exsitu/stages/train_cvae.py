@@ -26,6 +26,7 @@ def build(args: argparse.Namespace, data: DatasetFiles, device: torch.device) ->
         CVAE,
         settings.training(),
         loss_options={"beta": float(settings.beta), "free_bits": float(settings.free_bits)},
+        beta_warmup_epochs=int(settings.kl_warmup_epochs),
         epoch_metrics=active_units,
     )
 
