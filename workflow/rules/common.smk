@@ -62,7 +62,12 @@ def cvae_keys_baseline_ignores():
     weights (its loss has no latent) and the optimiser keys its own ``baseline`` section sets.
     """
     overridden = [key for key, value in config["baseline"].items() if value is not None]
-    return ["cvae.beta", "cvae.free_bits", "cvae.kl_warmup_epochs", *(f"cvae.{key}" for key in overridden)]
+    return [
+        "cvae.beta",
+        "cvae.free_bits",
+        "cvae.kl_warmup_epochs",
+        *(f"cvae.{key}" for key in overridden),
+    ]
 
 
 def _flag(name, value):
