@@ -22,9 +22,9 @@ within :data:`MSTAR_WINDOW_DEX` of the one asked for (the galaxy then has the ca
 weights, Jacobian included, are then those of the forward model itself; no candidate is reweighted.
 (Until 2026-12-07 a sampling-importance-resampling draw of 4 candidates stood here: with so few, the
 draw leans towards its proposal, and at 10^10.4 Msun it gave f_ex p84 0.15 where the exact draw gives
-0.21.) At fixed M* a galaxy in a more massive halo has had more mergers, is larger (sizes scale with
-R200) and has fewer in-situ stars for its halo: the correlations of size, halo and ex-situ fraction
-come from there.
+0.19-0.23, by the width of the mass window measured.) At fixed M* a galaxy in a more massive halo has
+had more mergers, is larger (sizes scale with R200) and has fewer in-situ stars for its halo: the
+correlations of size, halo and ex-situ fraction come from there.
 
 Units: log10 Msun; times in Gyr (lookback).
 """
@@ -142,7 +142,7 @@ def draw_assembly(
         log_mh = _draw_halo(rng, centre - HALO_WINDOW_DEX, centre + HALO_WINDOW_DEX)
         history = draw_history(rng, log_mh, satellite_since_gyr=since)
         offset = _draw_offset(rng)
-        mstar = 10 ** (history.log_insitu_track[0] + offset) + history.merger_gas + history.accreted
-        if abs(np.log10(mstar) - log_mstar) < MSTAR_WINDOW_DEX and np.log10(mstar) >= floor_log_mstar:
-            return Assembly(float(np.log10(mstar)), log_mh, with_host(history, offset), since)
+        drawn = float(np.log10(10 ** (history.log_insitu_track[0] + offset) + history.merger_gas + history.accreted))
+        if abs(drawn - log_mstar) < MSTAR_WINDOW_DEX and drawn >= floor_log_mstar:
+            return Assembly(drawn, log_mh, with_host(history, offset), since)
     raise RuntimeError(f"no halo of the assembly model makes a galaxy of log M* = {log_mstar:.2f}")

@@ -18,6 +18,7 @@ import numpy as np
 
 from exsitu.io import InputError
 from exsitu.mock.galaxies import GalaxyModel, draw_galaxy, draw_population, progenitor
+from exsitu.mock.population import min_log_mstar
 from exsitu.mock.tng_layout import write_snapshot, write_tree
 from exsitu.mock.universe import Member, build_snapshot
 from exsitu.units import tng_cosmology
@@ -55,8 +56,9 @@ def _members(rng: np.random.Generator, mains: list[GalaxyModel]) -> tuple[list[M
             centrals.append((len(centrals), mains[i].log_mstar))
             members.append(Member(mains[i], len(centrals) - 1, True, 1, int(i)))
     groups = [g for g, _ in centrals]
+    low = min_log_mstar()
     for _ in range(max(1, n // 10)):  # non-cosmological clumps: above the cut but SubhaloFlag=0
-        members.append(satellite(draw_galaxy(rng, rng.uniform(10.0, 10.6), True, 10.0), int(rng.choice(groups)), 0, -1))
+        members.append(satellite(draw_galaxy(rng, rng.uniform(low, 10.6), True, low), int(rng.choice(groups)), 0, -1))
     for _ in range(max(2, n // 5)):  # dwarfs below the mass cut
         members.append(satellite(draw_galaxy(rng, rng.uniform(8.7, 9.9), True), int(rng.choice(groups)), 1, -1))
     return members, len(centrals)
