@@ -94,6 +94,14 @@ def test_the_headline_reads_the_spread_by_scale_from_its_intervals() -> None:
     assert "lack" not in calibrated and "more than" not in calibrated
 
 
+def test_the_headline_flags_a_decoder_that_ignores_its_latent() -> None:
+    # Universe 2027 of the exact-draw mock without the KL warm-up (collapsed), and universe 42 with it.
+    collapsed = compute.latent_use_sentence({"value": 1.000, "low": 0.999, "high": 1.001})
+    assert "1.000" in collapsed and "posterior collapse" in collapsed
+    used = compute.latent_use_sentence({"value": 0.606, "low": 0.55, "high": 0.66})
+    assert "0.606" in used and "collapse" not in used
+
+
 def test_report_tables_show_the_metrics(tiny_report) -> None:
     data, made, text = tiny_report
     metrics, diagnostics = data.metrics, data.noise_scale["diagnostics"]
@@ -142,6 +150,7 @@ def test_report_tables_show_the_metrics(tiny_report) -> None:
         flow["spread_by_scale"]["rough"], 3
     )
     assert compute.spread_by_scale_sentence(flow["spread_by_scale"]) in text  # the headline
+    assert compute.latent_use_sentence(metrics["comparisons"]["mae_reconstruction_over_flow"]) in text
     assert made["likelihood"].loc["likelihood family", "value"] == metrics["likelihood"]["family"]
     clip_row = made["likelihood"].loc["pixels at the clip enter as (cvae.censored, cvae.hurdle)", "value"]
     assert metrics["likelihood"]["clip_model"] == "hurdle" and clip_row == tables.CLIP_MODELS["hurdle"]
