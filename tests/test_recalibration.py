@@ -442,13 +442,16 @@ def test_the_pipeline_fits_the_scales_and_every_consumer_uses_them(tiny_run: Pat
     energy, variogram = np.array(fitted["energy_score"]), np.array(fitted["variogram_score"])
     assert energy.shape == variogram.shape == (len(SCALES), len(SCALES)) and fitted["n_samples"] == 64
     noise = read_noise_scales(path)
-    # the default: the scores' best pair among those whose validation pixels are covered (its low-rank scale;
-    # the diagonal slope, on in the tiny config, then refits the diagonal at it)
-    assert fitted["method"] == "constrained"
-    coverage = np.array([fitted["pixel_coverage"][str(level)] for level in COVERAGE_TARGETS])
-    assert coverage.shape == (len(COVERAGE_TARGETS), len(SCALES), len(SCALES))
-    assert np.all((coverage >= 0) & (coverage <= 1))
-    assert noise.lowrank == constrained_scales(np.array(scales), energy, variogram, coverage).lowrank
+    # the default: among the pairs whose validation pixels are covered, the one whose integrated fractions are (its
+    # low-rank scale; the diagonal slope, on in the tiny config, then refits the diagonal at it)
+    assert fitted["method"] == "joint"
+    coverage, integrated = (
+        np.array([fitted[name][str(level)] for level in COVERAGE_TARGETS])
+        for name in ("pixel_coverage", "integrated_coverage")
+    )
+    assert coverage.shape == integrated.shape == (len(COVERAGE_TARGETS), len(SCALES), len(SCALES))
+    assert np.all((coverage >= 0) & (coverage <= 1)) and np.all((integrated >= 0) & (integrated <= 1))
+    assert noise.lowrank == coverage_matched_scales(np.array(scales), coverage, integrated).lowrank
     # recalibrate.diagonal_slope (on in the tiny config): per slope a diagonal scale matched to the pooled
     # coverage; the fitted pair lies on that curve, at the slope of the least stratum misfit (refined between
     # grid slopes)

@@ -2,8 +2,9 @@
 
 Two scales, one on the correlated (low-rank) and one on the independent (diagonal) part of the map
 likelihood's residual, fitted with the energy and variogram scores of the flow's full predictive
-(``exsitu.recalibration``; the default ``recalibrate.method: constrained`` takes the best pair of those
-whose per-pixel coverage of the validation maps is nominal); with ``recalibrate.enabled: false`` both are 1
+(``exsitu.recalibration``; the default ``recalibrate.method: joint`` takes, of the pairs whose per-pixel coverage
+of the validation maps is nominal, the one whose integrated fractions are covered at 68% and 95%); with
+``recalibrate.enabled: false`` both are 1
 (the likelihood as trained). The JSON also holds the residual diagnostics of the validation maps
 (``exsitu.residual_diagnostics``), as trained and at the fitted scales. evaluate and the model card
 (hence ``exsitu predict``) use the scales. The validation maps are streamed in chunks; their draws are kept
