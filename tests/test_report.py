@@ -95,7 +95,7 @@ def test_the_headline_reads_the_spread_by_scale_from_its_intervals() -> None:
 
 
 def test_the_headline_flags_a_decoder_that_ignores_its_latent() -> None:
-    # Universe 2027 of the exact-draw mock without the KL warm-up (collapsed), and universe 42 with it.
+    # A collapsed model's ratio (1.000 on universe 2027 of the exact-draw mock without the warm-up), a working one's.
     collapsed = compute.latent_use_sentence({"value": 1.000, "low": 0.999, "high": 1.001})
     assert "1.000" in collapsed and "posterior collapse" in collapsed
     used = compute.latent_use_sentence({"value": 0.606, "low": 0.55, "high": 0.66})

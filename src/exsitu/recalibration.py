@@ -77,14 +77,15 @@ sampled map) falls inside its central 68% and 95% intervals at those rates, with
 coverage-matched per pixel at each candidate low-rank scale as above (least squares over the two
 levels along the curve lowrank -> diagonal(lowrank)). It targets directly what astronomers quote
 from the samples, on validation maps only; the whole-map scores still go into the JSON. With ~75
-validation galaxies the integrated coverage it matches has a standard error of ~0.05 at 68%. Why it is the
-default: the variogram score compares differences between pixels and is blind to a common offset, which is most of
-an integrated fraction's error; in ES / min ES + VS / min VS the energy score moves by 2-5% along the coverage
-curve (low-rank scales 0.25-1) and the variogram score by 14-21%, so ``constrained`` is in effect the variogram's
-choice. On four universes of
-the exact-draw mock that choice covered the validation maps' own integrated fractions at 0.69-0.75 (68%) and the
-test maps' at 0.71-0.79; ``joint`` moves the low-rank scale down and the diagonal up along the same curve, so the
-smooth part of the maps gains calibration and the rough part (pixel to pixel) carries more spread than the truth
+validation galaxies the integrated coverage it matches has a standard error of ~0.05 at 68%.
+
+Why ``joint`` is the default: the variogram score compares differences between pixels and is blind to a common
+offset, which is most of an integrated fraction's error; in ES / min ES + VS / min VS the energy score moves by 2-5%
+along the coverage curve (low-rank scales 0.25-1) and the variogram score by 14-21%, so ``constrained`` is in effect
+the variogram's choice. On four universes of the exact-draw mock that choice covered the validation maps' own
+integrated fractions at 0.69-0.75 (68%) and the test maps' at 0.71-0.79. ``joint`` moved the low-rank scale down and
+the diagonal up along the same curve there: the smooth part of the maps gained calibration and the rough part (pixel
+to pixel) carries more spread than the truth; on the MaNGA preset it moved the other way and scored no better
 (README, "The noise scales from validation to test").
 
 Every candidate is scored on the same draws (``exsitu.sample.residual_draws_in_chunks``: a draw at

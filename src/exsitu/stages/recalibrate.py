@@ -1,11 +1,11 @@
 """Fit the noise scales of the decoder's residual on the validation maps -> results/models/noise_scale.json.
 
 Two scales, one on the correlated (low-rank) and one on the independent (diagonal) part of the map
-likelihood's residual, fitted with the energy and variogram scores of the flow's full predictive
-(``exsitu.recalibration``; the default ``recalibrate.method: joint`` takes, of the pairs whose per-pixel coverage
-of the validation maps is nominal, the one whose integrated fractions are covered at 68% and 95%); with
-``recalibrate.enabled: false`` both are 1
-(the likelihood as trained). The JSON also holds the residual diagnostics of the validation maps
+likelihood's residual, fitted on a grid scored with the flow's full predictive (``exsitu.recalibration``: the
+energy and variogram scores, the per-pixel coverage and the integrated fraction's coverage; the default
+``recalibrate.method: joint`` takes, of the pairs whose validation pixels are covered at 68% and 95%, the one whose
+integrated fractions are); with ``recalibrate.enabled: false`` both are 1 (the likelihood as trained). The JSON
+also holds the residual diagnostics of the validation maps
 (``exsitu.residual_diagnostics``), as trained and at the fitted scales. evaluate and the model card
 (hence ``exsitu predict``) use the scales. The validation maps are streamed in chunks; their draws are kept
 between the fit's passes only up to ``exsitu.recalibration.CACHE_BYTES``, so memory stays bounded at any size.
