@@ -11,10 +11,10 @@ validation grid from the run's ``noise_scale.json``, and for each way of choosin
 - the pair the same rule would choose on the test maps, and its test integrated coverage (an oracle: how much of
   a miss is the transfer from 75 galaxies to 115 others, and how much the rule itself).
 
-The rules: ``constrained`` (the default: lowest ES / min ES + VS / min VS), ``energy`` (lowest energy score),
-``variogram`` (lowest variogram score), ``joint`` (integrated coverage matched). Coverage here is the grid's
-(draws of the recalibration, ``--n-samples`` per map), not the evaluation's 100, so it differs from metrics.json
-by the draws' noise.
+The rules: ``constrained`` (lowest ES / min ES + VS / min VS), ``energy`` (lowest energy score), ``variogram``
+(lowest variogram score), ``joint`` (integrated coverage matched; the default since 2026-12-07 night). Coverage
+here is the grid's (the recalibration's draws per map), not the evaluation's 100, so it differs from metrics.json by
+the draws' noise.
 
     python benchmarks/bench_recalibration_transfer.py --run . [--seed 0] [--threads 2]
 """
@@ -22,7 +22,6 @@ by the draws' noise.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +35,7 @@ from exsitu.recalibration import (
     CHUNK_ELEMENTS,
     COVERAGE_TARGETS,
     _bilinear,
-    combined_score,
+    constrained_scales,
     coverage_curve,
     coverage_matched_scales,
     fit_noise_scales,
@@ -59,15 +58,14 @@ class Grid:
         """``surface`` interpolated linearly in log scale at ``pair``."""
         return _bilinear(np.log(self.scales), surface, np.log(pair.lowrank), np.log(pair.diagonal))
 
-    def rules(self) -> dict[str, Callable[[], NoiseScales]]:
-        """Each rule's pair on this grid."""
+    def rules(self) -> dict[str, NoiseScales]:
+        """Each rule's pair on this grid (``constrained`` and ``joint`` as ``recalibrate`` computes them)."""
         curve = coverage_curve(self.scales, self.pixels)
-        combined = combined_score(self.energy, self.variogram)
         return {
-            "constrained": lambda: min(curve, key=lambda pair: self.at(combined, pair)),
-            "energy": lambda: min(curve, key=lambda pair: self.at(self.energy, pair)),
-            "variogram": lambda: min(curve, key=lambda pair: self.at(self.variogram, pair)),
-            "joint": lambda: coverage_matched_scales(self.scales, self.pixels, self.integrated),
+            "constrained": constrained_scales(self.scales, self.energy, self.variogram, self.pixels),
+            "energy": min(curve, key=lambda pair: self.at(self.energy, pair)),
+            "variogram": min(curve, key=lambda pair: self.at(self.variogram, pair)),
+            "joint": coverage_matched_scales(self.scales, self.pixels, self.integrated),
         }
 
 
@@ -96,8 +94,8 @@ def main() -> None:
     print(f"{args.run}: {validation_fit['n_galaxies']} validation galaxies, {test_fit['n_galaxies']} test galaxies, "
           f"{settings.n_samples} draws per map")  # fmt: skip
     oracles = test.rules()
-    for name, rule in validation.rules().items():
-        pair, oracle = rule(), oracles[name]()
+    for name, pair in validation.rules().items():
+        oracle = oracles[name]
         print(
             f"{name:11s} validation pair ({pair.lowrank:.3f}, {pair.diagonal:.3f}): validation integrated 68% "
             f"{validation.at(validation.integrated[0], pair):.3f} | test pixels 68% / 95% "
