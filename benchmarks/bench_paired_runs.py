@@ -6,9 +6,9 @@ every replicate) separates a change of the method from the luck of the test set.
 samples (``results/evaluation/samples.h5``, ``evaluate.n_saved_samples`` draws in float16) it prints B / A for
 
 - the per-pixel MAE of the samples' median (``exsitu.point_metrics.paired_ratio``);
-- the RMS error of the integrated ex-situ fraction, here the mean over the galaxy pixels of the samples' mean map
-  (the stellar mass is not saved, so not the mass-weighted fraction of metrics.json;
-  ``exsitu.point_metrics.rms_ratio``);
+- the RMS error of the integrated ex-situ fraction, here of the samples' mean map with equal pixel weights
+  (``exsitu.functionals.integrated_fraction``; the stellar mass is not saved, so not the mass-weighted fraction of
+  metrics.json; ``exsitu.point_metrics.rms_ratio``);
 - the energy and variogram scores of the samples (``exsitu.recalibration.sample_scores``).
 
 Below 1, run B is the better. Used for "A larger validation set" in the README.
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from exsitu.bootstrap import GalaxyBootstrap
+from exsitu.functionals import integrated_fraction
 from exsitu.io import InputError
 from exsitu.point_metrics import paired_ratio, rms_ratio
 from exsitu.recalibration import sample_scores
@@ -49,13 +50,13 @@ def per_map_figures(run: Path) -> dict[str, np.ndarray]:
             part = slice(start, start + CHUNK)
             draws, m = samples[part].astype(np.float32), mask[part]
             parts["abs_error"].append((np.abs(np.median(draws, axis=1) - truth[part]) * m).sum((1, 2)))
-            parts["predicted"].append((draws.mean(1) * m).sum((1, 2)) / m.sum((1, 2)))
+            parts["predicted"].append(integrated_fraction(draws.mean(1), m.astype(np.float64)))
             scores = sample_scores(torch.from_numpy(draws), torch.from_numpy(truth[part]), torch.from_numpy(m))
             parts["energy"].append(scores["energy"].numpy())
             parts["variogram"].append(scores["variogram"].numpy())
     out.update({k: np.concatenate(v) for k, v in parts.items()})
     out["pixels"] = mask.sum((1, 2)).astype(np.float64)
-    out["true"] = (truth * mask).sum((1, 2)) / out["pixels"]
+    out["true"] = integrated_fraction(truth, mask.astype(np.float64))
     return out
 
 
@@ -65,10 +66,13 @@ def main() -> None:
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--replicates", type=int, default=1000)
     args = parser.parse_args()
-    a, b = per_map_figures(args.run_a), per_map_figures(args.run_b)
+    try:
+        a, b = per_map_figures(args.run_a), per_map_figures(args.run_b)
+    except InputError as err:
+        raise SystemExit(str(err)) from None
     for key in MAP_KEYS:
         if a[key].shape != b[key].shape or (a[key] != b[key]).any():
-            raise InputError(f"{args.run_a} and {args.run_b} hold different test maps ({key} differs): nothing to pair")
+            raise SystemExit(f"{args.run_a} and {args.run_b} hold different test maps ({key} differs): nothing to pair")
     boot = GalaxyBootstrap(a["galaxy_id"], n_replicates=args.replicates)
     ones = np.ones(boot.n_maps)
     ratios = {
